@@ -1,0 +1,40 @@
+"""The `stagewatch` command. Each group of commands lives in its own module and registers here."""
+
+from __future__ import annotations
+
+import typer
+
+from stagewatch import __version__
+
+app = typer.Typer(
+    name="stagewatch",
+    help="Stage-change history for applications sent through Kombo's unified ATS API.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"stagewatch {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version."
+    ),
+) -> None:
+    """stagewatch keeps the history Kombo does not: every stage move, hire and decline."""
+
+
+def _register() -> None:
+    from stagewatch import cli_query, cli_sim, cli_sync
+
+    cli_sim.register(app)
+    cli_query.register(app)
+    cli_sync.register(app)
+
+
+_register()

@@ -1,0 +1,9 @@
+"""Commands registered on the `stagewatch` app (filled in by its owner)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""

@@ -1,0 +1,172 @@
+"""Kombo records at the boundary: tolerant of growth, strict only where stagewatch depends on a field.
+
+Every field the spec marks nullable is Optional; unknown fields are kept (`extra="allow"`) so the raw
+record survives; enums are open (an unknown `outcome` or job `status` is kept as the string given).
+A record that cannot be parsed at all becomes a `Quarantined` entry with its reason and raw payload.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+KNOWN_OUTCOMES = ("PENDING", "HIRED", "DECLINED")
+KNOWN_JOB_STATUSES = ("OPEN", "CLOSED", "DRAFT", "ARCHIVED")
+
+
+class KomboModel(BaseModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True)
+
+
+class Stage(KomboModel):
+    """One stage of a job's pipeline. Stage ids are job-specific."""
+
+    id: str
+    remote_id: str | None = None
+    name: str | None = None
+    index: int | None = Field(
+        default=None,
+        description="Order in the ATS when it orders stages; may be missing, null or tied.",
+    )
+    status: str | None = None  # ACTIVE | INACTIVE in newer responses, open enum
+
+
+class Job(KomboModel):
+    id: str
+    remote_id: str | None = None
+    name: str | None = None
+    status: str | None = None  # open enum: OPEN, CLOSED, DRAFT, ARCHIVED or the ATS's raw string
+    changed_at: datetime | None = None
+    remote_created_at: datetime | None = None
+    remote_updated_at: datetime | None = None
+    remote_deleted_at: datetime | None = None
+    stages: list[Stage] | None = None
+
+    @field_validator("stages", mode="before")
+    @classmethod
+    def _drop_null_stages(cls, value: Any) -> Any:
+        if isinstance(value, list):
+            return [s for s in value if s is not None]
+        return value
+
+
+class CurrentStage(KomboModel):
+    id: str
+    remote_id: str | None = None
+    name: str | None = None
+    index: int | None = None
+
+
+class JobRef(KomboModel):
+    id: str
+    remote_id: str | None = None
+    name: str | None = None
+
+
+class Candidate(BaseModel):
+    """Only the candidate's name: contact data (emails, phones, links) is dropped at parse time."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    id: str | None = None
+    first_name: str | None = None
+    last_name: str | None = None
+
+
+class Application(KomboModel):
+    id: str
+    remote_id: str | None = None
+    outcome: str | None = None  # open enum: PENDING, HIRED, DECLINED, None, or a new value as given
+    rejection_reason_name: str | None = None
+    rejected_at: datetime | None = None
+    current_stage_id: str | None = None
+    current_stage: CurrentStage | None = None
+    job_id: str | None = None
+    job: JobRef | None = None
+    candidate_id: str | None = None
+    candidate: Candidate | None = None
+    changed_at: datetime | None = None
+    remote_created_at: datetime | None = None
+    remote_updated_at: datetime | None = None
+    remote_deleted_at: datetime | None = None
+
+    @property
+    def stage_id(self) -> str | None:
+        return self.current_stage.id if self.current_stage else self.current_stage_id
+
+    @property
+    def stage_name(self) -> str | None:
+        return self.current_stage.name if self.current_stage else None
+
+    @property
+    def effective_job_id(self) -> str | None:
+        return self.job_id or (self.job.id if self.job else None)
+
+    @property
+    def candidate_name(self) -> str | None:
+        if not self.candidate:
+            return None
+        parts = [p for p in (self.candidate.first_name, self.candidate.last_name) if p]
+        return " ".join(parts) or None
+
+
+class Quarantined(BaseModel):
+    """A record that could not be parsed; kept with its reason so one bad record hides nothing."""
+
+    model: str  # "job" | "application"
+    record_id: str | None
+    reason: str
+    raw: Any
+
+
+M = TypeVar("M", bound=KomboModel)
+
+
+class Page(BaseModel, Generic[M]):
+    """One page of a listing: parsed records, quarantined ones, and the cursor to the next page."""
+
+    records: list[M]
+    quarantined: list[Quarantined] = Field(default_factory=list)
+    next_cursor: str | None = None
+
+
+def _record_id(raw: Any) -> str | None:
+    if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
+        return raw["id"]
+    return None
+
+
+def _reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "record"
+        parts.append(f"{loc}: {err['msg']}")
+    return "; ".join(parts)
+
+
+def parse_records(
+    model: type[M], raw_records: list[Any], kind: str
+) -> tuple[list[M], list[Quarantined]]:
+    """Parse each record on its own; the unparseable ones are quarantined, the rest kept."""
+    records: list[M] = []
+    quarantined: list[Quarantined] = []
+    for raw in raw_records:
+        if not isinstance(raw, dict):
+            quarantined.append(
+                Quarantined(
+                    model=kind,
+                    record_id=None,
+                    reason=f"record is {type(raw).__name__}, not an object",
+                    raw=raw,
+                )
+            )
+            continue
+        try:
+            records.append(model.model_validate(raw))
+        except ValidationError as exc:
+            quarantined.append(
+                Quarantined(model=kind, record_id=_record_id(raw), reason=_reason(exc), raw=raw)
+            )
+    return records, quarantined
