@@ -1,0 +1,527 @@
+"""The one way stagewatch talks to Kombo: auth, pagination, error mapping and retries.
+
+Retries live here and nowhere else: callers see either a page, or an error that retrying cannot fix
+(or a `TransientError` once the retry budget is spent).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, datetime
+from functools import cache
+from typing import Any, Generic, Literal, TypeVar
+from urllib.parse import quote
+
+import httpx
+from pydantic import BaseModel, Field, SecretStr, ValidationError
+
+from stagewatch import __version__
+from stagewatch.errors import (
+    ConnectionFailedError,
+    KomboError,
+    PaginationLoopError,
+    TransientError,
+    error_from_response,
+    safe_to_resend,
+)
+from stagewatch.models import Application, Job, KomboModel, Page, parse_records
+from stagewatch.timeutil import format_ts
+
+log = logging.getLogger(__name__)
+
+EU_BASE_URL = "https://api.kombo.dev/v1"
+US_BASE_URL = "https://api.us.kombo.dev/v1"
+BASE_URLS = {"eu": EU_BASE_URL, "us": US_BASE_URL}
+USER_AGENT = f"stagewatch/{__version__}"
+
+MAX_PAGE_SIZE = 250
+DEFAULT_TIMEOUT = 30.0
+DEFAULT_MAX_ATTEMPTS = 6
+DEFAULT_INITIAL_DELAY = 0.5
+DEFAULT_MAX_DELAY = 30.0
+DEFAULT_MAX_TOTAL_WAIT = 120.0
+DEFAULT_JITTER = 0.25
+
+M = TypeVar("M", bound=KomboModel)
+T = TypeVar("T")
+
+
+class RetryPolicy(BaseModel):
+    """How long the client keeps trying one request before a `TransientError` reaches the caller."""
+
+    max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1, description="First try included.")
+    initial_delay: float = Field(default=DEFAULT_INITIAL_DELAY, ge=0)
+    max_delay: float = Field(default=DEFAULT_MAX_DELAY, ge=0)
+    max_total_wait: float = Field(
+        default=DEFAULT_MAX_TOTAL_WAIT,
+        ge=0,
+        description="Per request; a wait that would exceed it raises the last TransientError.",
+    )
+    jitter: float = Field(
+        default=DEFAULT_JITTER,
+        ge=0,
+        le=1,
+        description="Fraction of the backoff delay removed at random, so clients spread out.",
+    )
+
+    def backoff(self, attempt: int, rng: random.Random) -> float:
+        """Delay after the `attempt`-th failure (1-based) when the server named no wait."""
+        delay = min(self.max_delay, self.initial_delay * 2 ** (attempt - 1))
+        return delay * (1 - self.jitter * rng.random())
+
+
+class ClientStats(BaseModel):
+    """Counters for the run report, shared by every client made with `with_integration`."""
+
+    requests: int = 0
+    retries: int = 0
+    waited_seconds: float = 0.0
+
+
+# Filter encoders: each turns a Python value into Kombo's query-string form or raises ValueError.
+def _encode_bool(name: str, value: Any) -> str:
+    if not isinstance(value, bool):
+        raise ValueError(f"filter {name!r} must be a bool, got {type(value).__name__}")
+    return "true" if value else "false"
+
+
+def _encode_list(name: str, value: Any) -> str:
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, list | tuple | set | frozenset):
+        raise ValueError(f"filter {name!r} must be a list of strings, got {type(value).__name__}")
+    if not items:
+        raise ValueError(
+            f"filter {name!r} is an empty list; Kombo would read it as 'no filter' and return all"
+        )
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise ValueError(f"filter {name!r} must hold non-empty strings, got {item!r}")
+        if "," in item:
+            raise ValueError(f"filter {name!r}: value {item!r} contains a comma, Kombo's separator")
+    return ",".join(sorted(items) if isinstance(items, set | frozenset) else items)
+
+
+def _encode_str(name: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"filter {name!r} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _encode_time(name: str, value: Any) -> str:
+    if isinstance(value, datetime):
+        return format_ts(value)
+    if isinstance(value, date):
+        return value.isoformat()
+    raise ValueError(f"filter {name!r} must be a datetime or a date, got {type(value).__name__}")
+
+
+_COMMON_FILTERS: dict[str, Callable[[str, Any], str]] = {
+    "updated_after": _encode_time,
+    "include_deleted": _encode_bool,
+    "ignore_unsupported_filters": _encode_bool,
+    "ids": _encode_list,
+    "remote_ids": _encode_list,
+    "remote_created_after": _encode_time,
+}
+JOB_FILTERS: dict[str, Callable[[str, Any], str]] = {
+    **_COMMON_FILTERS,
+    "job_codes": _encode_list,
+    "post_url": _encode_str,
+    "status": _encode_str,  # deprecated by Kombo in favour of `statuses`
+    "statuses": _encode_list,
+    "employment_types": _encode_list,
+    "visibilities": _encode_list,
+    "name_contains": _encode_str,
+}
+APPLICATION_FILTERS: dict[str, Callable[[str, Any], str]] = {
+    **_COMMON_FILTERS,
+    "outcome": _encode_str,  # deprecated by Kombo in favour of `outcomes`
+    "outcomes": _encode_list,
+    "job_ids": _encode_list,
+    "job_remote_ids": _encode_list,
+    "current_stage_ids": _encode_list,
+}
+
+
+def encode_filters(
+    endpoint: str, allowed: Mapping[str, Callable[[str, Any], str]], filters: Mapping[str, Any]
+) -> dict[str, str]:
+    """Kombo's query parameters for `filters`; a filter set to None is left out."""
+    params: dict[str, str] = {}
+    for name, value in filters.items():
+        encoder = allowed.get(name)
+        if encoder is None:
+            raise ValueError(
+                f"unknown filter {name!r} for {endpoint}; known: {', '.join(sorted(allowed))}"
+            )
+        if value is not None:
+            params[name] = encoder(name, value)
+    return params
+
+
+def _check_page_size(page_size: Any) -> int:
+    if isinstance(page_size, bool) or not isinstance(page_size, int):
+        raise ValueError(f"page_size must be an int from 1 to {MAX_PAGE_SIZE}, got {page_size!r}")
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise ValueError(f"page_size must be from 1 to {MAX_PAGE_SIZE}, got {page_size}")
+    return page_size
+
+
+class _BearerAuth(httpx.Auth):
+    """Adds the key at send time, so it sits in no default header, repr or log of the client."""
+
+    def __init__(self, api_key: SecretStr) -> None:
+        self._api_key = api_key
+
+    def auth_flow(self, request: httpx.Request) -> Iterator[httpx.Request]:
+        request.headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        yield request
+
+    def __repr__(self) -> str:
+        return "_BearerAuth(api_key=SecretStr('**********'))"
+
+
+class _Shared:
+    """What every client made from one root shares: the connection pool and the counters."""
+
+    def __init__(self, http: httpx.Client, stats: ClientStats) -> None:
+        self.http = http
+        self.stats = stats
+        self.lock = threading.Lock()
+
+    def count(self, *, requests: int = 0, retries: int = 0, waited: float = 0.0) -> None:
+        with self.lock:
+            self.stats.requests += requests
+            self.stats.retries += retries
+            self.stats.waited_seconds += waited
+
+
+def _transport_failure(exc: httpx.TransportError, method: str, path: str) -> KomboError:
+    """A failure before Kombo answered, described without the request (whose headers hold the key)."""
+    what = f"{type(exc).__name__} on {method} {path}"
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout):
+        return ConnectionFailedError(f"{what}: Kombo could not be reached")
+    if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
+        return TransientError(f"{what}: the connection failed before Kombo answered")
+    return KomboError(f"{what}: the request could not be sent")
+
+
+def _always(error: TransientError) -> bool:
+    return True
+
+
+def _success_body(response: httpx.Response) -> dict[str, Any]:
+    """The success envelope of a 2xx response, or the error it stands for."""
+    if not response.is_success:
+        raise error_from_response(response)
+    try:
+        body = response.json()
+    except (ValueError, UnicodeDecodeError):
+        body = None
+    if isinstance(body, dict) and body.get("status") == "error":
+        raise error_from_response(response)
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise TransientError(
+            f"HTTP {response.status_code} with a body that is not Kombo's success envelope",
+            status_code=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+        )
+    return body
+
+
+class _ListData(BaseModel, Generic[M]):
+    next: str | None
+    results: list[M]
+
+
+class _ListEnvelope(BaseModel, Generic[M]):
+    """Kombo's listing envelope, validated straight from the response bytes on the fast path."""
+
+    status: Literal["success"]
+    data: _ListData[M]
+
+
+@cache
+def _envelope_model(model: type[M]) -> type[_ListEnvelope[M]]:
+    return _ListEnvelope[model]  # type: ignore[valid-type]
+
+
+def parse_page(response: httpx.Response, model: type[M], kind: str) -> Page[M]:
+    """One listing response as a `Page`: bad records are quarantined, the others kept.
+
+    The whole page is validated from the raw bytes in one call; only a page that fails that (a bad
+    record, an error body, broken JSON) takes the slow path, record by record.
+    """
+    if not response.is_success:
+        raise error_from_response(response)
+    try:
+        envelope = _envelope_model(model).model_validate_json(response.content)
+    except ValidationError:
+        return _parse_page_per_record(response, model, kind)
+    return Page[model].model_construct(  # type: ignore[valid-type]
+        records=envelope.data.results, quarantined=[], next_cursor=envelope.data.next or None
+    )
+
+
+def _parse_page_per_record(response: httpx.Response, model: type[M], kind: str) -> Page[M]:
+    data = _success_body(response).get("data")
+    if (
+        not isinstance(data, dict)
+        or not isinstance(data.get("results"), list)
+        or "next" not in data
+        or not isinstance(data["next"], str | None)
+    ):
+        raise TransientError(
+            f"HTTP {response.status_code}: the listing's data is not {{next, results: [...]}}",
+            status_code=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+        )
+    records, quarantined = parse_records(model, data["results"], kind)
+    return Page[model].model_construct(  # type: ignore[valid-type]
+        records=records, quarantined=quarantined, next_cursor=data["next"] or None
+    )
+
+
+class KomboClient:
+    """Kombo's ATS API for one integration. Use as a context manager; it owns one `httpx.Client`."""
+
+    def __init__(
+        self,
+        api_key: SecretStr | str,
+        integration_id: str | None = None,
+        *,
+        base_url: str | None = None,
+        region: Literal["eu", "us"] = "eu",
+        timeout: httpx.Timeout | float = DEFAULT_TIMEOUT,
+        transport: httpx.BaseTransport | None = None,
+        retry: RetryPolicy | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
+        raw = secret.get_secret_value()
+        if not raw or raw != raw.strip() or any(ch.isspace() for ch in raw):
+            raise ValueError("the Kombo API key is empty or contains whitespace")
+        if region not in BASE_URLS:
+            raise ValueError(f"region must be one of {sorted(BASE_URLS)}, got {region!r}")
+        self._check_integration_id(integration_id)
+        self.integration_id = integration_id
+        self.base_url = (base_url or BASE_URLS[region]).rstrip("/")
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+        http = httpx.Client(
+            base_url=self.base_url,
+            auth=_BearerAuth(secret),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
+            transport=transport,
+        )
+        self._shared = _Shared(http, ClientStats())
+        self._owns_http = True
+
+    @staticmethod
+    def _check_integration_id(integration_id: str | None) -> None:
+        if integration_id is not None and (
+            not isinstance(integration_id, str) or not integration_id.strip()
+        ):
+            raise ValueError(f"integration_id must be a non-empty string, got {integration_id!r}")
+
+    @property
+    def stats(self) -> ClientStats:
+        return self._shared.stats
+
+    def __repr__(self) -> str:
+        return f"KomboClient(base_url={self.base_url!r}, integration_id={self.integration_id!r})"
+
+    def __enter__(self) -> KomboClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the connection pool; a client from `with_integration` leaves it to its root."""
+        if self._owns_http:
+            self._shared.http.close()
+
+    def with_integration(self, integration_id: str) -> KomboClient:
+        """A client for another integration sharing this one's connections, retry policy and stats."""
+        self._check_integration_id(integration_id)
+        other = object.__new__(KomboClient)
+        other.__dict__.update(self.__dict__)
+        other.integration_id = integration_id
+        other._owns_http = False
+        return other
+
+    # -- requests ---------------------------------------------------------------------------------
+
+    def _retrying(
+        self,
+        method: str,
+        path: str,
+        once: Callable[[int], T],
+        *,
+        retry_if: Callable[[TransientError], bool] = _always,
+    ) -> T:
+        """Run `once(attempt)` until it succeeds, retrying `TransientError` within the policy.
+
+        The one place stagewatch retries; a wait that would break the attempt or time budget
+        re-raises the last `TransientError` instead.
+        """
+        policy = self.retry
+        waited = 0.0
+        attempt = 1
+        while True:
+            try:
+                return once(attempt)
+            except TransientError as exc:
+                if not retry_if(exc) or attempt >= policy.max_attempts:
+                    log.warning(
+                        "%s %s failed with %s on attempt %d; giving up",
+                        method, path, exc.status_code, attempt,
+                    )  # fmt: skip
+                    raise
+                delay = (
+                    exc.retry_after
+                    if exc.retry_after is not None
+                    else policy.backoff(attempt, self._rng)
+                )
+                if waited + delay > policy.max_total_wait:
+                    log.warning(
+                        "%s %s failed with %s on attempt %d; waiting %.2f s more would pass the "
+                        "%.2f s budget; giving up",
+                        method, path, exc.status_code, attempt, delay, policy.max_total_wait,
+                    )  # fmt: skip
+                    raise
+                log.info(
+                    "%s %s failed with %s on attempt %d; retrying in %.2f s",
+                    method, path, exc.status_code, attempt, delay,
+                )  # fmt: skip
+                self._sleep(delay)
+                waited += delay
+                self._shared.count(retries=1, waited=delay)
+                attempt += 1
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        attempt: int,
+        *,
+        params: Mapping[str, str] | None = None,
+        json: Any = None,
+    ) -> httpx.Response:
+        """One HTTP exchange; a failure before Kombo answered becomes a `TransientError`."""
+        headers = {}
+        if path.startswith("/ats/"):
+            if self.integration_id is None:
+                raise ValueError(f"{path} needs an integration_id (sent as X-Integration-Id)")
+            headers["X-Integration-Id"] = self.integration_id
+        self._shared.count(requests=1)
+        try:
+            response = self._shared.http.request(
+                method, path, params=params, json=json, headers=headers
+            )
+        except httpx.TransportError as exc:
+            failure = _transport_failure(exc, method, path)
+        else:
+            log.debug("%s %s -> %d (attempt %d)", method, path, response.status_code, attempt)
+            return response
+        log.debug("%s %s -> %s (attempt %d)", method, path, type(failure).__name__, attempt)
+        raise failure  # outside the except block: the httpx error (and its headers) stays behind
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        retry_if: Callable[[TransientError], bool] = _always,
+    ) -> dict[str, Any]:
+        def once(attempt: int) -> dict[str, Any]:
+            return _success_body(self._send(method, path, attempt, json=json))
+
+        return self._retrying(method, path, once, retry_if=retry_if)
+
+    def _iter_pages(
+        self,
+        path: str,
+        model: type[M],
+        kind: str,
+        allowed: Mapping[str, Callable[[str, Any], str]],
+        page_size: int,
+        filters: Mapping[str, Any],
+    ) -> Iterator[Page[M]]:
+        """Follow `data.next` until it is null or empty, re-sending the same filters each time.
+
+        A failed page is retried with the same cursor, so a retry never restarts the listing.
+        """
+        base = {
+            "page_size": str(_check_page_size(page_size)),
+            **encode_filters(path, allowed, filters),
+        }
+        if self.integration_id is None:
+            raise ValueError(f"{path} needs an integration_id (sent as X-Integration-Id)")
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            params = base if cursor is None else {**base, "cursor": cursor}
+
+            def once(attempt: int, params: Mapping[str, str] = params) -> Page[M]:
+                return parse_page(self._send("GET", path, attempt, params=params), model, kind)
+
+            page = self._retrying("GET", path, once)
+            yield page
+            cursor = page.next_cursor
+            if not cursor:
+                return
+            if cursor in seen:
+                raise PaginationLoopError(
+                    f"Kombo returned a next cursor already followed in this {path} listing "
+                    f"(after {len(seen) + 1} pages)"
+                )
+            seen.add(cursor)
+
+    def iter_job_pages(
+        self, *, page_size: int = MAX_PAGE_SIZE, **filters: Any
+    ) -> Iterator[Page[Job]]:
+        """Pages of `GET /ats/jobs`; filters as in `JOB_FILTERS`, Python values."""
+        return self._iter_pages("/ats/jobs", Job, "job", JOB_FILTERS, page_size, filters)
+
+    def iter_application_pages(
+        self, *, page_size: int = MAX_PAGE_SIZE, **filters: Any
+    ) -> Iterator[Page[Application]]:
+        """Pages of `GET /ats/applications`; filters as in `APPLICATION_FILTERS`, Python values."""
+        return self._iter_pages(
+            "/ats/applications", Application, "application", APPLICATION_FILTERS, page_size, filters
+        )
+
+    def check_api_key(self) -> dict[str, Any]:
+        """`GET /check-api-key`: the key's `environment_id`; raises `AuthenticationError` if bad."""
+        body = self._call("GET", "/check-api-key")
+        if not isinstance(body.get("data"), dict):
+            raise TransientError("GET /check-api-key answered success without a data object")
+        return body["data"]
+
+    def create_application(self, job_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """`POST /ats/jobs/{job_id}/applications`: the success envelope (`data`, `warnings`).
+
+        Retried only when Kombo certainly did nothing (`safe_to_resend`): after a 5xx or a read
+        timeout the application may exist already, and a second POST would apply twice.
+        """
+        path = f"/ats/jobs/{quote(job_id, safe=':')}/applications"
+        return self._call("POST", path, json=body, retry_if=safe_to_resend)
+
+    def set_application_stage(self, application_id: str, stage_id: str) -> dict[str, Any]:
+        """`PUT /ats/applications/{id}/stage`: the success envelope (`data`, `warnings`).
+
+        Retried like `create_application`: the ATS may run automations on every move, so a move
+        that may have happened is not sent again.
+        """
+        path = f"/ats/applications/{quote(application_id, safe='')}/stage"
+        return self._call("PUT", path, json={"stage_id": stage_id}, retry_if=safe_to_resend)
