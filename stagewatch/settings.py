@@ -1,0 +1,100 @@
+"""Configuration from the environment (and `.env`), read once at the edge and passed down."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from stagewatch.client import (
+    DEFAULT_INITIAL_DELAY,
+    DEFAULT_JITTER,
+    DEFAULT_MAX_ATTEMPTS,
+    DEFAULT_MAX_DELAY,
+    DEFAULT_MAX_TOTAL_WAIT,
+    DEFAULT_TIMEOUT,
+    KomboClient,
+    RetryPolicy,
+)
+from stagewatch.errors import StagewatchError
+
+API_KEY_ENV = "KOMBO_API_KEY"
+API_KEY_BLOCK = "kombo-api-key"
+
+
+class Settings(BaseSettings):
+    """Every knob has a default except the key, which `resolve_api_key` finds (or names as missing)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", case_sensitive=False)
+
+    kombo_api_key: SecretStr | None = None
+    kombo_base_url: str | None = Field(
+        default=None, description="Overrides the region's URL, e.g. the simulator's."
+    )
+    kombo_region: Literal["eu", "us"] = "eu"
+    stagewatch_db: Path = Path("stagewatch.db")
+    stagewatch_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, description="Seconds.")
+    stagewatch_max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1)
+    stagewatch_initial_delay: float = Field(default=DEFAULT_INITIAL_DELAY, ge=0)
+    stagewatch_max_delay: float = Field(default=DEFAULT_MAX_DELAY, ge=0)
+    stagewatch_max_total_wait: float = Field(default=DEFAULT_MAX_TOTAL_WAIT, ge=0)
+    stagewatch_jitter: float = Field(default=DEFAULT_JITTER, ge=0, le=1)
+
+    def retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(
+            max_attempts=self.stagewatch_max_attempts,
+            initial_delay=self.stagewatch_initial_delay,
+            max_delay=self.stagewatch_max_delay,
+            max_total_wait=self.stagewatch_max_total_wait,
+            jitter=self.stagewatch_jitter,
+        )
+
+    def client(self, api_key: SecretStr, integration_id: str | None = None) -> KomboClient:
+        """A `KomboClient` configured from these settings (tests pass `transport` themselves)."""
+        return KomboClient(
+            api_key,
+            integration_id,
+            base_url=self.kombo_base_url,
+            region=self.kombo_region,
+            timeout=self.stagewatch_timeout,
+            retry=self.retry_policy(),
+        )
+
+
+def _from_prefect_block() -> SecretStr | None:
+    """The `kombo-api-key` Secret block's value, or None when no such block exists."""
+    from prefect.blocks.system import Secret  # here so the package imports without Prefect
+
+    try:
+        block = Secret.load(API_KEY_BLOCK, _sync=True)
+    except ValueError:  # Prefect's answer for "no block document with that name"
+        return None
+    value = block.value.get_secret_value()
+    if not isinstance(value, str) or not value.strip():
+        raise StagewatchError(f"the Prefect Secret block {API_KEY_BLOCK!r} does not hold a string")
+    return SecretStr(value.strip())
+
+
+def resolve_api_key(
+    settings: Settings | None = None, *, use_prefect_secret: bool = False
+) -> SecretStr:
+    """The Kombo API key: the Prefect Secret block when asked and present, else `KOMBO_API_KEY`."""
+    if use_prefect_secret:
+        key = _from_prefect_block()
+        if key is not None:
+            return key
+    settings = settings or Settings()
+    env_key = settings.kombo_api_key
+    if env_key is not None and env_key.get_secret_value().strip():
+        return SecretStr(env_key.get_secret_value().strip())
+    if use_prefect_secret:
+        raise StagewatchError(
+            f"no Kombo API key: neither the Prefect Secret block {API_KEY_BLOCK!r} nor the "
+            f"environment variable {API_KEY_ENV} is set"
+        )
+    raise StagewatchError(
+        f"no Kombo API key: the environment variable {API_KEY_ENV} is not set (the Prefect Secret "
+        f"block {API_KEY_BLOCK!r} was not consulted)"
+    )
