@@ -8,12 +8,30 @@ A record that cannot be parsed at all becomes a `Quarantined` entry with its rea
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from functools import cache
+from typing import Annotated, Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
+
+from stagewatch.timeutil import ensure_utc
 
 KNOWN_OUTCOMES = ("PENDING", "HIRED", "DECLINED")
 KNOWN_JOB_STATUSES = ("OPEN", "CLOSED", "DRAFT", "ARCHIVED")
+
+
+# Kombo sends UTC with a `Z`; a timestamp without an offset is read as UTC, so every datetime a model
+# holds is aware and comparable.
+UtcDatetime = Annotated[datetime, AfterValidator(ensure_utc)]
+# Ids are the keys stagewatch stores by: an empty one would merge unrelated records.
+KomboId = Annotated[str, Field(min_length=1)]
 
 
 class KomboModel(BaseModel):
@@ -23,7 +41,7 @@ class KomboModel(BaseModel):
 class Stage(KomboModel):
     """One stage of a job's pipeline. Stage ids are job-specific."""
 
-    id: str
+    id: KomboId
     remote_id: str | None = None
     name: str | None = None
     index: int | None = Field(
@@ -34,14 +52,14 @@ class Stage(KomboModel):
 
 
 class Job(KomboModel):
-    id: str
+    id: KomboId
     remote_id: str | None = None
     name: str | None = None
     status: str | None = None  # open enum: OPEN, CLOSED, DRAFT, ARCHIVED or the ATS's raw string
-    changed_at: datetime | None = None
-    remote_created_at: datetime | None = None
-    remote_updated_at: datetime | None = None
-    remote_deleted_at: datetime | None = None
+    changed_at: UtcDatetime | None = None
+    remote_created_at: UtcDatetime | None = None
+    remote_updated_at: UtcDatetime | None = None
+    remote_deleted_at: UtcDatetime | None = None
     stages: list[Stage] | None = None
 
     @field_validator("stages", mode="before")
@@ -53,14 +71,14 @@ class Job(KomboModel):
 
 
 class CurrentStage(KomboModel):
-    id: str
+    id: KomboId
     remote_id: str | None = None
     name: str | None = None
     index: int | None = None
 
 
 class JobRef(KomboModel):
-    id: str
+    id: KomboId
     remote_id: str | None = None
     name: str | None = None
 
@@ -76,21 +94,21 @@ class Candidate(BaseModel):
 
 
 class Application(KomboModel):
-    id: str
+    id: KomboId
     remote_id: str | None = None
     outcome: str | None = None  # open enum: PENDING, HIRED, DECLINED, None, or a new value as given
     rejection_reason_name: str | None = None
-    rejected_at: datetime | None = None
+    rejected_at: UtcDatetime | None = None
     current_stage_id: str | None = None
     current_stage: CurrentStage | None = None
     job_id: str | None = None
     job: JobRef | None = None
     candidate_id: str | None = None
     candidate: Candidate | None = None
-    changed_at: datetime | None = None
-    remote_created_at: datetime | None = None
-    remote_updated_at: datetime | None = None
-    remote_deleted_at: datetime | None = None
+    changed_at: UtcDatetime | None = None
+    remote_created_at: UtcDatetime | None = None
+    remote_updated_at: UtcDatetime | None = None
+    remote_deleted_at: UtcDatetime | None = None
 
     @property
     def stage_id(self) -> str | None:
@@ -132,10 +150,24 @@ class Page(BaseModel, Generic[M]):
     next_cursor: str | None = None
 
 
+CANDIDATE_FIELDS_KEPT = ("id", "first_name", "last_name")
+
+
 def _record_id(raw: Any) -> str | None:
     if isinstance(raw, dict) and isinstance(raw.get("id"), str) and raw["id"]:
         return raw["id"]
     return None
+
+
+def _without_contact_data(raw: Any) -> Any:
+    """The raw record with its candidate cut down to the name, as `Candidate` keeps it."""
+    if isinstance(raw, dict) and isinstance(raw.get("candidate"), dict):
+        candidate = raw["candidate"]
+        return {
+            **raw,
+            "candidate": {k: candidate[k] for k in CANDIDATE_FIELDS_KEPT if k in candidate},
+        }
+    return raw
 
 
 def _reason(exc: ValidationError) -> str:
@@ -146,27 +178,45 @@ def _reason(exc: ValidationError) -> str:
     return "; ".join(parts)
 
 
+@cache
+def _list_adapter(model: type[M]) -> TypeAdapter[list[M]]:
+    return TypeAdapter(list[model])  # type: ignore[valid-type]
+
+
+def quarantine(raw: Any, kind: str, reason: str) -> Quarantined:
+    """A `Quarantined` entry for `raw`, keeping no candidate contact data."""
+    return Quarantined(
+        model=kind, record_id=_record_id(raw), reason=reason, raw=_without_contact_data(raw)
+    )
+
+
 def parse_records(
     model: type[M], raw_records: list[Any], kind: str
 ) -> tuple[list[M], list[Quarantined]]:
-    """Parse each record on its own; the unparseable ones are quarantined, the rest kept."""
+    """Parse every record; the unparseable ones are quarantined, the rest kept.
+
+    The whole list is validated in one call first (the common case, and fast); only when that fails
+    is each record parsed on its own, so one bad record costs its page a second pass, nothing more.
+    """
+    try:
+        return _list_adapter(model).validate_python(raw_records), []
+    except ValidationError:
+        return _parse_one_by_one(model, raw_records, kind)
+
+
+def _parse_one_by_one(
+    model: type[M], raw_records: list[Any], kind: str
+) -> tuple[list[M], list[Quarantined]]:
     records: list[M] = []
     quarantined: list[Quarantined] = []
     for raw in raw_records:
         if not isinstance(raw, dict):
             quarantined.append(
-                Quarantined(
-                    model=kind,
-                    record_id=None,
-                    reason=f"record is {type(raw).__name__}, not an object",
-                    raw=raw,
-                )
+                quarantine(raw, kind, f"record is {type(raw).__name__}, not an object")
             )
             continue
         try:
             records.append(model.model_validate(raw))
         except ValidationError as exc:
-            quarantined.append(
-                Quarantined(model=kind, record_id=_record_id(raw), reason=_reason(exc), raw=raw)
-            )
+            quarantined.append(quarantine(raw, kind, _reason(exc)))
     return records, quarantined
