@@ -22,6 +22,7 @@ from pydantic import BaseModel, Field, SecretStr, ValidationError
 from stagewatch import __version__
 from stagewatch.errors import (
     ConnectionFailedError,
+    FatalError,
     KomboError,
     PaginationLoopError,
     TransientError,
@@ -163,6 +164,11 @@ def encode_filters(
     return params
 
 
+def _require_text(name: str, value: Any) -> None:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f"{name} must be a non-empty string, got {value!r}")
+
+
 def _check_page_size(page_size: Any) -> int:
     if isinstance(page_size, bool) or not isinstance(page_size, int):
         raise ValueError(f"page_size must be an int from 1 to {MAX_PAGE_SIZE}, got {page_size!r}")
@@ -207,11 +213,16 @@ def _transport_failure(exc: httpx.TransportError, method: str, path: str) -> Kom
         return ConnectionFailedError(f"{what}: Kombo could not be reached")
     if isinstance(exc, httpx.TimeoutException | httpx.NetworkError | httpx.RemoteProtocolError):
         return TransientError(f"{what}: the connection failed before Kombo answered")
-    return KomboError(f"{what}: the request could not be sent")
+    return FatalError(f"{what}: the request could not be sent")
 
 
 def _always(error: TransientError) -> bool:
     return True
+
+
+def _outcome(error: KomboError) -> str:
+    """What to log about a failed attempt: the status, never the message or headers."""
+    return f"HTTP {error.status_code}" if error.status_code is not None else "no response"
 
 
 def _success_body(response: httpx.Response) -> dict[str, Any]:
@@ -308,7 +319,8 @@ class KomboClient:
             raise ValueError("the Kombo API key is empty or contains whitespace")
         if region not in BASE_URLS:
             raise ValueError(f"region must be one of {sorted(BASE_URLS)}, got {region!r}")
-        self._check_integration_id(integration_id)
+        if integration_id is not None:
+            _require_text("integration_id", integration_id)
         self.integration_id = integration_id
         self.base_url = (base_url or BASE_URLS[region]).rstrip("/")
         self.retry = retry or RetryPolicy()
@@ -323,13 +335,6 @@ class KomboClient:
         )
         self._shared = _Shared(http, ClientStats())
         self._owns_http = True
-
-    @staticmethod
-    def _check_integration_id(integration_id: str | None) -> None:
-        if integration_id is not None and (
-            not isinstance(integration_id, str) or not integration_id.strip()
-        ):
-            raise ValueError(f"integration_id must be a non-empty string, got {integration_id!r}")
 
     @property
     def stats(self) -> ClientStats:
@@ -351,7 +356,7 @@ class KomboClient:
 
     def with_integration(self, integration_id: str) -> KomboClient:
         """A client for another integration sharing this one's connections, retry policy and stats."""
-        self._check_integration_id(integration_id)
+        _require_text("integration_id", integration_id)
         other = object.__new__(KomboClient)
         other.__dict__.update(self.__dict__)
         other.integration_id = integration_id
@@ -382,8 +387,8 @@ class KomboClient:
             except TransientError as exc:
                 if not retry_if(exc) or attempt >= policy.max_attempts:
                     log.warning(
-                        "%s %s failed with %s on attempt %d; giving up",
-                        method, path, exc.status_code, attempt,
+                        "%s %s failed (%s) on attempt %d; giving up",
+                        method, path, _outcome(exc), attempt,
                     )  # fmt: skip
                     raise
                 delay = (
@@ -393,14 +398,14 @@ class KomboClient:
                 )
                 if waited + delay > policy.max_total_wait:
                     log.warning(
-                        "%s %s failed with %s on attempt %d; waiting %.2f s more would pass the "
+                        "%s %s failed (%s) on attempt %d; waiting %.2f s more would pass the "
                         "%.2f s budget; giving up",
-                        method, path, exc.status_code, attempt, delay, policy.max_total_wait,
+                        method, path, _outcome(exc), attempt, delay, policy.max_total_wait,
                     )  # fmt: skip
                     raise
                 log.info(
-                    "%s %s failed with %s on attempt %d; retrying in %.2f s",
-                    method, path, exc.status_code, attempt, delay,
+                    "%s %s failed (%s) on attempt %d; retrying in %.2f s",
+                    method, path, _outcome(exc), attempt, delay,
                 )  # fmt: skip
                 self._sleep(delay)
                 waited += delay
@@ -428,11 +433,12 @@ class KomboClient:
                 method, path, params=params, json=json, headers=headers
             )
         except httpx.TransportError as exc:
+            kind = type(exc).__name__
             failure = _transport_failure(exc, method, path)
         else:
             log.debug("%s %s -> %d (attempt %d)", method, path, response.status_code, attempt)
             return response
-        log.debug("%s %s -> %s (attempt %d)", method, path, type(failure).__name__, attempt)
+        log.debug("%s %s -> %s (attempt %d)", method, path, kind, attempt)
         raise failure  # outside the except block: the httpx error (and its headers) stays behind
 
     def _call(
@@ -457,35 +463,41 @@ class KomboClient:
         page_size: int,
         filters: Mapping[str, Any],
     ) -> Iterator[Page[M]]:
-        """Follow `data.next` until it is null or empty, re-sending the same filters each time.
-
-        A failed page is retried with the same cursor, so a retry never restarts the listing.
-        """
-        base = {
+        """Check the arguments now (not at the first `next()`), then page lazily."""
+        params = {
             "page_size": str(_check_page_size(page_size)),
             **encode_filters(path, allowed, filters),
         }
         if self.integration_id is None:
             raise ValueError(f"{path} needs an integration_id (sent as X-Integration-Id)")
-        seen: set[str] = set()
+        return self._follow_pages(path, model, kind, params)
+
+    def _follow_pages(
+        self, path: str, model: type[M], kind: str, params: dict[str, str]
+    ) -> Iterator[Page[M]]:
+        """Follow `data.next` until it is null or empty, re-sending the same filters each time.
+
+        A failed page is retried with the same cursor, so a retry never restarts the listing.
+        """
+        followed: set[str] = set()
         cursor: str | None = None
         while True:
-            params = base if cursor is None else {**base, "cursor": cursor}
+            page_params = params if cursor is None else {**params, "cursor": cursor}
 
-            def once(attempt: int, params: Mapping[str, str] = params) -> Page[M]:
-                return parse_page(self._send("GET", path, attempt, params=params), model, kind)
+            def once(attempt: int, page_params: dict[str, str] = page_params) -> Page[M]:
+                return parse_page(self._send("GET", path, attempt, params=page_params), model, kind)
 
             page = self._retrying("GET", path, once)
             yield page
             cursor = page.next_cursor
-            if not cursor:
+            if cursor is None:
                 return
-            if cursor in seen:
+            if cursor in followed:
                 raise PaginationLoopError(
                     f"Kombo returned a next cursor already followed in this {path} listing "
-                    f"(after {len(seen) + 1} pages)"
+                    f"(after {len(followed) + 1} pages)"
                 )
-            seen.add(cursor)
+            followed.add(cursor)
 
     def iter_job_pages(
         self, *, page_size: int = MAX_PAGE_SIZE, **filters: Any
@@ -514,6 +526,11 @@ class KomboClient:
         Retried only when Kombo certainly did nothing (`safe_to_resend`): after a 5xx or a read
         timeout the application may exist already, and a second POST would apply twice.
         """
+        _require_text("job_id", job_id)
+        if not isinstance(body, dict):
+            raise ValueError(
+                f"body must be a dict (Kombo's request JSON), got {type(body).__name__}"
+            )
         path = f"/ats/jobs/{quote(job_id, safe=':')}/applications"
         return self._call("POST", path, json=body, retry_if=safe_to_resend)
 
@@ -523,5 +540,7 @@ class KomboClient:
         Retried like `create_application`: the ATS may run automations on every move, so a move
         that may have happened is not sent again.
         """
+        _require_text("application_id", application_id)
+        _require_text("stage_id", stage_id)
         path = f"/ats/applications/{quote(application_id, safe='')}/stage"
         return self._call("PUT", path, json={"stage_id": stage_id}, retry_if=safe_to_resend)
