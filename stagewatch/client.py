@@ -237,7 +237,7 @@ def _success_body(response: httpx.Response) -> dict[str, Any]:
         raise error_from_response(response)
     if not isinstance(body, dict) or body.get("status") != "success":
         raise TransientError(
-            f"HTTP {response.status_code} with a body that is not Kombo's success envelope",
+            "the body is not Kombo's success envelope",
             status_code=response.status_code,
             request_id=response.headers.get("x-request-id"),
         )
@@ -287,7 +287,7 @@ def _parse_page_per_record(response: httpx.Response, model: type[M], kind: str) 
         or not isinstance(data["next"], str | None)
     ):
         raise TransientError(
-            f"HTTP {response.status_code}: the listing's data is not {{next, results: [...]}}",
+            "the listing's data is not {next, results: [...]}",
             status_code=response.status_code,
             request_id=response.headers.get("x-request-id"),
         )

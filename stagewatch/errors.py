@@ -71,11 +71,8 @@ class KomboError(StagewatchError):
         super().__init__(message)
 
     def __str__(self) -> str:
-        head = " ".join(
-            part
-            for part in (self.code, f"(HTTP {self.status_code})" if self.status_code else None)
-            if part
-        )
+        status = f"HTTP {self.status_code}" if self.status_code is not None else None
+        head = f"{self.code} ({status})" if self.code and status else self.code or status
         text = f"{head}: {self.message}" if head else self.message
         if self.request_id:
             text += f" [request {self.request_id}]"
@@ -261,16 +258,15 @@ def error_from_response(response: httpx.Response) -> KomboError:
         code = _text(error, "code")
         fields.update(code=code, title=_text(error, "title"), log_url=_text(error, "log_url"))
         message = (
-            _text(error, "message")
-            or fields["title"]
-            or f"Kombo answered HTTP {status} with an error envelope that has no message"
+            _text(error, "message") or fields["title"] or "Kombo's error envelope has no message"
         )
         cls = _class_for(code, status)
     else:
         # A load balancer's HTML, plain text, an empty body, broken JSON; or a 2xx that is neither
         # an error nor a success envelope.
-        kind = "an empty body" if not response.content else "a body that is not Kombo's envelope"
-        message = f"HTTP {status} with {kind}"
+        message = (
+            "the body is empty" if not response.content else "the body is not Kombo's JSON envelope"
+        )
         cls = TransientError if response.is_success else _class_for(None, status)
     if cls is RateLimitError:
         return RateLimitError(message, retry_after=retry_after_seconds(response.headers), **fields)
