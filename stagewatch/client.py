@@ -232,7 +232,11 @@ def _success_body(response: httpx.Response) -> dict[str, Any]:
     try:
         body = response.json()
     except (ValueError, UnicodeDecodeError):
-        body = None
+        raise TransientError(
+            "the body is not JSON",
+            status_code=response.status_code,
+            request_id=response.headers.get("x-request-id"),
+        ) from None
     if isinstance(body, dict) and body.get("status") == "error":
         raise error_from_response(response)
     if not isinstance(body, dict) or body.get("status") != "success":

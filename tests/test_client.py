@@ -956,3 +956,85 @@ def test_every_error_the_client_raises_is_a_kombo_error_family():
         with pytest.raises(KomboError) as info:
             client.check_api_key()
         assert isinstance(info.value, families)
+
+
+# -- requests conform to Kombo's OpenAPI description ---------------------------------------------------
+
+
+def spec_operation(path, method):
+    with open("/work/shared/kombo/openapi-ats.json") as f:
+        spec = json.load(f)
+    return spec, spec["paths"][path][method]
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "filters"),
+    [
+        (
+            "/ats/applications",
+            "iter_application_pages",
+            {
+                "updated_after": datetime(2026, 1, 5, 10, 0, 0, 123456, tzinfo=UTC),
+                "include_deleted": True,
+                "ignore_unsupported_filters": False,
+                "ids": ["a1", "a2"],
+                "remote_ids": ["r1"],
+                "outcome": "HIRED",
+                "outcomes": ["HIRED", "DECLINED"],
+                "job_ids": ["j1"],
+                "job_remote_ids": ["jr1"],
+                "current_stage_ids": ["s1"],
+                "remote_created_after": date(2025, 12, 31),
+            },
+        ),
+        (
+            "/ats/jobs",
+            "iter_job_pages",
+            {
+                "updated_after": date(2026, 1, 5),
+                "include_deleted": False,
+                "ignore_unsupported_filters": True,
+                "ids": ["j1"],
+                "remote_ids": ["r1", "r2"],
+                "job_codes": ["BE-1"],
+                "post_url": "https://jobs.example.com/post/1",
+                "status": "OPEN",
+                "statuses": ["OPEN", "DRAFT"],
+                "employment_types": ["FULL_TIME"],
+                "visibilities": ["PUBLIC"],
+                "remote_created_after": datetime(2025, 1, 1, tzinfo=UTC),
+                "name_contains": "Backend",
+            },
+        ),
+    ],
+)
+def test_every_spec_filter_is_accepted_and_its_encoding_matches_the_spec_schema(
+    path, method, filters
+):
+    import jsonschema
+
+    spec, operation = spec_operation(path, "get")
+    query = {p["name"]: p["schema"] for p in operation["parameters"] if p["in"] == "query"}
+    assert set(filters) == set(query) - {"cursor", "page_size"}
+    fake = FakeKombo(page([], "c1"), page([]))
+    client, _ = make_client(fake)
+    list(getattr(client, method)(page_size=250, **filters))
+    sent = dict(fake.requests[1].url.params)
+    assert set(sent) == set(filters) | {"page_size", "cursor"}
+    for name, value in sent.items():
+        schema = {**query[name], "components": spec["components"]}
+        instance = int(value) if name == "page_size" else value
+        jsonschema.validate(instance, schema)
+
+
+def test_stage_move_body_matches_the_spec_schema():
+    import jsonschema
+
+    spec, operation = spec_operation("/ats/applications/{application_id}/stage", "put")
+    fake = FakeKombo(httpx.Response(200, json={"status": "success", "data": {}, "warnings": []}))
+    client, _ = make_client(fake)
+    client.set_application_stage("A1", "S2")
+    schema = operation["requestBody"]["content"]["application/json"]["schema"]
+    jsonschema.validate(
+        json.loads(fake.requests[0].content), {**schema, "components": spec["components"]}
+    )
