@@ -1,0 +1,525 @@
+"""What a sync run shows people: markdown, table rows and Prefect event payloads, built from data.
+
+Pure functions over the run's outcome and its change-log rows, so they test in milliseconds and the
+Prefect layer only publishes what they return. Everything that came from the ATS goes through
+`escape_md` (markdown and HTML neutralised, contact-looking text redacted) before it reaches markdown,
+and no builder ever reads a candidate field other than the name the caller chose to pass in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import uuid
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from stagewatch.timeutil import format_ts, parse_ts
+
+Status = Literal["synced", "not_ready", "unsupported", "failed"]
+
+STATUS_LABELS: dict[str, str] = {
+    "synced": "synced",
+    "not_ready": "not ready",
+    "unsupported": "unsupported",
+    "failed": "failed",
+}
+
+EVENT_FIELDS = (
+    "event_key",
+    "integration_id",
+    "application_id",
+    "kind",
+    "observed_at",
+    "previous_observed_at",
+    "job_id",
+    "sync_run_id",
+    "from_stage_id",
+    "from_stage_name",
+    "to_stage_id",
+    "to_stage_name",
+    "direction",
+    "from_outcome",
+    "to_outcome",
+    "from_job_id",
+    "to_job_id",
+    "rejection_reason_name",
+    "rejected_at",
+    "deleted_at",
+)
+
+# Labels in the order reviewers read them: outcomes first, bulk first sightings last.
+LABEL_ORDER = (
+    "hired",
+    "declined",
+    "stage moved",
+    "outcome changed",
+    "job changed",
+    "deleted",
+    "restored",
+    "first seen",
+)
+EVENT_NAMES: dict[str, str] = {
+    "hired": "stagewatch.application.hired",
+    "declined": "stagewatch.application.declined",
+    "stage moved": "stagewatch.application.stage-changed",
+    "outcome changed": "stagewatch.application.outcome-changed",
+    "job changed": "stagewatch.application.job-changed",
+    "deleted": "stagewatch.application.deleted",
+    "restored": "stagewatch.application.restored",
+    "first seen": "stagewatch.application.first-seen",
+}
+CAPPED_EVENT_NAME = "stagewatch.sync.events-capped"
+
+DEFAULT_LIST_CAP = 25
+DEFAULT_TABLE_CAP = 500
+MAX_TEXT = 120
+
+_EVENT_NAMESPACE = uuid.UUID("6f1b0a52-4c1e-4d8a-9a51-3c0a2f5f9e10")
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+# Digits joined by one or two phone separators; nine or more digits make a phone number, which leaves
+# dates (eight digits) and short ids alone.
+_PHONE = re.compile(r"\+?\(?\d(?:[ ().\-/]{0,2}\d)+")
+_PHONE_DIGITS = 9
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_MD_PUNCTUATION = set("\\`*_{}[]()#+-.!|~:=$^\"'")
+_HTML = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
+
+
+class SyncOutcome(BaseModel):
+    """What one integration's sync did: small and JSON-able, so it can be a Prefect result."""
+
+    integration_id: str
+    status: Status
+    mode: Literal["incremental", "full"]
+    run_id: int | None = None
+    window_start: datetime | None = Field(
+        default=None, description="`updated_after` sent to Kombo; None for a full listing."
+    )
+    listed_at: datetime | None = Field(
+        default=None, description="When the application listing started (Kombo's clock)."
+    )
+    next_watermark: datetime | None = None
+    complete: bool = False
+    counts: dict[str, int] = Field(default_factory=dict)
+    jobs: int = 0
+    applications: int = 0
+    pages: int = 0
+    quarantined: int = 0
+    jobs_from_cache: bool = False
+    requests: int = 0
+    retries: int = 0
+    waited_seconds: float = 0.0
+    task_retries: int = 0
+    duration_seconds: float = 0.0
+    message: str | None = Field(
+        default=None, description="Why the run is not_ready, unsupported or failed (no secrets)."
+    )
+    error_code: str | None = None
+
+    @property
+    def changes(self) -> int:
+        return sum(self.counts.values())
+
+
+def redact_contacts(text: str) -> str:
+    """Defence in depth: ATS free text (stage names, reasons) sometimes carries an email or phone."""
+    text = _EMAIL.sub("[email redacted]", text)
+    return _PHONE.sub(
+        lambda m: "[phone redacted]" if sum(c.isdigit() for c in m[0]) >= _PHONE_DIGITS else m[0],
+        text,
+    )
+
+
+def escape_md(value: Any, *, limit: int = MAX_TEXT, redact: bool = True) -> str:
+    """Render an ATS value as inert markdown text on one line, safe inside a table cell.
+    `redact=False` only for identifiers, where a long digit run is not a phone number."""
+    if value is None:
+        return "-"
+    text = redact_contacts(str(value)) if redact else str(value)
+    text = _CONTROL.sub("", text.replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
+    text = text.replace("\t", " ").strip()
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    if not text:
+        return "-"
+    out = []
+    for char in text:
+        if char in _HTML:
+            out.append(_HTML[char])
+        elif char in _MD_PUNCTUATION:
+            out.append("\\" + char)
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def slug(integration_id: str) -> str:
+    """`greenhouse:AbC` -> `greenhouse-abc-1a2b3c4d`: valid in an artifact key, and the hash of the
+    exact id keeps ids that differ only by case or punctuation apart."""
+    readable = re.sub(r"[^a-z0-9]+", "-", integration_id.lower()).strip("-")[:48].strip("-")
+    digest = hashlib.sha256(integration_id.encode()).hexdigest()[:8]
+    return f"{readable}-{digest}" if readable else digest
+
+
+def artifact_key(integration_id: str) -> str:
+    return f"stage-changes-{slug(integration_id)}"
+
+
+def events_table_key(integration_id: str) -> str:
+    return f"stage-events-{slug(integration_id)}"
+
+
+def event_label(event: Mapping[str, Any]) -> str:
+    """The reviewer's name for a change-log row; outcome changes split into hired and declined."""
+    kind = event.get("kind")
+    if kind == "outcome_changed":
+        outcome = (event.get("to_outcome") or "").upper()
+        if outcome == "HIRED":
+            return "hired"
+        if outcome == "DECLINED":
+            return "declined"
+        return "outcome changed"
+    return {
+        "stage_changed": "stage moved",
+        "job_changed": "job changed",
+        "first_seen": "first seen",
+        "deleted": "deleted",
+        "restored": "restored",
+    }.get(str(kind), str(kind).replace("_", " "))
+
+
+def _id(value: Any) -> str:
+    return escape_md(value, limit=80, redact=False)
+
+
+def _ts(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        try:
+            value = parse_ts(value)
+        except ValueError:
+            return escape_md(value, limit=40)
+    if isinstance(value, datetime):
+        return format_ts(value)
+    return escape_md(value, limit=40)
+
+
+def _between(event: Mapping[str, Any]) -> str:
+    return f"{_ts(event.get('previous_observed_at'))} → {_ts(event.get('observed_at'))}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
+
+
+class _Digest:
+    """One pass over a run's change log, keeping counts and the first few rows of each list."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.labels: Counter[str] = Counter()
+        self.outcomes: list[Mapping[str, Any]] = []
+        self.moves: list[Mapping[str, Any]] = []
+        self.transitions: Counter[tuple[str, str]] = Counter()
+        self.backward = 0
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        label = event_label(event)
+        self.labels[label] += 1
+        if label in ("hired", "declined") and len(self.outcomes) < self.cap:
+            self.outcomes.append(event)
+        if label == "stage moved":
+            self.transitions[
+                (
+                    str(event.get("from_stage_name") or event.get("from_stage_id") or "none"),
+                    str(event.get("to_stage_name") or event.get("to_stage_id") or "none"),
+                )
+            ] += 1
+            if event.get("direction") == "backward":
+                self.backward += 1
+            if len(self.moves) < self.cap:
+                self.moves.append(event)
+
+
+def label_counts(events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
+    """Counts per reviewer label, in reading order; what the artifact's count table shows."""
+    counts = Counter(event_label(e) for e in events)
+    return {label: counts[label] for label in _ordered(counts)}
+
+
+def _ordered(counts: Mapping[str, int]) -> list[str]:
+    known = [label for label in LABEL_ORDER if counts.get(label)]
+    return known + sorted(label for label in counts if label not in LABEL_ORDER and counts[label])
+
+
+def _window_line(outcome: SyncOutcome) -> str:
+    listed = _ts(outcome.listed_at) if outcome.listed_at else "-"
+    if outcome.window_start is None:
+        return f"**Window:** full listing, started {listed}"
+    return f"**Window:** changes after {_ts(outcome.window_start)}, listing started {listed}"
+
+
+def _application(event: Mapping[str, Any], candidate_names: Mapping[str, str] | None) -> str:
+    app_id = event.get("application_id")
+    text = _id(app_id)
+    if candidate_names is not None and app_id in candidate_names:
+        text += f" ({escape_md(candidate_names[app_id])})"
+    return text
+
+
+def _job(job_id: Any, job_names: Mapping[str, str]) -> str:
+    if job_id is None:
+        return "-"
+    name = job_names.get(job_id)
+    return escape_md(name) if name else _id(job_id)
+
+
+def _notes(outcome: SyncOutcome) -> list[str]:
+    notes = []
+    if outcome.status == "not_ready":
+        notes.append(
+            f"**Not ready:** Kombo has not finished setting up this integration "
+            f"({_id(outcome.error_code)}). Nothing was read; the next run tries again."
+        )
+    elif outcome.status == "unsupported":
+        notes.append(
+            f"**Unsupported:** the connected ATS does not offer applications "
+            f"({_id(outcome.error_code)}). The run is recorded; nothing else changed."
+        )
+    elif outcome.status == "failed":
+        notes.append(f"**Failed:** {escape_md(outcome.message, limit=300)}")
+    if outcome.status == "synced" and not outcome.complete:
+        notes.append("**Incomplete listing:** no deletions inferred, watermark not advanced.")
+    if outcome.quarantined:
+        notes.append(
+            f"**Quarantined:** {outcome.quarantined} record(s) could not be parsed and were kept "
+            "aside (`stagewatch status` lists them); the rest of the run is unaffected."
+        )
+    if outcome.retries:
+        notes.append(
+            f"**Retries:** {outcome.retries} request(s) retried after transient errors, "
+            f"{_seconds(outcome.waited_seconds)} waited."
+        )
+    if outcome.task_retries:
+        notes.append(f"**Task retries:** {outcome.task_retries} listing(s) started again.")
+    if outcome.jobs_from_cache:
+        notes.append("Jobs reused from a recent listing (fetch-jobs cache).")
+    return notes
+
+
+def _statistics(outcome: SyncOutcome) -> list[str]:
+    return [
+        "| requests | retries | waited | duration | pages | applications listed | jobs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {outcome.requests} | {outcome.retries} | {_seconds(outcome.waited_seconds)} "
+        f"| {_seconds(outcome.duration_seconds)} | {outcome.pages} | {outcome.applications} "
+        f"| {outcome.jobs} |",
+    ]
+
+
+def integration_markdown(
+    outcome: SyncOutcome,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    job_names: Mapping[str, str] | None = None,
+    candidate_names: Mapping[str, str] | None = None,
+    cap: int = DEFAULT_LIST_CAP,
+) -> str:
+    """The per-integration artifact: window, counts, hires and declines, stage moves, transitions,
+    notes and run statistics. `candidate_names` is None unless the run may show names."""
+    job_names = job_names or {}
+    digest = _Digest(cap)
+    for event in events:
+        digest.add(event)
+    total = sum(digest.labels.values())
+    title = f"# {_id(outcome.integration_id)}: {outcome.mode} sync, "
+    title += f"{total} change{'s' if total != 1 else ''}"
+    if outcome.status != "synced":
+        title = f"# {_id(outcome.integration_id)}: {STATUS_LABELS[outcome.status]}"
+    lines = [title, "", _window_line(outcome), ""]
+
+    if outcome.status == "synced" and total == 0:
+        lines += ["No changes in this window.", ""]
+    elif total:
+        lines += ["| change | count |", "| --- | ---: |"]
+        lines += [f"| {label} | {digest.labels[label]} |" for label in _ordered(digest.labels)]
+        lines.append("")
+
+    if digest.outcomes:
+        lines += ["## Hires and declines", ""]
+        for event in digest.outcomes:
+            label = event_label(event)
+            line = (
+                f"- **{label.capitalize()}**: {_application(event, candidate_names)}, "
+                f"job {_job(event.get('job_id'), job_names)}, "
+                f"at stage {escape_md(event.get('to_stage_name') or event.get('from_stage_name'))}"
+            )
+            if label == "declined" and event.get("rejection_reason_name"):
+                line += f", reason {escape_md(event['rejection_reason_name'])}"
+            lines.append(line + f", observed {_between(event)}")
+        rest = digest.labels["hired"] + digest.labels["declined"] - len(digest.outcomes)
+        if rest:
+            lines.append(f"- …and {rest} more")
+        lines.append("")
+
+    moves = digest.labels["stage moved"]
+    if moves:
+        heading = f"## Stage moves ({moves}"
+        heading += f", {digest.backward} backward)" if digest.backward else ")"
+        lines += [
+            heading,
+            "",
+            "| application | job | from | to | direction | observed between |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for event in digest.moves:
+            direction = escape_md(event.get("direction"))
+            if event.get("direction") == "backward":
+                direction = "**⚠ backward**"
+            lines.append(
+                f"| {_application(event, candidate_names)} "
+                f"| {_job(event.get('job_id'), job_names)} "
+                f"| {escape_md(event.get('from_stage_name') or event.get('from_stage_id'))} "
+                f"| {escape_md(event.get('to_stage_name') or event.get('to_stage_id'))} "
+                f"| {direction} | {_between(event)} |"
+            )
+        if moves > len(digest.moves):
+            lines.append(
+                f"\n…and {moves - len(digest.moves)} more stage moves "
+                "(all of them in the events table artifact and `stagewatch changes`)."
+            )
+        lines += ["", "## Transitions", "", "| from → to | moves |", "| --- | ---: |"]
+        top = digest.transitions.most_common(cap)
+        lines += [f"| {escape_md(a)} → {escape_md(b)} | {n} |" for (a, b), n in top]
+        if len(digest.transitions) > len(top):
+            lines.append(f"\n…and {len(digest.transitions) - len(top)} more transitions.")
+        lines.append("")
+
+    notes = _notes(outcome)
+    if notes:
+        lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
+    lines += ["## Run statistics", "", *_statistics(outcome)]
+    return "\n".join(lines) + "\n"
+
+
+def event_table(
+    events: Iterable[Mapping[str, Any]], *, cap: int = DEFAULT_TABLE_CAP
+) -> tuple[list[dict[str, Any]], int]:
+    """The machine-readable table artifact: the first `cap` change-log rows with their public
+    fields, plus the total so the caller can say how many were left out. Values stay raw (the
+    table is data, rendered as text by the UI), timestamps in Kombo's format."""
+    rows: list[dict[str, Any]] = []
+    total = 0
+    for event in events:
+        total += 1
+        if len(rows) < cap:
+            rows.append(
+                {
+                    field: format_ts(value) if isinstance(value, datetime) else value
+                    for field in EVENT_FIELDS
+                    for value in [event.get(field)]
+                }
+            )
+    return rows, total
+
+
+def _resource_id(kind: str, integration_id: str, record_id: Any) -> str:
+    return f"kombo.{kind}.{integration_id}.{record_id}"
+
+
+def prefect_event(
+    event: Mapping[str, Any],
+    *,
+    job_names: Mapping[str, str] | None = None,
+    candidate_names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments for `prefect.events.emit_event` for one change-log row.
+
+    The application is the resource; its job and integration are related resources, so an
+    automation can match `stagewatch.application.hired` for one integration or one job. The id is
+    derived from the change's unique key, so emitting the same change twice yields the same event.
+    """
+    integration_id = str(event["integration_id"])
+    app_id = event.get("application_id")
+    resource = {
+        "prefect.resource.id": _resource_id("application", integration_id, app_id),
+        "prefect.resource.name": str(app_id),
+    }
+    if candidate_names is not None and app_id in candidate_names:
+        resource["prefect.resource.name"] = redact_contacts(str(candidate_names[app_id]))
+    related = [
+        {
+            "prefect.resource.id": f"kombo.integration.{integration_id}",
+            "prefect.resource.role": "integration",
+            "prefect.resource.name": integration_id,
+        }
+    ]
+    job_id = event.get("job_id")
+    if job_id is not None:
+        job = {
+            "prefect.resource.id": _resource_id("job", integration_id, job_id),
+            "prefect.resource.role": "job",
+        }
+        if job_names and job_names.get(job_id):
+            job["prefect.resource.name"] = redact_contacts(str(job_names[job_id]))
+        related.append(job)
+    payload = {
+        field: format_ts(value) if isinstance(value, datetime) else value
+        for field in EVENT_FIELDS
+        if field not in ("integration_id",)
+        for value in [event.get(field)]
+        if value is not None
+    }
+    for field in ("from_stage_name", "to_stage_name", "rejection_reason_name"):
+        if field in payload:
+            payload[field] = redact_contacts(str(payload[field]))
+    observed = event.get("observed_at")
+    return {
+        "event": EVENT_NAMES.get(event_label(event), "stagewatch.application.changed"),
+        "resource": resource,
+        "related": related,
+        "payload": payload,
+        "id": uuid.uuid5(_EVENT_NAMESPACE, str(event["event_key"])),
+        "occurred": observed if isinstance(observed, datetime) else None,
+    }
+
+
+def capped_event(integration_id: str, run_id: int | None, left_out: Mapping[str, int]) -> dict:
+    """The one event that stands for the changes a huge run did not emit one by one."""
+    return {
+        "event": CAPPED_EVENT_NAME,
+        "resource": {
+            "prefect.resource.id": f"kombo.integration.{integration_id}",
+            "prefect.resource.name": integration_id,
+        },
+        "payload": {"sync_run_id": run_id, "not_emitted": dict(left_out)},
+    }
+
+
+def summary_markdown(outcomes: Iterable[SyncOutcome]) -> str:
+    """The parent run's artifact: one row per integration saying what happened to it."""
+    outcomes = list(outcomes)
+    by_status = Counter(o.status for o in outcomes)
+    parts = [f"{by_status[s]} {STATUS_LABELS[s]}" for s in STATUS_LABELS if by_status[s]]
+    lines = [
+        f"# stagewatch sync: {len(outcomes)} integration{'s' if len(outcomes) != 1 else ''}"
+        + (f" ({', '.join(parts)})" if parts else ""),
+        "",
+        "| integration | status | mode | changes | hires | declines | stage moves | note |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for o in outcomes:
+        hires = o.counts.get("hired", 0)
+        declines = o.counts.get("declined", 0)
+        note = escape_md(o.message, limit=160) if o.message else ""
+        lines.append(
+            f"| {_id(o.integration_id)} | {STATUS_LABELS[o.status]} | {o.mode} "
+            f"| {o.changes} | {hires} | {declines} | {o.counts.get('stage moved', 0)} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
