@@ -192,18 +192,19 @@ class _BearerAuth(httpx.Auth):
 
 
 class _Shared:
-    """What every client made from one root shares: the connection pool and the counters."""
+    """What every client made from one root shares: the connection pool and a lock for counters."""
 
-    def __init__(self, http: httpx.Client, stats: ClientStats) -> None:
+    def __init__(self, http: httpx.Client) -> None:
         self.http = http
-        self.stats = stats
         self.lock = threading.Lock()
 
-    def count(self, *, requests: int = 0, retries: int = 0, waited: float = 0.0) -> None:
+    def count(
+        self, stats: ClientStats, *, requests: int = 0, retries: int = 0, waited: float = 0.0
+    ) -> None:
         with self.lock:
-            self.stats.requests += requests
-            self.stats.retries += retries
-            self.stats.waited_seconds += waited
+            stats.requests += requests
+            stats.retries += retries
+            stats.waited_seconds += waited
 
 
 def _transport_failure(exc: httpx.TransportError, method: str, path: str) -> KomboError:
@@ -337,12 +338,14 @@ class KomboClient:
             timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
             transport=transport,
         )
-        self._shared = _Shared(http, ClientStats())
+        self._shared = _Shared(http)
+        self._stats = ClientStats()
         self._owns_http = True
 
     @property
     def stats(self) -> ClientStats:
-        return self._shared.stats
+        """This client's own counters: each integration's run report needs its own figures."""
+        return self._stats
 
     def __repr__(self) -> str:
         return f"KomboClient(base_url={self.base_url!r}, integration_id={self.integration_id!r})"
@@ -359,12 +362,16 @@ class KomboClient:
             self._shared.http.close()
 
     def with_integration(self, integration_id: str) -> KomboClient:
-        """A client for another integration sharing this one's connections, retry policy and stats."""
+        """A client for another integration sharing this one's connections and retry policy.
+
+        It counts its own requests, so each integration's run report shows its own figures.
+        """
         _require_text("integration_id", integration_id)
         other = object.__new__(KomboClient)
         other.__dict__.update(self.__dict__)
         other.integration_id = integration_id
         other._owns_http = False
+        other._stats = ClientStats()
         return other
 
     # -- requests ---------------------------------------------------------------------------------
@@ -413,7 +420,7 @@ class KomboClient:
                 )  # fmt: skip
                 self._sleep(delay)
                 waited += delay
-                self._shared.count(retries=1, waited=delay)
+                self._shared.count(self._stats, retries=1, waited=delay)
                 attempt += 1
 
     def _send(
@@ -431,7 +438,7 @@ class KomboClient:
             if self.integration_id is None:
                 raise ValueError(f"{path} needs an integration_id (sent as X-Integration-Id)")
             headers["X-Integration-Id"] = self.integration_id
-        self._shared.count(requests=1)
+        self._shared.count(self._stats, requests=1)
         try:
             response = self._shared.http.request(
                 method, path, params=params, json=json, headers=headers

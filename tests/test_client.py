@@ -215,7 +215,7 @@ def test_context_manager_closes_the_connection_pool():
 # -- with_integration and thread-safe stats ---------------------------------------------------------
 
 
-def test_with_integration_shares_pool_and_stats_but_sends_its_own_id():
+def test_with_integration_shares_pool_but_counts_and_sends_its_own_id():
     fake = FakeKombo(page(["a"]), page(["b"]), page(["c"]))
     root, _ = make_client(fake)
     with root:
@@ -228,8 +228,8 @@ def test_with_integration_shares_pool_and_stats_but_sends_its_own_id():
         INTEGRATION,
         "lever:OTHER",
     ]
-    assert other.stats is root.stats
-    assert root.stats.requests == 3
+    assert other.stats.requests == 2
+    assert root.stats.requests == 1
     assert root.integration_id == INTEGRATION
 
 
@@ -248,18 +248,19 @@ def test_stats_stay_exact_when_many_integrations_list_from_threads():
 
     root, sleeps = make_client(handler)
     pages_per_thread = 25
+    clients = [root.with_integration(f"tool:{n}") for n in range(4)]
 
-    def work(name):
-        client = root.with_integration(name)
+    def work(client):
         for _ in range(pages_per_thread):
             list(client.iter_application_pages())
 
-    threads = [threading.Thread(target=work, args=(f"tool:{n}",)) for n in range(4)]
+    threads = [threading.Thread(target=work, args=(client,)) for client in clients]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    assert root.stats.model_dump() == {"requests": 200, "retries": 100, "waited_seconds": 50.0}
+    for client in clients:
+        assert client.stats.model_dump() == {"requests": 50, "retries": 25, "waited_seconds": 12.5}
     assert sleeps == [0.5] * 100
 
 
