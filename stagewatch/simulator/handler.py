@@ -19,6 +19,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from email.utils import format_datetime
 from typing import Any
 
 from stagewatch.simulator import api, faults
@@ -247,6 +248,9 @@ class Simulator:
                 response.body = response.body[: len(response.body) // 2]
             response.fault = fault
         response.delay += self.latency
+        # Date on the simulated clock, as Kombo's Date is on Kombo's: stagewatch reads the listing
+        # start (its next watermark) from it.
+        response.headers.append(("date", format_datetime(self.world.now, usegmt=True)))
         with self._stats_lock:
             self._stats.statuses[str(response.status)] += 1
         return response

@@ -149,7 +149,10 @@ def build_server(
     app: Starlette, ready: Callable[[], None], log_level: str = "warning"
 ) -> uvicorn.Server:
     """A uvicorn server for `app` that calls `ready` once listening; `.run(sockets=[sock])`."""
-    config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on")
+    # date_header=False: the simulator sends its own Date, on the simulated clock.
+    config = uvicorn.Config(
+        app, log_level=log_level, access_log=False, lifespan="on", date_header=False
+    )
     return _Server(config, ready)
 
 
