@@ -444,6 +444,8 @@ def prefect_event(
     The application is the resource; its job and integration are related resources, so an
     automation can match `stagewatch.application.hired` for one integration or one job. The id is
     derived from the change's unique key, so emitting the same change twice yields the same event.
+    `occurred` is left to Prefect (now): the change's own times are in the payload, and an event
+    dated in the past (or on the simulator's clock) would skew the server's trigger windows.
     """
     integration_id = str(event["integration_id"])
     app_id = event.get("application_id")
@@ -479,14 +481,12 @@ def prefect_event(
     for field in ("from_stage_name", "to_stage_name", "rejection_reason_name"):
         if field in payload:
             payload[field] = redact_contacts(str(payload[field]))
-    observed = event.get("observed_at")
     return {
         "event": EVENT_NAMES.get(event_label(event), "stagewatch.application.changed"),
         "resource": resource,
         "related": related,
         "payload": payload,
         "id": uuid.uuid5(_EVENT_NAMESPACE, str(event["event_key"])),
-        "occurred": observed if isinstance(observed, datetime) else None,
     }
 
 
