@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import sys
 
@@ -98,7 +99,9 @@ def simulator(
         typer.echo(f"serving Kombo's API at http://{url_host}:{bound_port}/v1", err=True)
 
     server = build_server(app, announce, log_level="warning")
-    server.run(sockets=[sock])
+    # uvicorn shuts down gracefully on Ctrl-C, then re-raises it; that is a normal exit here.
+    with contextlib.suppress(KeyboardInterrupt):
+        server.run(sockets=[sock])
 
 
 def register(app: typer.Typer) -> None:

@@ -31,7 +31,6 @@ MAX_PAGE_SIZE = 250
 DEFAULT_PAGE_SIZE = 100
 # Kombo documents the status of only some codes; these are this simulator's choices for the rest.
 STATUS_BY_CODE = {
-    None: 404,
     "PLATFORM.INPUT_INVALID": 400,
     "PLATFORM.AUTHENTICATION_INVALID": 401,
     "PLATFORM.INTEGRATION_NOT_FOUND": 404,
@@ -46,7 +45,6 @@ STATUS_BY_CODE = {
     "ATS.APPLICATION_ALREADY_EXISTS": 409,
 }
 TITLE_BY_CODE = {
-    None: "Not found",
     "PLATFORM.INPUT_INVALID": "Invalid input",
     "PLATFORM.AUTHENTICATION_INVALID": "Authentication failed",
     "PLATFORM.INTEGRATION_NOT_FOUND": "Integration not found",
@@ -108,7 +106,7 @@ _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[A-Za-z]{2,}$")
 class ApiError(Exception):
     """A Kombo error answer: `code` decides status and title."""
 
-    def __init__(self, code: str | None, message: str, *, status: int | None = None) -> None:
+    def __init__(self, code: str, message: str, *, status: int | None = None) -> None:
         super().__init__(message)
         self.code = code
         self.message = message

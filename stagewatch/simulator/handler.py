@@ -235,7 +235,8 @@ class Simulator:
             if fault:
                 self._stats.faults[fault] += 1
         if fault in faults.REFUSING_KINDS:
-            response = self._fault_response(fault, request_id)
+            general = endpoint in (None, "GET /check-api-key")
+            response = self._fault_response(fault, request_id, general)
         else:
             response = self._serve(
                 endpoint, path_params, known_path, method, query, lowered, body, request_id
@@ -283,7 +284,8 @@ class Simulator:
         if endpoint is None:
             status = 405 if known_path else 404
             message = f"{method} is not allowed here." if known_path else "No such endpoint."
-            return self._error(None, message, base_headers, status=status)
+            # Kombo's error codes have no "not found"; a wrong path is the caller's input error.
+            return self._error("PLATFORM.INPUT_INVALID", message, base_headers, status=status)
         if not self._authenticated(headers):
             return self._error(
                 "PLATFORM.AUTHENTICATION_INVALID",
@@ -365,7 +367,7 @@ class Simulator:
 
     def _error(
         self,
-        code: str | None,
+        code: str,
         message: str,
         headers: list[tuple[str, str]],
         *,
@@ -376,7 +378,7 @@ class Simulator:
             "status": "error",
             "error": {
                 "code": code,
-                "title": api.TITLE_BY_CODE.get(code),
+                "title": api.TITLE_BY_CODE[code],
                 "message": message,
                 "log_url": log_url,
             },
@@ -387,7 +389,8 @@ class Simulator:
             _dumps(payload),
         )
 
-    def _fault_response(self, fault: str, request_id: str) -> SimResponse:
+    def _fault_response(self, fault: str, request_id: str, general: bool) -> SimResponse:
+        """A refusal; `general` endpoints (check-api-key) have only PLATFORM codes to use."""
         base = [("x-request-id", request_id)]
         if fault in (faults.RATE_LIMIT, faults.RATE_LIMIT_NO_RETRY_AFTER):
             limit = self.rate_limiter.limit or UNLIMITED_REPORTED_LIMIT
@@ -409,9 +412,10 @@ class Simulator:
             response = SimResponse(502, [], b"")
         else:
             response = self._error(
-                "REMOTE.SERVICE_UNAVAILABLE",
-                "The ATS did not answer in time. Please retry.",
+                "PLATFORM.UNKNOWN_ERROR" if general else "REMOTE.SERVICE_UNAVAILABLE",
+                "The service is temporarily unavailable. Please retry.",
                 base,
+                status=503,
                 log_url=f"https://app.kombo.dev/logs/{request_id}",
             )
         response.fault = fault
@@ -424,7 +428,10 @@ class Simulator:
     ) -> SimResponse:
         if not _is_loopback(client_host):
             return self._error(
-                None, "The /_sim control endpoints answer loopback only.", [], status=403
+                "PLATFORM.INPUT_INVALID",
+                "The /_sim control endpoints answer loopback only.",
+                [],
+                status=403,
             )
         params = dict(query)
         if path == "/_sim/advance" and method == "POST":
@@ -455,5 +462,7 @@ class Simulator:
                 ],
             }
         else:
-            return self._error(None, f"No control endpoint {method} {path}.", [], status=404)
+            return self._error(
+                "PLATFORM.INPUT_INVALID", f"No control endpoint {method} {path}.", [], status=404
+            )
         return SimResponse(200, [("content-type", JSON_TYPE)], _dumps(payload))

@@ -65,10 +65,10 @@ STAGE_REMOTE_BASE = 40_000
 
 # Weighted application events: (kind, weight). Stage moves are mostly forward.
 _EVENTS_WITH_STAGES = (
-    ("forward", 57),
+    ("forward", 51),
     ("skip", 8),
     ("back", 6),
-    ("decline", 14),
+    ("decline", 20),
     ("hire", 3),
     ("move_job", 3),
     ("rename_candidate", 5),
@@ -325,7 +325,7 @@ class Integration:
             job.members.append(i)
             if 56 <= u < 58 and t > purge_horizon:
                 deleted[i] = t
-                self._schedule_deletion_fate(i, t)
+                self._schedule_deletion_fate(i, t, may_restore=True)
             elif outcome == PENDING:
                 active += 1
         self.app_job = job_of
@@ -427,12 +427,12 @@ class Integration:
         self.candidate_changed[row] = t
         self._touch(row, t, own=False)
 
-    def _delete(self, row: int, t: int) -> None:
+    def _delete(self, row: int, t: int, *, may_restore: bool) -> None:
         was_active = self._is_active(row)
         self.deleted[row] = t
         self.active -= was_active
         self._touch(row, t, own=True)
-        self._schedule_deletion_fate(row, t)
+        self._schedule_deletion_fate(row, t, may_restore=may_restore)
 
     def _restore(self, row: int, t: int) -> None:
         del self.deleted[row]
@@ -461,12 +461,13 @@ class Integration:
         self._schedule_seq += 1
         heapq.heappush(self._fates, (t, self._schedule_seq, kind, row, tag))
 
-    def _schedule_deletion_fate(self, row: int, deleted_ms: int) -> None:
-        """Every deletion is purged after 14 days unless a scheduled restore comes first."""
+    def _schedule_deletion_fate(self, row: int, deleted_ms: int, *, may_restore: bool) -> None:
+        """Every deletion is purged after 14 days unless a (random) restore comes first."""
         self._schedule_event(deleted_ms + PURGE_AFTER_MS, "purge", row, deleted_ms)
-        if self._rng.random() < RESTORE_PROBABILITY:
-            delay = self._rng.randrange(2 * MS_PER_HOUR, 7 * MS_PER_DAY)
-            self._schedule_event(deleted_ms + delay, "restore", row, deleted_ms)
+        if may_restore and self._rng.random() < RESTORE_PROBABILITY:
+            restore_at = deleted_ms + self._rng.randrange(2 * MS_PER_HOUR, 7 * MS_PER_DAY)
+            if restore_at > self.world.now_ms:  # a restore "before the start" never happened
+                self._schedule_event(restore_at, "restore", row, deleted_ms)
 
     # -- public mutations (tests, drills, the API's write endpoints) -------------------------
 
@@ -578,7 +579,7 @@ class Integration:
         row = self._require_application(application_id)
         if row in self.deleted:
             raise SimulationError(f"Application {application_id!r} is already deleted.")
-        self._delete(row, self.world.now_ms)
+        self._delete(row, self.world.now_ms, may_restore=False)
 
     @_locked
     def restore_application(self, application_id: str) -> None:
@@ -645,8 +646,7 @@ class Integration:
         events.sort(key=lambda e: (e[0], e[1]))
         changes = 0
         for t, _, kind, row, tag in events:
-            # Fates scheduled for before the world's start (initial deletions) happen right away.
-            changes += self._apply(rng, kind, row, tag, max(t, start_ms + 1))
+            changes += self._apply(rng, kind, row, tag, t)
         return changes
 
     @staticmethod
@@ -727,7 +727,7 @@ class Integration:
         elif kind == "rename_candidate":
             self._rename_candidate(row, t, None, None)
         elif kind == "delete":
-            self._delete(row, t)
+            self._delete(row, t, may_restore=True)
         return 1
 
 
