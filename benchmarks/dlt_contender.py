@@ -4,7 +4,9 @@ One resource per integration (its own `X-Integration-Id` header and incremental 
 paginator on `data.next`, `data.results` as the data selector, `updated_after` bound to
 `dlt.sources.incremental` over `changed_at`, merge on `(integration_id, id)` into one `applications`
 table in SQLite through the sqlalchemy destination. Everything else is dlt's default (nested lists
-become child tables). Several integrations run as parallelized resources.
+become child tables). Several integrations run as parallelized resources, `EXTRACT__WORKERS` at a
+time (set per resource, `parallelized` had no effect in dlt 1.31: the simulator saw one request at a
+time; set on the source, it works).
 
     KOMBO_API_KEY=... python -m benchmarks.dlt_contender --base-url URL --db out.db \
         --pipelines-dir DIR --integration ID [...]
@@ -57,7 +59,6 @@ def build_source(base_url: str, api_key: str, integration_ids: Sequence[str]):
             "table_name": TABLE,
             "primary_key": ["integration_id", "id"],
             "write_disposition": "merge",
-            "parallelized": len(integration_ids) > 1,
             "endpoint": {
                 "path": "ats/applications",
                 "headers": {"X-Integration-Id": iid},
@@ -88,7 +89,8 @@ def build_source(base_url: str, api_key: str, integration_ids: Sequence[str]):
                 "auth": {"type": "bearer", "token": api_key},
             },
             "resources": resources,
-        }
+        },
+        parallelized=len(integration_ids) > 1,
     )
 
 

@@ -78,12 +78,11 @@ def iter_pages(
 
 
 def _row(integration_id: str, app: dict[str, Any]) -> tuple:
-    stage = app.get("current_stage")
     return (
         integration_id,
         app["id"],
         app.get("job_id"),
-        stage["id"] if stage else app.get("current_stage_id"),
+        app.get("current_stage_id"),
         app.get("outcome"),
         app.get("changed_at"),
         app.get("remote_deleted_at"),
