@@ -123,6 +123,7 @@ def _app_filter_cases(all_apps, all_jobs):
     job_a, job_b = visible[0]["job"], visible[1]["job"]
     stage_a, stage_b = visible[5]["current_stage"], visible[6]["current_stage"]
     created = sorted(r["remote_created_at"] for r in visible)[len(visible) // 2]
+    recent = sorted(r["remote_created_at"] for r in visible)[len(visible) * 19 // 20]
     return [
         (
             {"ids": ",".join([*sorted(chosen_ids), "NoSuchId1234567890abcdef"])},
@@ -159,6 +160,10 @@ def _app_filter_cases(all_apps, all_jobs):
         (
             {"remote_created_after": created},
             lambda r: r["remote_created_at"] > created and not r["remote_deleted_at"],
+        ),
+        (  # few rows: served from the creation-time index instead of a scan
+            {"remote_created_after": recent},
+            lambda r: r["remote_created_at"] > recent and not r["remote_deleted_at"],
         ),
         (
             {"job_ids": job_a["id"], "outcomes": "PENDING", "remote_created_after": "2025-01-01"},
@@ -558,6 +563,8 @@ def test_creating_an_application_tracks_it_from_then_on():
         },
         "stage_id": job["stages"][1]["id"],
     }
+    just_now = format_ms(world.now_ms - 1)
+    assert api.list_all("/ats/applications", integration, remote_created_after=just_now) == []
     created = api.request("POST", f"/ats/jobs/{job['id']}/applications", integration, json=body)
     assert created.status_code == 200
     data = created.json()["data"]
@@ -571,6 +578,7 @@ def test_creating_an_application_tracks_it_from_then_on():
         {"email_address": "frank.doe@example.com", "type": "PRIVATE"}
     ]
     listed = api.list_all("/ats/applications", integration, ids=data["id"])
+    assert api.list_all("/ats/applications", integration, remote_created_after=just_now) == listed
     assert len(listed) == 1 and listed[0]["candidate"]["first_name"] == "Frank"
     assert listed[0]["changed_at"] == listed[0]["remote_created_at"] == format_ms(world.now_ms)
 

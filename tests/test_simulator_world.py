@@ -18,6 +18,7 @@ from stagewatch.simulator import (
     scenarios_with,
 )
 from stagewatch.simulator.catalog import REJECTION_REASONS
+from stagewatch.simulator.changes import ChangeLog
 from stagewatch.simulator.ids import ALPHABET, IdCodec
 from stagewatch.simulator.render import format_ms
 
@@ -243,3 +244,30 @@ def test_candidates_carry_contact_data_and_names_beyond_ascii():
     assert all(c["phone_numbers"][0]["phone_number"].startswith("+49 30 ") for c in candidates)
     assert any(not (c["first_name"] + c["last_name"]).isascii() for c in candidates)
     assert len({c["id"] for c in candidates}) == len(candidates)
+
+
+# -- the change log ------------------------------------------------------------------------------
+
+
+def test_the_change_log_orders_by_last_change_and_keeps_cursors_across_compaction():
+    assert [row for _, row in ChangeLog([5, 1, 3]).scan(-1, None)] == [1, 2, 0]
+    log = ChangeLog([0, 5, 5, 9])
+    old_cursor = None
+    t = 10
+    for i in range(20_000):
+        log.touch(i % 3, t)
+        t += 1
+        if i == 5_000:
+            old_cursor = log.seq_of(i % 3)
+    assert len(log.seqs) < 10_000  # stale entries were compacted away
+    # Last touches: row 2 at i=19_997 (t=20_007), row 0 at t=20_008, row 1 at t=20_009.
+    assert [row for _, row in log.scan(-1, None)] == [3, 2, 0, 1]
+    assert [row for _, row in log.scan(old_cursor, None)] == [2, 0, 1]
+    assert [row for _, row in log.scan(-1, 20_007)] == [0, 1]
+    assert (log.time_of(3), log.time_of(0)) == (9, 20_008)
+    log.touch(4, t)  # a new row
+    log.remove(1)
+    assert [row for _, row in log.scan(-1, None)] == [3, 2, 0, 4]
+    assert (log.listed(1), log.listed(4), log.listed(5)) == (False, True, False)
+    with pytest.raises(ValueError, match="changes must be recorded in time order"):
+        log.touch(0, t - 1)

@@ -354,8 +354,12 @@ def list_applications(integ: Integration, pairs: Iterable[tuple[str, str]]) -> d
             codes = {OUTCOMES.index(o) for o in wanted}
             predicates.append(lambda row, codes=codes: integ.app_outcome[row] in codes)
     if remote_created_after is not None:
-        created = integ.app_created
-        predicates.append(lambda row: created[row] > remote_created_after)
+        recent = integ.rows_created_after(remote_created_after, integ.application_count // 8)
+        if recent is not None:
+            candidate_sets.append(set(recent))
+        else:
+            created = integ.app_created
+            predicates.append(lambda row: created[row] > remote_created_after)
     candidates = None
     if candidate_sets:
         candidates = sorted(set.intersection(*candidate_sets))

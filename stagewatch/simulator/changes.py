@@ -37,13 +37,6 @@ class ChangeLog:
         self.next_seq = n
         self.live = n
 
-    def __len__(self) -> int:
-        return self.live
-
-    @property
-    def last_time(self) -> int:
-        return self.times[-1] if self.times else 0
-
     def touch(self, row: int, time_ms: int) -> None:
         """Record a change of `row` (a new row when `row == len(pos)`) at `time_ms`."""
         if self.times and time_ms < self.times[-1]:

@@ -65,9 +65,6 @@ class SimResponse:
     disconnect: bool = False  # the connection drops after half the body
     fault: str | None = None
 
-    def json(self) -> Any:
-        return json.loads(self.body)
-
 
 def _dumps(payload: Any) -> bytes:
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()

@@ -40,10 +40,6 @@ class SimulatorTransport(httpx.BaseTransport):
             )
         self._sleep = sleep
 
-    @property
-    def world(self) -> World:
-        return self.simulator.world
-
     def stats(self) -> dict:
         return self.simulator.stats()
 

@@ -16,6 +16,7 @@ import math
 import random
 import threading
 from array import array
+from bisect import bisect_right
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -338,6 +339,7 @@ class Integration:
         self.app_renames = array("B", bytes(count))
         self.app_log = ChangeLog(array("q", changed_of))
         self.active = active
+        self._created_order: array | None = None  # rows by creation time, built on first use
 
     # -- lookups ----------------------------------------------------------------------------
 
@@ -357,6 +359,20 @@ class Integration:
             return None
         row = int(remote_id) - APPLICATION_REMOTE_BASE
         return row if self.app_log.listed(row) else None
+
+    def rows_created_after(self, ms: int, limit: int) -> list[int] | None:
+        """Rows created after `ms`, or None when more than `limit` are (a scan is cheaper then).
+
+        The creation-time index is built on first use: most worlds never filter on it.
+        """
+        created = self.app_created
+        if self._created_order is None:
+            self._created_order = array("q", sorted(range(len(created)), key=created.__getitem__))
+        order = self._created_order
+        first = bisect_right(order, ms, key=created.__getitem__)
+        if len(order) - first > limit:
+            return None
+        return list(order[first:])
 
     def job_row(self, job_id: str) -> int | None:
         return self.job_by_id.get(job_id)
@@ -520,6 +536,8 @@ class Integration:
         job.members.append(row)
         self.active += 1
         self.app_log.touch(row, t)
+        if self._created_order is not None:
+            self._created_order.append(row)  # created now: still in creation order
         return row
 
     @_locked
