@@ -124,7 +124,6 @@ class Stage:
     index: int | None
     has_index: bool  # some ATSs omit `index` entirely, others send null
     active: bool
-    changed_ms: int
     renames: int = 0
 
     @property
@@ -156,7 +155,7 @@ class Job:
 
     @property
     def accepts_applications(self) -> bool:
-        return self.deleted_ms is None and self.status not in ("DRAFT", "CLOSED", "ARCHIVED")
+        return self.deleted_ms is None and self.status == "OPEN"
 
     def active_positions(self) -> list[int]:
         return [p for p, s in enumerate(self.stages) if s.active]
@@ -197,7 +196,7 @@ class Integration:
         self._schedule_seq = 0
         self.stage_by_id: dict[str, tuple[int, int]] = {}
         build_rng = random.Random(f"stagewatch-sim:{seed}:{number}:build")
-        self.jobs = self._build_jobs(build_rng, jobs if self.has_applications or jobs else 0)
+        self.jobs = self._build_jobs(build_rng, jobs)
         self.job_by_id = {job.id: job.row for job in self.jobs}
         self.job_log = ChangeLog([job.changed_ms for job in self.jobs])
         self._open_jobs = [job.row for job in self.jobs if job.accepts_applications]
@@ -243,7 +242,6 @@ class Integration:
                             index=index,
                             has_index=has_index,
                             active=pos != inactive,
-                            changed_ms=created,
                         )
                     )
                     self.stage_by_id[stages[-1].id] = (row, pos)
@@ -467,7 +465,6 @@ class Integration:
             stage.renames += 1
         else:
             stage.base_name, stage.renames = name, 0
-        stage.changed_ms = t
         stage_of = self.app_stage
         for row in job.members:
             if stage_of[row] == pos:
@@ -562,6 +559,10 @@ class Integration:
 
     @_locked
     def decline(self, application_id: str, reason: str = catalog.REJECTION_REASONS[0]) -> None:
+        if reason not in catalog.REJECTION_REASONS:
+            raise SimulationError(
+                f"Unknown rejection reason {reason!r}; use one of {catalog.REJECTION_REASONS}."
+            )
         self._decline(
             self._require_application(application_id),
             catalog.REJECTION_REASONS.index(reason),
