@@ -239,7 +239,7 @@ def decode_cursor(model: str, integ: Integration, cursor: str, params: dict[str,
 class Listing:
     """What a listing request resolved to: rows to consider and tests each row must pass."""
 
-    candidates: list[int] | None  # rows from an id-like filter, else None: scan the change log
+    candidates: set[int] | None  # rows from an id-like filter, else None: scan the change log
     predicates: list[Callable[[int], bool]]
 
 
@@ -259,7 +259,7 @@ def _paginate(
     if listing.candidates is None:
         rows = log.scan(after_seq, updated_after)
     else:
-        ordered = sorted((log.seq_of(r), r) for r in set(listing.candidates) if log.listed(r))
+        ordered = sorted((log.seq_of(r), r) for r in listing.candidates if log.listed(r))
         rows = (
             (seq, r)
             for seq, r in ordered
@@ -360,9 +360,7 @@ def list_applications(integ: Integration, pairs: Iterable[tuple[str, str]]) -> d
         else:
             created = integ.app_created
             predicates.append(lambda row: created[row] > remote_created_after)
-    candidates = None
-    if candidate_sets:
-        candidates = sorted(set.intersection(*candidate_sets))
+    candidates = set.intersection(*candidate_sets) if candidate_sets else None
     rows, next_seq = _paginate(
         integ.app_log, Listing(candidates, predicates), after_seq, updated_after, page_size
     )
