@@ -100,24 +100,11 @@ def test_faults_over_http_cut_connections_truncate_bodies_and_really_delay(serve
         kombo(slow, timeout=0.05).get("/check-api-key")
 
 
-def test_the_cli_serves_on_loopback_and_announces_each_integration():
+def test_the_cli_serves_on_loopback_announces_each_integration_and_advances_time():
     script = Path(sys.executable).parent / "stagewatch"
-    command = [
-        str(script),
-        "simulator",
-        "--port",
-        "0",
-        "--seed",
-        "3",
-        "--api-key",
-        KEY,
-        "--applications",
-        "40",
-        "--jobs",
-        "3",
-        "--normal-integrations",
-        "2",
-    ]
+    options = f"--port 0 --seed 3 --api-key {KEY} --applications 40 --jobs 3"
+    options += " --normal-integrations 2 --advance-every-seconds 0.2 --advance-hours 24"
+    command = [str(script), "simulator", *options.split()]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         lines = [proc.stdout.readline().strip() for _ in range(7)]
@@ -148,6 +135,8 @@ def test_the_cli_serves_on_loopback_and_announces_each_integration():
         )
         assert page.status_code == 200
         assert len(page.json()["data"]["results"]) == 5
+        advanced = proc.stderr.readline().strip()  # the timer moves simulated time by itself
+        assert re.fullmatch(r"advanced to 2026-01-06T00:00:00\.000Z: \d+ changes", advanced)
     finally:
         proc.send_signal(signal.SIGINT)  # Ctrl-C: a clean shutdown
         proc.wait(10)
