@@ -22,12 +22,17 @@ _MUL_TAIL = 0xD6E8FEB86659FD93
 _DIGIT = {c: i for i, c in enumerate(ALPHABET)}
 
 
+_PAIRS = [a + b for a in ALPHABET for b in ALPHABET]  # two digits per divmod: ids are a hot path
+
+
 def _encode(value: int, width: int) -> str:
-    chars = []
-    for _ in range(width):
-        value, digit = divmod(value, 58)
-        chars.append(ALPHABET[digit])
-    return "".join(reversed(chars))
+    """`width` base58 digits of `value`, most significant first (zero-padded with '1')."""
+    pairs = []
+    for _ in range(width // 2):
+        value, pair = divmod(value, 3364)
+        pairs.append(_PAIRS[pair])
+    text = "".join(reversed(pairs))
+    return ALPHABET[value % 58] + text if width % 2 else text
 
 
 def _decode(text: str) -> int | None:

@@ -51,13 +51,13 @@ def _stage_ref(integ: Integration, job: Job, pos: int) -> dict[str, Any] | None:
     return {"id": stage.id, "remote_id": stage.remote_id, "name": stage.name, "index": stage.index}
 
 
-def _candidate(integ: Integration, row: int, full: bool) -> dict[str, Any]:
+def _candidate(integ: Integration, row: int, candidate_id: str, full: bool) -> dict[str, Any]:
     first, last = integ.candidate_name(row)
     email, phone = integ.candidate_contact(row)
     remote_id = str(CANDIDATE_REMOTE_BASE + row)
     h = row * 2654435761
     candidate: dict[str, Any] = {
-        "id": integ.candidate_ids.encode(row),
+        "id": candidate_id,
         "remote_id": remote_id,
         "first_name": first,
         "last_name": last,
@@ -96,6 +96,7 @@ def application(integ: Integration, row: int, *, full_candidate: bool = False) -
     stage = _stage_ref(integ, job, integ.app_stage[row])
     remote_id = str(APPLICATION_REMOTE_BASE + row)
     changed = format_ms(integ.app_changed[row])
+    candidate_id = integ.candidate_ids.encode(row)
     record: dict[str, Any] = {
         "id": integ.application_ids.encode(row),
         "remote_id": remote_id,
@@ -106,7 +107,7 @@ def application(integ: Integration, row: int, *, full_candidate: bool = False) -
         "rejected_at": format_ms(integ.app_rejected[row]) if declined else None,
         "current_stage_id": stage["id"] if stage else None,
         "job_id": job.id,
-        "candidate_id": integ.candidate_ids.encode(row),
+        "candidate_id": candidate_id,
         "screening_question_answers": [],
         "custom_fields": {},
         "integration_fields": [],
@@ -116,7 +117,7 @@ def application(integ: Integration, row: int, *, full_candidate: bool = False) -
         "remote_created_at": format_ms(integ.app_created[row]),
         "remote_updated_at": changed,
         "remote_data": None,
-        "candidate": _candidate(integ, row, full_candidate),
+        "candidate": _candidate(integ, row, candidate_id, full_candidate),
         "current_stage": stage,
         "job": {"id": job.id, "remote_id": job.remote_id, "name": job.name},
     }
