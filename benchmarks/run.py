@@ -27,7 +27,7 @@ from pathlib import Path
 
 from benchmarks import machine, results
 from benchmarks.contenders import CONTENDERS, REPO, Job
-from benchmarks.measure import run_measured
+from benchmarks.measure import ContenderFailed, run_measured
 from benchmarks.simulator_process import SimulatorProcess, count_changed
 
 API_KEY = "sk_bench_loopback_only"
@@ -81,6 +81,7 @@ class Bench:
         self.plan = plan
         self.out = out_dir
         self.samples: list[results.Sample] = []
+        self.failures: list[str] = []
         self.started = time.monotonic()
         self.env = {
             **os.environ,
@@ -106,15 +107,21 @@ class Bench:
         workload: str,
         size: str,
         ideal: Callable[[int], float] | None = None,
-    ) -> results.Sample:
+    ) -> results.Sample | None:
+        """Run one contender once and record it; a failure is recorded and the bench goes on."""
         contender = CONTENDERS[name]
         sim.reset_stats()
         cpu_before = sim.cpu_seconds()
-        measured = run_measured(
-            contender.command(job), env={**self.env, **contender.env(job)}, cwd=str(REPO)
-        )
+        env = {**self.env, **contender.env(job)}
+        try:
+            measured = run_measured(contender.command(job), env=env, cwd=str(REPO))
+            report = contender.parse(measured.stdout, env)
+        except (ContenderFailed, ValueError) as exc:
+            last = [line for line in str(exc).splitlines() if line.strip()][-1][:300]
+            self.failures.append(f"{workload} {size} {name}: {last}")
+            self.say(f"{workload} {size} {name} FAILED: {str(exc)[-2000:]}")
+            return None
         stats = sim.stats()
-        report = contender.parse(measured.stdout)
         requests = stats["requests_total"]
         sample = results.Sample(
             workload=workload,
@@ -130,6 +137,7 @@ class Bench:
             throttled=stats["rate_limited"],
             ideal=ideal(requests) if ideal else None,
             server_cpu=sim.cpu_seconds() - cpu_before,
+            phases=report.phases,
         )
         self.samples.append(sample)
         self.say(
@@ -246,6 +254,7 @@ def write_results(
     command: str,
     environment: dict[str, str],
     wall_seconds: float,
+    failures: Sequence[str] = (),
 ) -> None:
     """Regenerate the measured part of RESULTS.md, keeping hand-written notes below the marker."""
     notes = ""
@@ -262,6 +271,7 @@ def write_results(
         concurrency=CONCURRENCY,
         latency_ms=FAN_OUT_LATENCY_MS,
         rate_limit=FAN_OUT_RATE_LIMIT,
+        failures=failures,
     )
     path.write_text(text + "\n" + NOTES_MARKER + (notes or "\n"))
 
@@ -312,11 +322,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         json.dumps([dataclasses.asdict(s) for s in bench.samples], indent=1)
     )
     write_results(
-        args.out, bench.samples, command=command, environment=environment, wall_seconds=wall
+        args.out,
+        bench.samples,
+        command=command,
+        environment=environment,
+        wall_seconds=wall,
+        failures=bench.failures,
     )
     bench.say(f"done in {wall / 60:.1f} min; wrote {args.out}")
     print(results.ratio_table(results.summarize(bench.samples)))
-    return 0
+    for failure in bench.failures:
+        print(f"FAILED: {failure}")
+    return 1 if bench.failures else 0
 
 
 if __name__ == "__main__":
