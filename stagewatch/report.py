@@ -357,8 +357,7 @@ def integration_markdown(
             label = event_label(event)
             line = (
                 f"- **{label.capitalize()}**: {_application(event, candidate_names)}, "
-                f"job {_job(event.get('job_id'), job_names)}, "
-                f"at stage {escape_md(event.get('to_stage_name') or event.get('from_stage_name'))}"
+                f"job {_job(event.get('job_id'), job_names)}"
             )
             if label == "declined" and event.get("rejection_reason_name"):
                 line += f", reason {escape_md(event['rejection_reason_name'])}"

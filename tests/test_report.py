@@ -141,7 +141,7 @@ def test_markdown_lists_hires_first_flags_backward_moves_and_counts_every_kind()
         "## Hires and declines",
     ]
     assert (
-        r"- **Hired**: a3 (Ada Lovelace), job Backend \*Engineer\*, at stage -, observed "
+        r"- **Hired**: a3 (Ada Lovelace), job Backend \*Engineer\*, observed "
         "2026-01-05T09:00:00.000Z → 2026-01-06T09:00:00.000Z"
     ) in text
     assert r"reason Salary \| too &lt;high&gt;" in text
@@ -159,7 +159,7 @@ def test_markdown_without_candidate_permission_names_nobody():
     events = [event("outcome_changed", app="a3", to_outcome="HIRED")]
     text = integration_markdown(outcome(), events, candidate_names=None)
     assert "Ada" not in text
-    assert "- **Hired**: a3, job job1, at stage -" in text
+    assert "- **Hired**: a3, job job1, observed" in text
 
 
 def test_markdown_caps_long_lists_and_counts_the_rest():

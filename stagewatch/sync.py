@@ -1,0 +1,154 @@
+"""The sync pipeline as plain functions: list from Kombo into the store's staging, then commit.
+
+Records stream page by page from the client into staging and never come back to the caller: each
+step returns a small dict (counts, ids, timestamps), which is what the Prefect tasks pass around.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+from email.utils import parsedate_to_datetime
+from typing import Any, Protocol
+
+import httpx
+
+from stagewatch.client import KomboClient
+from stagewatch.errors import StagewatchError
+from stagewatch.timeutil import ensure_utc, utcnow
+
+PageCallback = Callable[[int, int], None]
+
+
+class SyncFailed(StagewatchError):
+    """At least one integration failed; carries every integration's outcome (JSON dicts)."""
+
+    def __init__(self, message: str, outcomes: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+
+    def __reduce__(self):  # Prefect may persist the failed state's exception
+        return (SyncFailed, (str(self), self.outcomes))
+
+
+class RunRef(Protocol):
+    id: int
+    integration_id: str
+
+
+class ServerClock(httpx.BaseTransport):
+    """A transport that remembers the `Date` of the latest response: Kombo's clock, not ours.
+
+    The next watermark is "when the listing started, minus an overlap" and Kombo compares it with
+    its own timestamps, so the start is read off Kombo's answer; our clock is only the fallback for
+    a server that sends no `Date`. (The simulator's clock is simulated time, far from ours.)
+    """
+
+    def __init__(self, inner: httpx.BaseTransport | None = None) -> None:
+        self.inner = inner or httpx.HTTPTransport()
+        self._latest: datetime | None = None
+        self._lock = threading.Lock()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = self.inner.handle_request(request)
+        date = response.headers.get("date")
+        if date:
+            try:
+                parsed = ensure_utc(parsedate_to_datetime(date))
+            except (TypeError, ValueError):
+                parsed = None
+            if parsed is not None:
+                with self._lock:
+                    self._latest = parsed
+        return response
+
+    def close(self) -> None:
+        self.inner.close()
+
+    @property
+    def latest(self) -> datetime | None:
+        with self._lock:
+            return self._latest
+
+
+def fetch_jobs(
+    client: KomboClient, store: Any, run: RunRef, *, page_size: int = 250
+) -> dict[str, Any]:
+    """Stage every job of the integration (jobs carry the stage order the diff needs)."""
+    pages = jobs = quarantined = 0
+    for page in client.iter_job_pages(page_size=page_size, include_deleted=True):
+        pages += 1
+        if page.records:
+            store.stage_jobs(run.id, page.records)
+            jobs += len(page.records)
+        if page.quarantined:
+            store.quarantine(run.id, run.integration_id, page.quarantined)
+            quarantined += len(page.quarantined)
+    return {"run_id": run.id, "pages": pages, "jobs": jobs, "quarantined": quarantined}
+
+
+def fetch_applications(
+    client: KomboClient,
+    store: Any,
+    run: RunRef,
+    updated_after: datetime | None,
+    *,
+    page_size: int = 250,
+    server_clock: ServerClock | None = None,
+    clock: Callable[[], datetime] = utcnow,
+    on_page: PageCallback | None = None,
+) -> dict[str, Any]:
+    """Stage the applications changed after `updated_after` (all of them when None).
+
+    Deleted ones are always asked for (`include_deleted=true`), or a soft delete would look like
+    nothing happened. `listed_at` is when the listing started on Kombo's clock (the first page's
+    `Date`), falling back to our clock taken before the first request.
+    """
+    filters: dict[str, Any] = {"include_deleted": True}
+    if updated_after is not None:
+        filters["updated_after"] = updated_after
+    started_here = clock()
+    listed_at: datetime | None = None
+    pages = applications = quarantined = 0
+    for page in client.iter_application_pages(page_size=page_size, **filters):
+        if listed_at is None:
+            listed_at = (server_clock.latest if server_clock else None) or started_here
+        pages += 1
+        if page.records:
+            store.stage_applications(run.id, page.records)
+            applications += len(page.records)
+        if page.quarantined:
+            store.quarantine(run.id, run.integration_id, page.quarantined)
+            quarantined += len(page.quarantined)
+        if on_page is not None:
+            on_page(pages, applications)
+    return {
+        "run_id": run.id,
+        "pages": pages,
+        "applications": applications,
+        "quarantined": quarantined,
+        "listed_at": listed_at or started_here,
+    }
+
+
+def diff_stages(
+    store: Any,
+    run: RunRef,
+    *,
+    listed_at: datetime,
+    overlap: timedelta,
+    stats: dict[str, Any],
+    complete: bool = True,
+) -> dict[str, Any]:
+    """Commit the run: diff staging against the snapshot and write the change log, the new
+    snapshot and the next watermark (`listed_at - overlap`) in the store's one transaction."""
+    next_watermark = listed_at - overlap if complete else None
+    counts = store.commit_run(
+        run.id,
+        observed_at=listed_at,
+        complete=complete,
+        next_watermark=next_watermark,
+        stats=stats,
+    )
+    return {"run_id": run.id, "counts": dict(counts), "next_watermark": next_watermark}

@@ -1,0 +1,188 @@
+"""Prefect tasks over `stagewatch.sync`: each one call, small results, retries only where they help.
+
+The client retries single requests (transient errors, `Retry-After`); a task retry starts a whole
+listing again, which is worth it only after the client has used up its budget on transient errors.
+Fatal, not-ready and unsupported errors are never retried by anyone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
+
+from prefect import task
+from prefect.artifacts import create_progress_artifact, update_progress_artifact
+from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CachePolicy
+from prefect.runtime import task_run as current_task_run
+
+from stagewatch import sync
+from stagewatch.errors import TransientError
+from stagewatch.store import Run
+
+JOBS_CACHE_EXPIRATION = timedelta(hours=6)
+LISTING_RETRIES = 1
+LISTING_RETRY_DELAY_SECONDS = 30.0
+PROGRESS_EVERY_PAGES = 20
+LOCK_WAIT_SECONDS = 300.0
+# The code that decides what a job listing stages; TASK_SOURCE alone hashes only the task body.
+LIBRARY_MODULES = ("stagewatch.sync", "stagewatch.client", "stagewatch.models", "stagewatch.store")
+
+
+@cache
+def _library_digest(modules: tuple[str, ...]) -> str:
+    sources = [inspect.getsource(importlib.import_module(name)) for name in modules]
+    return hashlib.sha256("\0".join(sources).encode()).hexdigest()
+
+
+@dataclass
+class LibrarySource(CachePolicy):
+    """Cache key part that changes whenever the library code behind a task changes."""
+
+    modules: tuple[str, ...] = LIBRARY_MODULES
+
+    def compute_key(self, task_ctx, inputs, flow_parameters, **kwargs) -> str:
+        return _library_digest(self.modules)
+
+
+# Jobs are shared across runs of one integration (same database, same Kombo, same mode, same code);
+# the client, the store handle and the run are not part of what was listed.
+FETCH_JOBS_CACHE = INPUTS + TASK_SOURCE + LibrarySource() - "client" - "store" - "run" - "page_size"
+# Applications are reused only by a retry of the same flow run that resumes the same store run.
+FETCH_APPLICATIONS_CACHE = (
+    INPUTS + TASK_SOURCE + LibrarySource() + RUN_ID
+    - "client" - "store" - "server_clock" - "page_size" - "expected" - "progress_every"
+)  # fmt: skip
+OPEN_RUN_CACHE = INPUTS + TASK_SOURCE + RUN_ID - "store"
+
+
+def retry_transient(task, task_run, state) -> bool:
+    """Retry a listing only when the client gave up on transient errors."""
+    try:
+        state.result()
+    except TransientError:
+        return True
+    except Exception:  # any other failure is not fixed by listing again
+        return False
+    return False
+
+
+def _attempt() -> int:
+    return current_task_run.run_count or 1
+
+
+@task(name="open-run", cache_policy=OPEN_RUN_CACHE, cache_expiration=timedelta(days=1))
+def open_run_task(
+    store: Any,
+    *,
+    db: str,
+    integration_id: str,
+    mode: str,
+    window_start: datetime | None,
+    lock_wait_seconds: float = LOCK_WAIT_SECONDS,
+) -> Run:
+    """Begin the store run. Cached per flow run, so a retried flow run finds the run it began
+    (and the staging its fetch tasks filled) instead of starting over. Waits a while for another
+    run of the same integration (say the weekly full sync) to finish before giving up."""
+    return store.begin_run(
+        integration_id, mode=mode, window_start=window_start, wait=lock_wait_seconds
+    )
+
+
+@task(
+    name="fetch-jobs",
+    cache_policy=FETCH_JOBS_CACHE,
+    cache_expiration=JOBS_CACHE_EXPIRATION,
+    retries=LISTING_RETRIES,
+    retry_delay_seconds=LISTING_RETRY_DELAY_SECONDS,
+    retry_condition_fn=retry_transient,
+)
+def fetch_jobs_task(
+    client: Any,
+    store: Any,
+    run: Run,
+    *,
+    db: str,
+    base_url: str,
+    integration_id: str,
+    mode: str,
+    page_size: int,
+) -> dict[str, Any]:
+    """Stage the integration's jobs. The result names the run that staged them: a cache hit from
+    an earlier run means the jobs snapshot already holds them."""
+    return sync.fetch_jobs(client, store, run, page_size=page_size) | {"attempt": _attempt()}
+
+
+class ListingProgress:
+    """A progress artifact for long listings, updated every `every` pages (each update is an API
+    call). Kombo gives no total, so the percentage is an estimate from what the store holds."""
+
+    def __init__(self, integration_id: str, expected: int, every: int) -> None:
+        self.integration_id = integration_id
+        self.expected = expected
+        self.every = every
+        self.artifact_id = None
+
+    def percent(self, applications: int, pages: int) -> float:
+        if self.expected > 0:
+            return min(95.0, 100.0 * applications / self.expected)
+        return 100.0 * pages / (pages + 50)  # unknown size: keeps moving, never claims done
+
+    def __call__(self, pages: int, applications: int) -> None:
+        if pages % self.every:
+            return
+        description = (
+            f"{self.integration_id}: {pages} pages, {applications} applications listed so far"
+        )
+        progress = self.percent(applications, pages)
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(progress, description=description)
+        else:
+            update_progress_artifact(self.artifact_id, progress, description=description)
+
+    def finish(self) -> None:
+        if self.artifact_id is not None:
+            update_progress_artifact(self.artifact_id, 100.0)
+
+
+@task(
+    name="fetch-applications",
+    cache_policy=FETCH_APPLICATIONS_CACHE,
+    cache_expiration=timedelta(days=1),
+    retries=LISTING_RETRIES,
+    retry_delay_seconds=LISTING_RETRY_DELAY_SECONDS,
+    retry_condition_fn=retry_transient,
+)
+def fetch_applications_task(
+    client: Any,
+    store: Any,
+    run: Run,
+    updated_after: datetime | None,
+    *,
+    page_size: int,
+    server_clock: sync.ServerClock | None = None,
+    expected: int = 0,
+    progress_every: int = PROGRESS_EVERY_PAGES,
+) -> dict[str, Any]:
+    """Stage the applications changed since `updated_after` (all of them when None). A retry
+    lists again from the start; staging keeps the last version of each application."""
+    progress = ListingProgress(run.integration_id, expected, progress_every)
+    result = sync.fetch_applications(
+        client, store, run, updated_after, page_size=page_size, server_clock=server_clock,
+        on_page=progress,
+    )  # fmt: skip
+    progress.finish()
+    return result | {"attempt": _attempt()}
+
+
+@task(name="diff-stages", cache_policy=NO_CACHE)
+def diff_stages_task(
+    store: Any, run: Run, *, listed_at: datetime, overlap: timedelta, stats: dict[str, Any]
+) -> dict[str, Any]:
+    """Commit the run in the store's one transaction. Not retried here: a failure leaves staging
+    in place, and a retry of the flow run resumes from it."""
+    return sync.diff_stages(store, run, listed_at=listed_at, overlap=overlap, stats=stats)

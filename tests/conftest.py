@@ -1,0 +1,39 @@
+"""Shared fixtures. The Prefect harness is session-scoped and lazy: only flow tests request it, so the
+rest of the suite never starts a Prefect server."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness(tmp_path_factory):
+    """One temporary Prefect server for the session (about 8 s to start, 2 s to stop).
+
+    Heartbeats are off (each flow run would otherwise wait about 1 s for the heartbeat thread at
+    exit) and results, which hold the task cache records, go to a temporary directory: they would
+    otherwise land in `$PREFECT_HOME/storage` and outlive the harness's fresh database.
+    """
+    from prefect.settings import (
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        PREFECT_RESULTS_LOCAL_STORAGE_PATH,
+        temporary_settings,
+    )
+    from prefect.testing.utilities import prefect_test_harness
+
+    results = tmp_path_factory.mktemp("prefect-results")
+    with (
+        temporary_settings(
+            {
+                PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None,
+                PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results),
+            }
+        ),
+        prefect_test_harness(),
+    ):
+        yield results

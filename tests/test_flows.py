@@ -1,0 +1,334 @@
+"""The flows against the in-process simulator, under the one session-scoped Prefect harness.
+
+Few and coarse on purpose: each flow run costs Prefect round trips, so each test runs a scenario
+end to end and checks everything it shows (artifacts, events, store, request counts).
+"""
+
+import json
+import sqlite3
+from collections import Counter
+from functools import partial
+
+import pytest
+from prefect import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterKey,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
+from prefect.events.clients import AssertingPassthroughEventsClient
+from prefect.events.worker import EventsWorker
+from prefect.states import Completed, Failed
+
+import flows.sync
+import tasks.sync
+from stagewatch import report
+from stagewatch.errors import AuthenticationError, NotReadyError, TransientError
+from stagewatch.simulator import FaultConfig, SimulatorTransport, World
+from stagewatch.store import Store
+
+KEY = "sk_flowtest_0123456789abcdef"
+NASTY_STAGE = "Tech *Interview* | [win](http://e.vil) <script>x</script>\nround `2`"
+CANDIDATE = ("Ada | <b>", "Love_lace")
+EMAIL = "ada.lovelace@example.org"
+PHONE = "+44 20 7946 0958"
+
+
+def no_sleep(seconds):
+    return None
+
+
+@pytest.fixture
+def simulate(monkeypatch, prefect_harness):
+    """Route the flows' Kombo client to an in-process simulator; returns its transport."""
+    for name in ("KOMBO_BASE_URL", "KOMBO_REGION", "STAGEWATCH_DB", "STAGEWATCH_MAX_ATTEMPTS"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("KOMBO_API_KEY", KEY)
+
+    def start(world, faults=None):
+        transport = SimulatorTransport(world, faults, sleep=no_sleep)
+        monkeypatch.setattr(
+            flows.sync,
+            "open_client",
+            partial(flows.sync.open_client, transport=transport, sleep=no_sleep),
+        )
+        return transport
+
+    return start
+
+
+@pytest.fixture
+def recorded_events(monkeypatch):
+    """Prefect's own recording events client, passing every event on to the harness server."""
+    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *args: worker)
+
+    def drain():
+        worker.drain()
+        return [
+            e
+            for e in AssertingPassthroughEventsClient.last.events
+            if e.event.startswith("stagewatch.")
+        ]
+
+    yield drain
+    worker.drain()
+
+
+def artifacts(state, key=None):
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])) if key else None,
+            flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[state.state_details.flow_run_id])
+            ),
+        )
+
+
+def markdown_of(state, integration_id):
+    found = artifacts(state, report.artifact_key(integration_id))
+    assert len(found) == 1
+    return found[0].data
+
+
+def expected_counts(events):
+    """Counts per label, computed here from the change log rows (not with report's helper)."""
+    labels = Counter()
+    for e in events:
+        if e["kind"] == "outcome_changed":
+            labels[
+                {"HIRED": "hired", "DECLINED": "declined"}.get(e["to_outcome"], "outcome changed")
+            ] += 1
+        else:
+            labels[e["kind"].replace("_", " ").replace("stage changed", "stage moved")] += 1
+    return dict(labels)
+
+
+def table_counts(markdown):
+    lines = markdown.splitlines()
+    start = lines.index("| change | count |") + 2
+    counts = {}
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        label, count = (cell.strip() for cell in line.strip("|").split("|"))
+        counts[label] = int(count)
+    return counts
+
+
+def params(integration_id, db, **extra):
+    return flows.sync.SyncIntegrationParams(
+        integration_id=integration_id, db=str(db), page_size=40, **extra
+    )
+
+
+def test_artifacts_events_and_jobs_cache_over_three_runs(simulate, recorded_events, tmp_path):
+    world = World(
+        seed=11, applications=120, jobs=6, api_key=KEY, scenarios=("normal", "no-outcomes")
+    )
+    transport = simulate(world)
+    normal, other = world.normal_integration_id, world.integration_for("no-outcomes")
+    integ = world.integration(normal)
+    job = next(j for j in integ.jobs if j.accepts_applications and len(j.active_positions()) >= 3)
+    first, second = (job.stages[p] for p in job.active_positions()[:2])
+    row = integ.create_application(job.id, *CANDIDATE, EMAIL, PHONE, stage_id=first.id)
+    app_id = integ.application_ids.encode(row)
+    db = tmp_path / "sw.db"
+
+    run1 = flows.sync.sync_integration(params(normal, db), return_state=True)
+    assert run1.is_completed(), run1.message
+    world.advance(hours=1)
+    integ.rename_stage(second.id, NASTY_STAGE)
+    integ.set_stage(app_id, second.id)
+    integ.decline(app_id, "Position filled")
+    run2 = flows.sync.sync_integration(params(normal, db), return_state=True)
+    world.advance(hours=1)
+    integ.set_stage(app_id, first.id)
+    run3 = flows.sync.sync_integration(
+        params(normal, db, show_candidate_names=True), return_state=True
+    )
+
+    with Store(db) as store:
+        runs = [s.result()[0] for s in (run1, run2, run3)]
+        assert [r["status"] for r in runs] == ["synced"] * 3
+        for state, outcome in zip((run1, run2, run3), runs, strict=True):
+            events = list(store.events(run_id=outcome["run_id"]))
+            markdown = markdown_of(state, normal)
+            assert table_counts(markdown) == expected_counts(events), markdown
+            assert outcome["counts"] == expected_counts(events)
+            (table,) = artifacts(state, report.events_table_key(normal))
+            rows = json.loads(table.data)
+            assert [row["event_key"] for row in rows] == [e["event_key"] for e in events]
+            for text in (markdown, table.data):
+                assert "@" not in text and "7946" not in text and KEY not in text
+        assert runs[0]["counts"]["first seen"] == 121
+
+        second_md = markdown_of(run2, normal)
+        escaped_stage = (
+            r"Tech \*Interview\* \| \[win\]\(http\://e\.vil\) &lt;script&gt;x&lt;/script&gt; "
+            r"round \`2\`"
+        )
+        assert (
+            f"| {app_id} | {report.escape_md(job.name)} | {report.escape_md(first.name)} | {escaped_stage} |"
+            in second_md
+        )
+        assert (
+            f"- **Declined**: {app_id}, job {report.escape_md(job.name)}, reason Position filled"
+            in second_md
+        )
+        assert "Ada" not in second_md and "Love" not in second_md
+        third_md = markdown_of(run3, normal)
+        assert (
+            rf"| {app_id} (Ada \| &lt;b&gt; Love\_lace) | {report.escape_md(job.name)} | "
+            rf"{escaped_stage} | {report.escape_md(first.name)} | **⚠ backward** |"
+        ) in third_md
+
+    emitted = recorded_events()
+    declined = [
+        e
+        for e in emitted
+        if e.event == "stagewatch.application.declined" and e.resource.id.endswith(app_id)
+    ]
+    assert len(declined) == 1
+    assert declined[0].resource.id == f"kombo.application.{normal}.{app_id}"
+    assert {(r.role, r.id) for r in declined[0].related if r.role in ("integration", "job")} == {
+        ("integration", f"kombo.integration.{normal}"),
+        ("job", f"kombo.job.{normal}.{job.id}"),
+    }
+    assert declined[0].payload["to_outcome"] == "DECLINED"
+    assert all(EMAIL not in e.model_dump_json() and KEY not in e.model_dump_json() for e in emitted)
+    assert "Ada" not in declined[0].model_dump_json()
+    named = [
+        e for e in emitted if e.resource.id.endswith(app_id) and e.event.endswith("stage-changed")
+    ]
+    assert [e.resource.name for e in named] == [str(app_id), "Ada | <b> Love_lace"]
+
+    # Jobs were listed once for the three runs; another integration or mode lists its own.
+    assert [r["jobs_from_cache"] for r in runs] == [False, True, True]
+    assert transport.stats()["requests"]["GET /ats/jobs"] == 1
+    other_run = flows.sync.sync_integration(params(other, db), return_state=True).result()[0]
+    full_run = flows.sync.sync_integration(
+        params(normal, db, mode="full"), return_state=True
+    ).result()[0]
+    assert (other_run["jobs_from_cache"], full_run["jobs_from_cache"]) == (False, False)
+    assert transport.stats()["requests"]["GET /ats/jobs"] == 3
+
+
+def test_retried_flow_run_reuses_what_its_fetch_tasks_staged(simulate, monkeypatch, tmp_path):
+    world = World(seed=12, applications=100, jobs=5, api_key=KEY, scenarios=("normal",))
+    transport = simulate(world)
+    commits = []
+    real_commit = Store.commit_run
+
+    def commit_failing_once(self, *args, **kwargs):
+        commits.append(args)
+        if len(commits) == 1:
+            raise sqlite3.OperationalError("disk I/O error (injected)")
+        return real_commit(self, *args, **kwargs)
+
+    monkeypatch.setattr(Store, "commit_run", commit_failing_once)
+    db = tmp_path / "sw.db"
+    state = flows.sync.sync_integration.with_options(retries=1)(
+        params(world.normal_integration_id, db), return_state=True
+    )
+
+    assert state.is_completed(), state.message
+    assert len(commits) == 2
+    pages = -(-world.integration(world.normal_integration_id).application_count // 40)
+    assert transport.stats()["requests"] == {"GET /ats/jobs": 1, "GET /ats/applications": pages}
+    with Store(db) as store:
+        (status,) = store.status()
+        assert (status["last_run_id"], status["last_run_status"]) == (1, "succeeded")
+        assert status["applications"] == len(list(store.events(run_id=1, kind="first_seen")))
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(state.state_details.flow_run_id).run_count == 2
+
+
+def test_many_integrations_report_each_and_one_failure_stops_none(simulate, monkeypatch, tmp_path):
+    world = World(seed=5, applications=60, jobs=4, api_key=KEY)
+    transport = simulate(world, FaultConfig(rate=0.2, kinds=("rate-limit", "html-500"), seed=2))
+    monkeypatch.setattr(tasks.sync, "PROGRESS_EVERY_PAGES", 2)
+    db = tmp_path / "sw.db"
+    ids = list(world.integrations)
+    state = flows.sync.sync_many(
+        flows.sync.SyncManyParams(integration_ids=ids, db=str(db), page_size=10, max_concurrency=3),
+        return_state=True,
+    )
+
+    assert state.is_failed()
+    lever = world.integration_for("permission-missing")
+    assert state.message.startswith(f"1 of 6 failed: {lever} (INTEGRATION.PERMISSION_MISSING")
+    outcomes = {o["integration_id"]: o for o in state.result(raise_on_failure=False).outcomes}
+    expected = {
+        "normal": "synced",
+        "no-applications": "unsupported",
+        "no-outcomes": "synced",
+        "no-stages": "synced",
+        "setup-pending": "not_ready",
+        "permission-missing": "failed",
+    }
+    assert {world.integrations[i]: o["status"] for i, o in outcomes.items()} == expected
+    with Store(db) as store:
+        recorded = {
+            world.integrations[r["integration_id"]]: r["last_run_status"] for r in store.status()
+        }
+    assert recorded == {s: {"synced": "succeeded"}.get(v, v) for s, v in expected.items()}
+    assert transport.stats()["faults_total"] > 0
+    assert sum(o["retries"] for o in outcomes.values()) > 0  # absorbed by the client
+
+    summary = artifacts(state, "stagewatch-sync-summary")[0].data
+    assert summary.startswith(
+        "# stagewatch sync: 6 integrations (3 synced, 1 not ready, 1 unsupported, 1 failed)"
+    )
+    for integration_id, outcome in outcomes.items():
+        assert (
+            f"| {report.escape_md(integration_id, redact=False)} | {report.STATUS_LABELS[outcome['status']]} |"
+            in summary
+        )
+    not_ready = markdown_of(state, world.integration_for("setup-pending"))
+    assert "**Not ready:** Kombo has not finished setting up this integration" in not_ready
+    assert outcomes[world.integration_for("setup-pending")]["requests"] == 1
+    assert "**Retries:**" in markdown_of(state, world.normal_integration_id)
+    progress = [a for a in artifacts(state) if a.type == "progress"]
+    assert progress and all(a.data == 100.0 for a in progress)
+
+
+def test_invalid_key_fails_fast_and_is_never_stored(simulate, monkeypatch, tmp_path):
+    world = World(seed=6, applications=30, jobs=3, api_key=KEY, scenarios=("normal", "no-stages"))
+    transport = simulate(world)
+    wrong = "sk_wrong_key_must_not_leak_42"
+    monkeypatch.setenv("KOMBO_API_KEY", wrong)
+    db = tmp_path / "sw.db"
+    ids = list(world.integrations)
+    state = flows.sync.sync_many(
+        flows.sync.SyncManyParams(integration_ids=ids, db=str(db)), return_state=True
+    )
+
+    assert state.is_failed()
+    assert transport.stats()["requests_total"] == 2  # one per integration, no retry
+    outcomes = state.result(raise_on_failure=False).outcomes
+    assert [(o["status"], o["error_code"]) for o in outcomes] == [
+        ("failed", "PLATFORM.AUTHENTICATION_INVALID")
+    ] * 2
+    texts = [
+        state.message,
+        *(a.data if isinstance(a.data, str) else str(a.data) for a in artifacts(state)),
+    ]
+    texts.append(db.read_bytes().decode("latin-1"))
+    for text in texts:
+        assert wrong not in text and KEY not in text
+
+
+@pytest.mark.parametrize(
+    ("error", "retry"),
+    [
+        (TransientError("HTTP 503 after 6 attempts"), True),
+        (AuthenticationError("PLATFORM.AUTHENTICATION_INVALID"), False),
+        (NotReadyError("INTEGRATION.SETUP_SYNC_PENDING"), False),
+        (ValueError("bug"), False),
+    ],
+)
+def test_listing_is_retried_only_after_transient_errors(error, retry):
+    assert tasks.sync.retry_transient(None, None, Failed(data=error)) is retry
+    assert tasks.sync.retry_transient(None, None, Completed(data={"pages": 1})) is False
