@@ -1,0 +1,97 @@
+"""The deployments of `prefect.yaml`, served from one process with `serve(...)`: no work pool.
+
+    PREFECT_API_URL=http://127.0.0.1:4200/api STAGEWATCH_INTEGRATION_IDS=greenhouse:... \\
+        python -m deployments.serve        # or: stagewatch serve -i greenhouse:...
+
+Runs start in subprocesses of this one, which inherit its environment (KOMBO_API_KEY or the
+`kombo-api-key` Secret block, STAGEWATCH_DB, KOMBO_BASE_URL).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from typing import Any
+
+from prefect import serve
+from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
+from prefect.deployments.runner import RunnerDeployment
+from prefect.schedules import Cron, Interval
+
+from flows.sync import SyncManyParams, sync_many
+
+HOURLY_CRON = "0 * * * *"
+WEEKLY_CRON = "30 3 * * 0"
+TIMEZONE = "UTC"
+TAGS = ["stagewatch"]
+
+
+def build_deployments(
+    integration_ids: list[str],
+    *,
+    base_url: str | None = None,
+    db: str | None = None,
+    incremental_every: timedelta | None = None,
+) -> list[RunnerDeployment]:
+    """hourly-incremental, weekly-full and manual, as in `prefect.yaml`. `incremental_every`
+    replaces the hourly cron with an interval (the UI demo runs it every minute)."""
+    common: dict[str, Any] = {"integration_ids": integration_ids}
+    if base_url:
+        common["base_url"] = base_url
+    if db:
+        common["db"] = db
+    SyncManyParams(**common)  # fail here, not in the first scheduled run
+    one_at_a_time = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+    )
+    hourly = (
+        Interval(incremental_every, timezone=TIMEZONE)
+        if incremental_every
+        else Cron(HOURLY_CRON, timezone=TIMEZONE)
+    )
+    return [
+        sync_many.to_deployment(
+            name="hourly-incremental",
+            description="Applications changed since the last run, every hour.",
+            schedule=hourly,
+            concurrency_limit=one_at_a_time,
+            parameters={"params": common | {"mode": "incremental"}},
+            tags=TAGS,
+        ),
+        sync_many.to_deployment(
+            name="weekly-full",
+            description="Every application, weekly, to correct drift and record deletions.",
+            schedule=Cron(WEEKLY_CRON, timezone=TIMEZONE),
+            concurrency_limit=one_at_a_time,
+            parameters={"params": common | {"mode": "full"}},
+            tags=TAGS,
+        ),
+        sync_many.to_deployment(
+            name="manual",
+            description=(
+                "On demand from the UI; edit the form to pick integrations, a window or a full run."
+            ),
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+            ),
+            parameters={"params": common | {"mode": "incremental"}},
+            tags=TAGS,
+        ),
+    ]
+
+
+def serve_deployments(integration_ids: list[str], **options: Any) -> None:
+    """Serve until interrupted; schedules stay active when it stops (another server may serve
+    them next), so a restart does not leave the hourly sync paused."""
+    serve(*build_deployments(integration_ids, **options), pause_on_shutdown=False)
+
+
+def main() -> None:
+    ids = [i for i in os.environ.get("STAGEWATCH_INTEGRATION_IDS", "").replace(",", " ").split()]
+    if not ids:
+        raise SystemExit("set STAGEWATCH_INTEGRATION_IDS to the integrations to sync")
+    serve_deployments(ids, base_url=os.environ.get("KOMBO_BASE_URL"))
+
+
+if __name__ == "__main__":
+    main()
