@@ -1,0 +1,398 @@
+"""Staging vs snapshot as set-based SQL: the change log is written here.
+
+Every function runs inside the transaction `Store.commit_run` holds, takes the observation time as an
+argument (no clock, no network) and touches only the rows of one run and one integration. An event is
+one aspect of one application changing; its key hashes the integration, application, kind and the
+snapshot version being left, so replays and overlapping windows insert nothing twice while A->B->A->B
+still gives two distinct A->B events.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+
+EVENT_KINDS = (
+    "first_seen",
+    "stage_changed",
+    "outcome_changed",
+    "job_changed",
+    "deleted",
+    "restored",
+)
+
+# The public change-log format (jsonl/csv), in this order.
+EVENT_FIELDS = (
+    "event_key",
+    "integration_id",
+    "application_id",
+    "kind",
+    "observed_at",
+    "previous_observed_at",
+    "job_id",
+    "sync_run_id",
+    "from_stage_id",
+    "from_stage_name",
+    "to_stage_id",
+    "to_stage_name",
+    "direction",
+    "from_outcome",
+    "to_outcome",
+    "from_job_id",
+    "to_job_id",
+    "rejection_reason_name",
+    "rejected_at",
+    "deleted_at",
+    "deleted_reason",
+)
+
+REMOTE_DELETED = "remote_deleted"
+MISSING_FROM_FULL_LISTING = "missing_from_full_listing"
+
+
+def event_key(integration_id: str, application_id: str, kind: str, version_left: int) -> str:
+    payload = json.dumps([integration_id, application_id, kind, version_left])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def register_functions(conn: sqlite3.Connection) -> None:
+    conn.create_function("sw_event_key", 4, event_key, deterministic=True)
+
+
+_LAST_STAGED_JOB = "s.id = (SELECT max(w.id) FROM staged_jobs AS w WHERE w.run_id = s.run_id AND w.job_id = s.job_id)"
+
+_APPLY_JOBS = f"""
+INSERT INTO jobs (
+    integration_id, job_id, remote_id, name, status, changed_at, remote_created_at,
+    remote_updated_at, remote_deleted_at, first_seen_at, last_seen_at, content_hash, raw
+)
+SELECT
+    :integration_id, s.job_id, s.remote_id, s.name, s.status, s.changed_at, s.remote_created_at,
+    s.remote_updated_at, s.remote_deleted_at, :observed_at, :observed_at, s.content_hash, s.raw
+FROM staged_jobs AS s
+WHERE s.run_id = :run_id AND {_LAST_STAGED_JOB}
+ON CONFLICT (integration_id, job_id) DO UPDATE SET
+    remote_id = excluded.remote_id,
+    name = excluded.name,
+    status = excluded.status,
+    changed_at = excluded.changed_at,
+    remote_created_at = excluded.remote_created_at,
+    remote_updated_at = excluded.remote_updated_at,
+    remote_deleted_at = excluded.remote_deleted_at,
+    last_seen_at = excluded.last_seen_at,
+    content_hash = excluded.content_hash,
+    raw = excluded.raw
+"""
+
+_APPLY_JOB_STAGES = f"""
+INSERT INTO job_stages (
+    integration_id, job_id, stage_id, remote_id, name, stage_index, position, status,
+    first_seen_at, last_seen_at
+)
+SELECT
+    :integration_id, s.job_id, json_extract(stage.value, '$.id'),
+    json_extract(stage.value, '$.remote_id'), json_extract(stage.value, '$.name'),
+    json_extract(stage.value, '$.index'), stage.key, json_extract(stage.value, '$.status'),
+    :observed_at, :observed_at
+FROM staged_jobs AS s, json_each(s.stages) AS stage
+WHERE s.run_id = :run_id AND {_LAST_STAGED_JOB}
+ON CONFLICT (integration_id, job_id, stage_id) DO UPDATE SET
+    remote_id = excluded.remote_id,
+    name = excluded.name,
+    stage_index = excluded.stage_index,
+    position = excluded.position,
+    status = excluded.status,
+    last_seen_at = excluded.last_seen_at
+"""
+
+_DIFF_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS sw_diff (
+    application_id TEXT PRIMARY KEY,
+    staged_id INTEGER NOT NULL,
+    job_id TEXT, stage_id TEXT, stage_name TEXT, outcome TEXT,
+    rejection_reason_name TEXT, rejected_at TEXT, remote_deleted_at TEXT,
+    old_version INTEGER, old_job_id TEXT, old_stage_id TEXT, old_stage_name TEXT,
+    old_outcome TEXT, old_deleted_observed_at TEXT, old_deleted_reason TEXT,
+    old_version_observed_at TEXT, old_first_seen_at TEXT,
+    is_first_seen INTEGER, is_restored INTEGER, is_job_changed INTEGER, is_stage_changed INTEGER,
+    is_outcome_changed INTEGER, is_deleted INTEGER, is_tracked INTEGER
+)
+"""
+
+_ABSENT_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS sw_absent (application_id TEXT PRIMARY KEY)
+"""
+
+# Staging keeps only records that differ from the live snapshot, and staged_seen says which staging
+# of an application came last. The record itself stays in staging (joined back by staged_id) so the
+# scratch table holds only what the events need.
+_FILL_DIFF = """
+INSERT INTO temp.sw_diff
+SELECT
+    y.*,
+    y.is_first_seen OR y.is_restored OR y.is_job_changed OR y.is_stage_changed
+        OR y.is_outcome_changed OR y.is_deleted
+FROM (
+    SELECT
+        x.*,
+        x.old_version IS NULL AS is_first_seen,
+        x.old_version IS NOT NULL AND x.old_deleted_observed_at IS NOT NULL
+            AND x.remote_deleted_at IS NULL AS is_restored,
+        x.old_version IS NOT NULL AND x.old_job_id IS NOT x.job_id AS is_job_changed,
+        x.old_version IS NOT NULL AND x.old_stage_id IS NOT x.stage_id AS is_stage_changed,
+        x.old_version IS NOT NULL AND x.old_outcome IS NOT x.outcome AS is_outcome_changed,
+        x.remote_deleted_at IS NOT NULL
+            AND (x.old_version IS NULL OR x.old_deleted_observed_at IS NULL) AS is_deleted
+    FROM (
+        SELECT
+            s.application_id, s.id AS staged_id, s.job_id, s.stage_id,
+            coalesce(s.stage_name, (
+                SELECT js.name FROM job_stages AS js
+                WHERE js.integration_id = :integration_id AND js.job_id = s.job_id
+                    AND js.stage_id = s.stage_id
+            )) AS stage_name,
+            s.outcome, s.rejection_reason_name, s.rejected_at, s.remote_deleted_at,
+            a.version AS old_version, a.job_id AS old_job_id, a.stage_id AS old_stage_id,
+            a.stage_name AS old_stage_name, a.outcome AS old_outcome,
+            a.deleted_observed_at AS old_deleted_observed_at,
+            a.deleted_reason AS old_deleted_reason,
+            a.version_observed_at AS old_version_observed_at,
+            a.first_seen_at AS old_first_seen_at
+        FROM staged_applications AS s
+        JOIN staged_seen AS seen
+            ON seen.run_id = s.run_id AND seen.application_id = s.application_id
+                AND seen.seq = s.seq
+        LEFT JOIN applications AS a
+            ON a.integration_id = :integration_id AND a.application_id = s.application_id
+        WHERE s.run_id = :run_id
+    ) AS x
+) AS y
+"""
+
+_EVENT_COMMON = (
+    "event_key",
+    "integration_id",
+    "application_id",
+    "kind",
+    "observed_at",
+    "previous_observed_at",
+    "job_id",
+    "sync_run_id",
+    "snapshot_version",
+)
+
+
+def _insert_events(kind: str, columns: dict[str, str], source: str, where: str) -> str:
+    """One INSERT ... SELECT writing the `kind` events of every row of `source` matching `where`."""
+    common = (
+        f"sw_event_key(:integration_id, d.application_id, '{kind}', coalesce(d.version_left, 0))",
+        ":integration_id",
+        "d.application_id",
+        f"'{kind}'",
+        ":observed_at",
+        ":previous_observed_at",
+        "d.job_id",
+        ":run_id",
+        "coalesce(d.version_left, 0)",
+    )
+    names = ", ".join((*_EVENT_COMMON, *columns))
+    values = ",\n    ".join((*common, *columns.values()))
+    return (
+        f"INSERT OR IGNORE INTO events ({names})\nSELECT\n    {values}\n"
+        f"FROM {source}\nWHERE {where}\nORDER BY d.application_id"
+    )
+
+
+_DIFF_SOURCE = "(SELECT *, old_version AS version_left FROM temp.sw_diff) AS d"
+
+_DIRECTION = """CASE
+        WHEN d.old_job_id IS NOT d.job_id THEN 'unknown'
+        WHEN f.stage_index IS NULL OR t.stage_index IS NULL OR f.stage_index = t.stage_index
+            THEN 'unknown'
+        WHEN t.stage_index > f.stage_index THEN 'forward'
+        ELSE 'backward'
+    END"""
+
+_STAGE_SOURCE = f"""{_DIFF_SOURCE}
+LEFT JOIN job_stages AS f
+    ON f.integration_id = :integration_id AND f.job_id = d.job_id AND f.stage_id = d.old_stage_id
+LEFT JOIN job_stages AS t
+    ON t.integration_id = :integration_id AND t.job_id = d.job_id AND t.stage_id = d.stage_id"""
+
+# Insertion order inside one observation: how a reader would tell the story.
+_EVENT_INSERTS = (
+    _insert_events(
+        "first_seen",
+        {
+            "to_stage_id": "d.stage_id",
+            "to_stage_name": "d.stage_name",
+            "to_outcome": "d.outcome",
+            "to_job_id": "d.job_id",
+            "rejection_reason_name": "d.rejection_reason_name",
+            "rejected_at": "d.rejected_at",
+        },
+        _DIFF_SOURCE,
+        "d.is_first_seen",
+    ),
+    _insert_events("restored", {}, _DIFF_SOURCE, "d.is_restored"),
+    _insert_events(
+        "job_changed",
+        {"from_job_id": "d.old_job_id", "to_job_id": "d.job_id"},
+        _DIFF_SOURCE,
+        "d.is_job_changed",
+    ),
+    _insert_events(
+        "stage_changed",
+        {
+            "from_stage_id": "d.old_stage_id",
+            "from_stage_name": "d.old_stage_name",
+            "to_stage_id": "d.stage_id",
+            "to_stage_name": "d.stage_name",
+            "direction": _DIRECTION,
+        },
+        _STAGE_SOURCE,
+        "d.is_stage_changed",
+    ),
+    _insert_events(
+        "outcome_changed",
+        {
+            "from_outcome": "d.old_outcome",
+            "to_outcome": "d.outcome",
+            "rejection_reason_name": "d.rejection_reason_name",
+            "rejected_at": "d.rejected_at",
+        },
+        _DIFF_SOURCE,
+        "d.is_outcome_changed",
+    ),
+    _insert_events(
+        "deleted",
+        {"deleted_at": "d.remote_deleted_at", "deleted_reason": f"'{REMOTE_DELETED}'"},
+        _DIFF_SOURCE,
+        "d.is_deleted",
+    ),
+)
+
+# The covering index answers "live and not listed" without reading a single snapshot row.
+_FILL_ABSENT = """
+INSERT INTO temp.sw_absent (application_id)
+SELECT a.application_id
+FROM applications AS a INDEXED BY applications_content
+WHERE a.integration_id = :integration_id AND a.deleted_observed_at IS NULL
+    AND NOT EXISTS (
+        SELECT 1 FROM staged_seen AS s
+        WHERE s.run_id = :run_id AND s.application_id = a.application_id
+    )
+"""
+
+_ABSENT_EVENTS = _insert_events(
+    "deleted",
+    {"deleted_at": "NULL", "deleted_reason": f"'{MISSING_FROM_FULL_LISTING}'"},
+    """(
+    SELECT a.application_id, a.job_id, a.version AS version_left
+    FROM temp.sw_absent AS x
+    CROSS JOIN applications AS a
+        ON a.integration_id = :integration_id AND a.application_id = x.application_id
+) AS d""",
+    "true",
+)
+
+_MARK_ABSENT = f"""
+UPDATE applications SET
+    deleted_observed_at = :observed_at,
+    deleted_reason = '{MISSING_FROM_FULL_LISTING}',
+    version = version + 1,
+    version_observed_at = :observed_at,
+    last_run_id = :run_id
+WHERE integration_id = :integration_id
+    AND application_id IN (SELECT application_id FROM temp.sw_absent)
+"""
+
+_UPSERT_SNAPSHOT = f"""
+INSERT INTO applications (
+    integration_id, application_id, remote_id, job_id, stage_id, stage_name, outcome,
+    rejection_reason_name, rejected_at, remote_deleted_at, changed_at, remote_created_at,
+    remote_updated_at, deleted_observed_at, deleted_reason, first_seen_at, version_observed_at,
+    last_run_id, version, content_hash, raw
+)
+SELECT
+    :integration_id, d.application_id, s.remote_id, d.job_id, d.stage_id, d.stage_name, d.outcome,
+    d.rejection_reason_name, d.rejected_at, d.remote_deleted_at, s.changed_at,
+    s.remote_created_at, s.remote_updated_at,
+    CASE WHEN d.remote_deleted_at IS NULL THEN NULL
+        ELSE coalesce(d.old_deleted_observed_at, :observed_at) END,
+    CASE WHEN d.remote_deleted_at IS NULL THEN NULL
+        ELSE coalesce(d.old_deleted_reason, '{REMOTE_DELETED}') END,
+    coalesce(d.old_first_seen_at, :observed_at),
+    CASE WHEN d.is_tracked THEN :observed_at ELSE d.old_version_observed_at END,
+    :run_id,
+    coalesce(d.old_version, 0) + d.is_tracked,
+    s.content_hash,
+    s.raw
+FROM temp.sw_diff AS d
+JOIN staged_applications AS s ON s.id = d.staged_id
+WHERE true
+ON CONFLICT (integration_id, application_id) DO UPDATE SET
+    remote_id = excluded.remote_id,
+    job_id = excluded.job_id,
+    stage_id = excluded.stage_id,
+    stage_name = excluded.stage_name,
+    outcome = excluded.outcome,
+    rejection_reason_name = excluded.rejection_reason_name,
+    rejected_at = excluded.rejected_at,
+    remote_deleted_at = excluded.remote_deleted_at,
+    changed_at = excluded.changed_at,
+    remote_created_at = excluded.remote_created_at,
+    remote_updated_at = excluded.remote_updated_at,
+    deleted_observed_at = excluded.deleted_observed_at,
+    deleted_reason = excluded.deleted_reason,
+    version_observed_at = excluded.version_observed_at,
+    last_run_id = excluded.last_run_id,
+    version = excluded.version,
+    content_hash = excluded.content_hash,
+    raw = excluded.raw
+"""
+
+
+def apply_jobs(
+    conn: sqlite3.Connection, *, run_id: int, integration_id: str, observed_at: str
+) -> None:
+    """Upsert the run's staged jobs and their stages; stages no longer listed keep their last values."""
+    params = {"run_id": run_id, "integration_id": integration_id, "observed_at": observed_at}
+    conn.execute(_APPLY_JOBS, params)
+    conn.execute(_APPLY_JOB_STAGES, params)
+
+
+def apply_applications(
+    conn: sqlite3.Connection,
+    *,
+    run_id: int,
+    integration_id: str,
+    observed_at: str,
+    previous_observed_at: str | None,
+    full: bool,
+) -> None:
+    """Write the run's events and bring the application snapshot up to date.
+
+    A full listing also marks every live application it did not contain as deleted. Jobs must be
+    applied first: stage directions and fallback stage names come from the job snapshot.
+    """
+    params = {
+        "run_id": run_id,
+        "integration_id": integration_id,
+        "observed_at": observed_at,
+        "previous_observed_at": previous_observed_at,
+    }
+    # The scratch tables are temporary and transactional: a rollback leaves them as they were.
+    conn.execute(_DIFF_TABLE)
+    conn.execute(_ABSENT_TABLE)
+    conn.execute(_FILL_DIFF, params)
+    for statement in _EVENT_INSERTS:
+        conn.execute(statement, params)
+    if full:
+        conn.execute(_FILL_ABSENT, params)
+        conn.execute(_ABSENT_EVENTS, params)
+        conn.execute(_MARK_ABSENT, params)
+    conn.execute(_UPSERT_SNAPSHOT, params)
+    conn.execute("DELETE FROM temp.sw_diff")
+    conn.execute("DELETE FROM temp.sw_absent")

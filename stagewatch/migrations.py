@@ -1,0 +1,283 @@
+"""The store's schema, as recorded sqlite-utils migrations.
+
+Each migration is a list of DDL statements whose `--` comments document the tables and columns:
+SQLite keeps the original CREATE text, so `stagewatch schema --markdown` reads the documentation back
+from the live database. Never edit an applied migration; append a new one.
+"""
+
+from __future__ import annotations
+
+from sqlite_utils import Database, Migrations
+
+MIGRATION_SET = "stagewatch"
+
+migrations = Migrations(MIGRATION_SET)
+
+INITIAL = [
+    """
+CREATE TABLE sync_runs ( -- One row per sync run: what it fetched, how it ended, what it cost.
+    id INTEGER PRIMARY KEY, -- Run id; events carry it as sync_run_id.
+    integration_id TEXT NOT NULL, -- Kombo integration id.
+    mode TEXT NOT NULL CHECK (mode IN ('incremental', 'full')), -- incremental (updated_after) or full listing.
+    status TEXT NOT NULL, -- running, succeeded, incomplete, failed, not_ready, unsupported or abandoned.
+    started_at TEXT NOT NULL, -- When the run began.
+    finished_at TEXT, -- When the run ended (NULL while running).
+    window_start TEXT, -- updated_after sent to Kombo; NULL for a full listing.
+    observed_at TEXT, -- When the listing was observed; every event of the run carries it.
+    next_watermark TEXT, -- Watermark the run set; NULL when it set none.
+    pid INTEGER NOT NULL, -- Process that ran it.
+    hostname TEXT NOT NULL, -- Host that ran it.
+    jobs_seen INTEGER, -- Distinct jobs listed.
+    applications_seen INTEGER, -- Distinct applications listed.
+    quarantined INTEGER, -- Records that could not be parsed.
+    events INTEGER, -- Events written, all kinds.
+    first_seen INTEGER, -- first_seen events written.
+    stage_changed INTEGER, -- stage_changed events written.
+    outcome_changed INTEGER, -- outcome_changed events written.
+    job_changed INTEGER, -- job_changed events written.
+    deleted INTEGER, -- deleted events written.
+    restored INTEGER, -- restored events written.
+    requests INTEGER, -- HTTP requests the client made.
+    retries INTEGER, -- Requests the client retried.
+    waited_seconds REAL, -- Seconds the client spent backing off.
+    staged_records INTEGER NOT NULL DEFAULT 0, -- Application records staged, repeats included.
+    error TEXT -- Why the run did not succeed.
+)
+""",
+    "CREATE INDEX sync_runs_integration ON sync_runs (integration_id, id)",
+    """
+CREATE TABLE run_locks ( -- Per-integration run lock: at most one running sync per integration.
+    integration_id TEXT PRIMARY KEY, -- Locked integration.
+    run_id INTEGER NOT NULL, -- Run holding the lock.
+    pid INTEGER NOT NULL, -- Process holding the lock; on the same host a dead pid makes the lock stale.
+    hostname TEXT NOT NULL, -- Host of that process.
+    acquired_at TEXT NOT NULL -- When the lock was taken.
+)
+""",
+    """
+CREATE TABLE watermarks ( -- Where the next incremental listing of each integration starts.
+    integration_id TEXT PRIMARY KEY, -- Integration.
+    watermark TEXT NOT NULL, -- Next updated_after: a listing's start time minus an overlap.
+    run_id INTEGER NOT NULL, -- Run that set it.
+    updated_at TEXT NOT NULL -- When it was set.
+)
+""",
+    """
+CREATE TABLE jobs ( -- Current snapshot of each job, as last listed.
+    integration_id TEXT NOT NULL, -- Integration.
+    job_id TEXT NOT NULL, -- Kombo job id.
+    remote_id TEXT, -- Id in the ATS.
+    name TEXT, -- Job title.
+    status TEXT, -- OPEN, CLOSED, DRAFT, ARCHIVED or the ATS's own value.
+    changed_at TEXT, -- Kombo's changed_at.
+    remote_created_at TEXT, -- Created in the ATS.
+    remote_updated_at TEXT, -- Updated in the ATS.
+    remote_deleted_at TEXT, -- Set by Kombo when the job was deleted in the ATS.
+    first_seen_at TEXT NOT NULL, -- First listing that contained the job.
+    last_seen_at TEXT NOT NULL, -- Last listing that contained the job.
+    content_hash TEXT NOT NULL, -- sha1 of raw.
+    raw TEXT NOT NULL, -- The record as JSON, without remote_data.
+    PRIMARY KEY (integration_id, job_id)
+)
+""",
+    """
+CREATE TABLE job_stages ( -- Stages of each job's pipeline, as last listed; stage ids are job-specific.
+    integration_id TEXT NOT NULL, -- Integration.
+    job_id TEXT NOT NULL, -- Job.
+    stage_id TEXT NOT NULL, -- Kombo stage id.
+    remote_id TEXT, -- Id in the ATS.
+    name TEXT, -- Stage name as last listed.
+    stage_index INTEGER, -- Order in the ATS; may be NULL or shared by several stages.
+    position INTEGER NOT NULL, -- Position in the job's stage list as last listed.
+    status TEXT, -- ACTIVE, INACTIVE or NULL.
+    first_seen_at TEXT NOT NULL, -- First listing of the job that contained the stage.
+    last_seen_at TEXT NOT NULL, -- Last listing of the job that contained the stage.
+    PRIMARY KEY (integration_id, job_id, stage_id)
+) WITHOUT ROWID
+""",
+    """
+CREATE TABLE applications ( -- Current snapshot of each application, as last observed.
+    integration_id TEXT NOT NULL, -- Integration.
+    application_id TEXT NOT NULL, -- Kombo application id.
+    remote_id TEXT, -- Id in the ATS.
+    job_id TEXT, -- Job applied to.
+    stage_id TEXT, -- Current stage id.
+    stage_name TEXT, -- Current stage name (the application's own, else the job's).
+    outcome TEXT, -- PENDING, HIRED, DECLINED, NULL or the ATS's own value.
+    rejection_reason_name TEXT, -- Why it was declined.
+    rejected_at TEXT, -- When it was declined.
+    remote_deleted_at TEXT, -- Set by Kombo when the application was deleted in the ATS.
+    changed_at TEXT, -- Kombo's changed_at.
+    remote_created_at TEXT, -- Created in the ATS.
+    remote_updated_at TEXT, -- Updated in the ATS.
+    deleted_observed_at TEXT, -- When stagewatch recorded the deletion; NULL while the application lives.
+    deleted_reason TEXT, -- remote_deleted or missing_from_full_listing.
+    first_seen_at TEXT NOT NULL, -- Observation that first contained the application.
+    version_observed_at TEXT NOT NULL, -- Observation that set the current version.
+    last_run_id INTEGER NOT NULL, -- Run that last wrote the row.
+    version INTEGER NOT NULL, -- Tracked changes so far; an event's key holds the version it leaves.
+    content_hash TEXT NOT NULL, -- sha1 of raw: an unchanged record is skipped at staging.
+    raw TEXT NOT NULL, -- The record as JSON, without remote_data or candidate contact data.
+    PRIMARY KEY (integration_id, application_id)
+)
+""",
+    """
+CREATE INDEX applications_content
+    ON applications (integration_id, application_id, content_hash, deleted_observed_at)
+""",
+    """
+CREATE TABLE events ( -- The change log: append-only, one row per aspect of one application that changed.
+    id INTEGER PRIMARY KEY, -- Insertion order.
+    event_key TEXT NOT NULL, -- sha256 of integration, application, kind and snapshot_version (unique with them).
+    integration_id TEXT NOT NULL, -- Integration.
+    application_id TEXT NOT NULL, -- Application.
+    kind TEXT NOT NULL CHECK (kind IN ('first_seen', 'stage_changed', 'outcome_changed', 'job_changed', 'deleted', 'restored')), -- What changed.
+    observed_at TEXT NOT NULL, -- When the run saw the new state.
+    previous_observed_at TEXT, -- When the integration's previous complete run confirmed the old state.
+    job_id TEXT, -- The application's job after the change.
+    sync_run_id INTEGER NOT NULL, -- Run that saw it.
+    snapshot_version INTEGER NOT NULL, -- The application's snapshot version the change leaves (0: none yet).
+    from_stage_id TEXT, -- stage_changed: stage left.
+    from_stage_name TEXT, -- stage_changed: its name.
+    to_stage_id TEXT, -- stage_changed, first_seen: stage entered.
+    to_stage_name TEXT, -- stage_changed, first_seen: its name.
+    direction TEXT CHECK (direction IN ('forward', 'backward', 'unknown')), -- stage_changed: by the job's stage order.
+    from_outcome TEXT, -- outcome_changed: outcome left.
+    to_outcome TEXT, -- outcome_changed, first_seen: outcome now.
+    from_job_id TEXT, -- job_changed: job left.
+    to_job_id TEXT, -- job_changed, first_seen: job now.
+    rejection_reason_name TEXT, -- outcome_changed, first_seen: rejection reason now.
+    rejected_at TEXT, -- outcome_changed, first_seen: rejection time now.
+    deleted_at TEXT, -- deleted: Kombo's remote_deleted_at (NULL when missing from a full listing).
+    deleted_reason TEXT -- deleted: remote_deleted or missing_from_full_listing.
+)
+""",
+    "CREATE INDEX events_integration_observed ON events (integration_id, observed_at)",
+    # The deterministic unique key: a replay or an overlapping window inserts nothing twice, while
+    # A->B->A->B leaves two different versions. It also serves lookups by application.
+    """
+CREATE UNIQUE INDEX events_key
+    ON events (application_id, integration_id, snapshot_version, kind)
+""",
+    "CREATE INDEX events_run ON events (sync_run_id)",
+    """
+CREATE TRIGGER events_no_update BEFORE UPDATE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only');
+END
+""",
+    """
+CREATE TRIGGER events_no_delete BEFORE DELETE ON events
+BEGIN
+    SELECT RAISE(ABORT, 'events are append-only');
+END
+""",
+    """
+CREATE VIEW stage_history AS -- One row per stay of an application in a stage (SCD type 2), from the events.
+SELECT
+    integration_id, -- Integration.
+    application_id, -- Application.
+    job_id, -- Job when the stage was entered.
+    stage_id, -- Stage.
+    stage_name, -- Stage name when entered.
+    entered_at, -- Observation that first saw the application in the stage (valid_from).
+    entered_after, -- Previous observation: the move happened after it (NULL when never seen before).
+    left_at, -- Observation that saw it in another stage (valid_to); NULL for the current stay.
+    round((julianday(left_at) - julianday(entered_at)) * 86400.0, 3) AS seconds_in_stage, -- left_at minus entered_at; NULL for the current stay.
+    left_at IS NULL AS is_current, -- 1 for the application's current stay.
+    sync_run_id, -- Run that saw it enter.
+    event_id -- Event that opened the stay.
+FROM (
+    SELECT
+        id AS event_id,
+        integration_id,
+        application_id,
+        job_id,
+        to_stage_id AS stage_id,
+        to_stage_name AS stage_name,
+        observed_at AS entered_at,
+        previous_observed_at AS entered_after,
+        lead(observed_at) OVER (
+            PARTITION BY integration_id, application_id ORDER BY id
+        ) AS left_at,
+        sync_run_id
+    FROM events
+    WHERE kind IN ('first_seen', 'stage_changed')
+)
+""",
+    """
+CREATE TABLE quarantined ( -- Records that could not be parsed, kept with the reason.
+    id INTEGER PRIMARY KEY, -- Row id.
+    run_id INTEGER NOT NULL, -- Run that received it.
+    integration_id TEXT NOT NULL, -- Integration.
+    model TEXT NOT NULL, -- job or application.
+    record_id TEXT, -- The record's id when it had one.
+    reason TEXT NOT NULL, -- What was wrong with it.
+    raw TEXT NOT NULL, -- Payload as JSON, without remote_data or candidate contact data.
+    quarantined_at TEXT NOT NULL -- When it was stored.
+)
+""",
+    "CREATE INDEX quarantined_run ON quarantined (run_id)",
+    """
+CREATE TABLE staged_jobs ( -- Jobs listed by a running sync; commit_run applies and clears them.
+    id INTEGER PRIMARY KEY, -- Staging order: for one job the last staged wins.
+    run_id INTEGER NOT NULL, -- Run.
+    job_id TEXT NOT NULL, -- Job.
+    remote_id TEXT, -- As in jobs.
+    name TEXT, -- As in jobs.
+    status TEXT, -- As in jobs.
+    changed_at TEXT, -- As in jobs.
+    remote_created_at TEXT, -- As in jobs.
+    remote_updated_at TEXT, -- As in jobs.
+    remote_deleted_at TEXT, -- As in jobs.
+    stages TEXT NOT NULL, -- JSON list of the job's stages.
+    content_hash TEXT NOT NULL, -- As in jobs.
+    raw TEXT NOT NULL -- As in jobs.
+)
+""",
+    "CREATE INDEX staged_jobs_run ON staged_jobs (run_id, job_id)",
+    """
+CREATE TABLE staged_seen ( -- Every application a running sync listed, so a full listing can tell which are missing.
+    run_id INTEGER NOT NULL, -- Run.
+    application_id TEXT NOT NULL, -- Application.
+    seq INTEGER NOT NULL, -- Position of its last staging in the run: the last staged record wins.
+    PRIMARY KEY (run_id, application_id)
+) WITHOUT ROWID
+""",
+    """
+CREATE TABLE staged_applications ( -- Listed records that differ from the live snapshot; commit_run applies and clears them.
+    id INTEGER PRIMARY KEY, -- Row id.
+    run_id INTEGER NOT NULL, -- Run.
+    seq INTEGER NOT NULL, -- Position of this staging in the run.
+    application_id TEXT NOT NULL, -- As in applications.
+    content_hash TEXT NOT NULL, -- As in applications.
+    raw TEXT NOT NULL, -- As in applications.
+    remote_id TEXT, -- As in applications.
+    job_id TEXT, -- As in applications.
+    stage_id TEXT, -- As in applications.
+    stage_name TEXT, -- The application's own stage name.
+    outcome TEXT, -- As in applications.
+    rejection_reason_name TEXT, -- As in applications.
+    rejected_at TEXT, -- As in applications.
+    remote_deleted_at TEXT, -- As in applications.
+    changed_at TEXT, -- As in applications.
+    remote_created_at TEXT, -- As in applications.
+    remote_updated_at TEXT -- As in applications.
+)
+""",
+    "CREATE INDEX staged_applications_run ON staged_applications (run_id)",
+]
+
+
+MIGRATION_NAMES: list[str] = []
+
+
+def _migration(name: str):
+    MIGRATION_NAMES.append(name)
+    return migrations(name=name)
+
+
+@_migration("0001_initial")
+def m0001_initial(db: Database) -> None:
+    for statement in INITIAL:
+        db.execute(statement.strip())

@@ -1,0 +1,886 @@
+"""The SQLite store: snapshot, change log, sync runs, watermarks, locks and staging in one file.
+
+A run streams pages into staging tables (one short transaction per page) and `commit_run` applies them
+in ONE transaction: events, snapshot, watermark, run row, staging cleared. A crash anywhere before that
+transaction commits leaves the store as it was; the next run of the integration takes over the dead
+run's lock and discards its staging.
+
+Threads: a `Store` owns one SQLite connection and must stay in the thread that opened it (sqlite3
+enforces this). Open one `Store(path)` per thread: runs of different integrations may share the file
+from several threads or processes; WAL lets readers proceed while one writer commits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import sqlite3
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlite_utils import Database
+
+from stagewatch import diff
+from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
+from stagewatch.errors import StagewatchError
+from stagewatch.migrations import MIGRATION_NAMES, MIGRATION_SET, migrations
+from stagewatch.models import Application, Job, Quarantined
+from stagewatch.timeutil import format_ts, parse_ts, utcnow
+
+__all__ = [
+    "EVENT_FIELDS",
+    "EVENT_KINDS",
+    "LockedError",
+    "Run",
+    "Store",
+    "StoreError",
+]
+
+MODES = ("incremental", "full")
+FAILED_STATUSES = ("failed", "not_ready", "unsupported")
+BUSY_TIMEOUT_MS = 60_000
+LOCK_POLL_SECONDS = 0.2
+CACHE_SIZE_KIB = 64 * 1024
+CRASH_ENV = "STAGEWATCH_TEST_CRASH_AT"
+
+# remote_data is never stored; Candidate already drops contact data at parse time.
+_APPLICATION_EXCLUDE: Any = {
+    "remote_data": True,
+    "current_stage": {"remote_data"},
+    "job": {"remote_data"},
+}
+_CANDIDATE_KEEP = ("id", "remote_id", "first_name", "last_name")
+
+
+class StoreError(StagewatchError):
+    """The database cannot be used as asked: missing, not a stagewatch store, misused run."""
+
+
+class LockedError(StoreError):
+    """Another live run holds the integration's lock."""
+
+    def __init__(self, integration_id: str, run_id: int, pid: int, hostname: str, since: str):
+        self.integration_id = integration_id
+        self.run_id = run_id
+        self.pid = pid
+        self.hostname = hostname
+        self.since = since
+        super().__init__(
+            f"integration {integration_id!r} is locked by run {run_id} "
+            f"(pid {pid} on {hostname}, started {since})"
+        )
+
+
+@dataclass(frozen=True)
+class Run:
+    id: int
+    integration_id: str
+    mode: str
+    started_at: datetime
+    window_start: datetime | None
+
+
+def _crash_point(name: str) -> None:
+    """Test hook: SIGKILL this process at a named point, to prove a crash there loses nothing."""
+    if os.environ.get(CRASH_ENV) == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _ts(value: datetime | None) -> str | None:
+    return None if value is None else format_ts(value)
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data, usedforsecurity=False).hexdigest()
+
+
+def _scrub(value: Any) -> Any:
+    """Drop remote_data everywhere and candidate contact data, for payloads no model filtered."""
+    if isinstance(value, dict):
+        cleaned = {}
+        for key, item in value.items():
+            if key == "remote_data":
+                continue
+            if key == "candidate" and isinstance(item, dict):
+                item = {k: item[k] for k in _CANDIDATE_KEEP if k in item}
+            cleaned[key] = _scrub(item)
+        return cleaned
+    if isinstance(value, list):
+        return [_scrub(item) for item in value]
+    return value
+
+
+def canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def application_json(app: Application) -> bytes:
+    """The stored form of an application: pydantic's JSON of the parsed record, minus remote_data.
+
+    Declared fields come in model order and timestamps normalised to UTC, so one record always gives
+    the same bytes and hash; sorting keys as well would cost three times as much per record.
+    """
+    return app.__pydantic_serializer__.to_json(app, exclude=_APPLICATION_EXCLUDE)
+
+
+def _stats_dict(stats: Mapping[str, Any] | Any | None) -> dict[str, Any]:
+    if stats is None:
+        return {"requests": None, "retries": None, "waited_seconds": None}
+    if not isinstance(stats, Mapping):
+        stats = stats.model_dump()
+    return {key: stats.get(key) for key in ("requests", "retries", "waited_seconds")}
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+_LIVE_HASHES = """
+SELECT application_id, content_hash FROM applications
+WHERE integration_id = ? AND deleted_observed_at IS NULL
+    AND application_id IN (SELECT value FROM json_each(?))
+"""
+
+_RESERVE_SEQ = """
+UPDATE sync_runs SET staged_records = staged_records + ? WHERE id = ? RETURNING staged_records
+"""
+
+_STAGE_SEEN = """
+INSERT OR REPLACE INTO staged_seen (run_id, application_id, seq) VALUES (?, ?, ?)
+"""
+
+_STAGE_CHANGED = """
+INSERT INTO staged_applications (
+    run_id, seq, application_id, content_hash, raw, remote_id, job_id, stage_id, stage_name,
+    outcome, rejection_reason_name, rejected_at, remote_deleted_at, changed_at,
+    remote_created_at, remote_updated_at
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+_STAGE_JOB = """
+INSERT INTO staged_jobs (
+    run_id, job_id, remote_id, name, status, changed_at, remote_created_at, remote_updated_at,
+    remote_deleted_at, stages, content_hash, raw
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+class Store:
+    """Open (and create or migrate) a stagewatch database; `readonly=True` never writes or creates."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        readonly: bool = False,
+        clock: Callable[[], datetime] = utcnow,
+        sleep: Callable[[float], None] = time.sleep,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.path = Path(path)
+        self.readonly = readonly
+        self._clock = clock
+        self._sleep = sleep
+        self._monotonic = monotonic
+        self._hostname = socket.gethostname()
+        self._conn = self._connect()
+        try:
+            self._prepare()
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.readonly:
+            if not self.path.is_file():
+                raise StoreError(f"no stagewatch database at {self.path}")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+        else:
+            if self.path.is_dir():
+                raise StoreError(f"{self.path} is a directory, not a database file")
+            conn = sqlite3.connect(self.path, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        return conn
+
+    def _prepare(self) -> None:
+        try:
+            tables = {
+                row[0]
+                for row in self._conn.execute(
+                    "SELECT name FROM sqlite_master WHERE type IN ('table', 'view')"
+                )
+            }
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(f"{self.path} is not a SQLite database ({exc})") from exc
+        applied = self._applied_migrations(tables)
+        if tables and not applied:
+            raise StoreError(
+                f"{self.path} is a SQLite database but not a stagewatch one "
+                "(no stagewatch migrations recorded)"
+            )
+        unknown = [name for name in applied if name not in MIGRATION_NAMES]
+        if unknown:
+            raise StoreError(
+                f"{self.path} was written by a newer stagewatch (unknown migrations: "
+                f"{', '.join(unknown)})"
+            )
+        pending = [name for name in MIGRATION_NAMES if name not in applied]
+        if self.readonly:
+            if not tables:
+                raise StoreError(f"{self.path} is not a stagewatch database (it is empty)")
+            if pending:
+                raise StoreError(
+                    f"{self.path} needs migrations {', '.join(pending)}: "
+                    "open it once with a command that writes (a sync) to upgrade it"
+                )
+        else:
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+            if pending:
+                self._migrate()
+        # Bounded caches: scratch tables and sorts spill to temporary files rather than grow.
+        self._conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
+        self._conn.execute(f"PRAGMA temp.cache_size = -{CACHE_SIZE_KIB}")
+        diff.register_functions(self._conn)
+
+    def _applied_migrations(self, tables: set[str]) -> list[str]:
+        if migrations.migrations_table not in tables:
+            return []
+        rows = self._conn.execute(
+            f"SELECT name FROM {migrations.migrations_table} WHERE migration_set = ? ORDER BY id",
+            (MIGRATION_SET,),
+        )
+        return [row[0] for row in rows]
+
+    def _migrate(self) -> None:
+        """Apply pending migrations under the write lock, so concurrent openers apply them once."""
+        db = Database(self._conn, execute_plugins=False)
+        with self._transaction():
+            migrations.apply(db)
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        self._conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self._conn
+        except BaseException:
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    # -- runs and locks ------------------------------------------------------------------------
+
+    def begin_run(
+        self,
+        integration_id: str,
+        mode: str = "incremental",
+        started_at: datetime | None = None,
+        window_start: datetime | None = None,
+        *,
+        wait: float = 0.0,
+    ) -> Run:
+        """Record a new run and take the integration's lock, waiting up to `wait` seconds for it.
+
+        A lock whose process is dead on this host is stale: it is taken over, and the dead run is
+        marked abandoned with its staging discarded.
+        """
+        if not isinstance(integration_id, str) or not integration_id:
+            raise StoreError("integration_id must be a non-empty string")
+        if mode not in MODES:
+            raise StoreError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+        started = started_at or self._clock()
+        deadline = self._monotonic() + wait
+        while True:
+            with self._transaction() as conn:
+                holder = conn.execute(
+                    "SELECT run_id, pid, hostname, acquired_at FROM run_locks "
+                    "WHERE integration_id = ?",
+                    (integration_id,),
+                ).fetchone()
+                if holder is None or self._is_stale(holder):
+                    run_id = self._start_run(conn, integration_id, mode, started, window_start)
+                    return Run(run_id, integration_id, mode, started, window_start)
+            remaining = deadline - self._monotonic()
+            if remaining <= 0:
+                raise LockedError(
+                    integration_id,
+                    holder["run_id"],
+                    holder["pid"],
+                    holder["hostname"],
+                    holder["acquired_at"],
+                )
+            self._sleep(min(LOCK_POLL_SECONDS, remaining))
+
+    def _is_stale(self, holder: sqlite3.Row) -> bool:
+        return holder["hostname"] == self._hostname and not _pid_alive(holder["pid"])
+
+    def _start_run(
+        self,
+        conn: sqlite3.Connection,
+        integration_id: str,
+        mode: str,
+        started: datetime,
+        window_start: datetime | None,
+    ) -> int:
+        now = format_ts(self._clock())
+        run_id = conn.execute(
+            "INSERT INTO sync_runs (integration_id, mode, status, started_at, window_start, pid, "
+            "hostname) VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            (
+                integration_id,
+                mode,
+                format_ts(started),
+                _ts(window_start),
+                os.getpid(),
+                self._hostname,
+            ),
+        ).lastrowid
+        dead = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM sync_runs WHERE integration_id = ? AND status = 'running' AND id != ?",
+                (integration_id, run_id),
+            )
+        ]
+        for dead_id in dead:
+            conn.execute(
+                "UPDATE sync_runs SET status = 'abandoned', finished_at = ?, error = ? WHERE id = ?",
+                (now, f"process died before committing; lock taken over by run {run_id}", dead_id),
+            )
+            self._clear_staging(conn, dead_id)
+        conn.execute(
+            "INSERT OR REPLACE INTO run_locks (integration_id, run_id, pid, hostname, acquired_at) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (integration_id, run_id, os.getpid(), self._hostname, now),
+        )
+        return run_id
+
+    def _running(self, conn: sqlite3.Connection, run_id: int) -> str:
+        """The run's integration, after checking the run is running and still holds its lock."""
+        row = conn.execute(
+            "SELECT r.integration_id, r.status, l.run_id AS holder FROM sync_runs AS r "
+            "LEFT JOIN run_locks AS l ON l.integration_id = r.integration_id WHERE r.id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no sync run {run_id}")
+        if row["status"] != "running":
+            raise StoreError(f"sync run {run_id} is {row['status']}, not running")
+        if row["holder"] != run_id:
+            raise StoreError(
+                f"sync run {run_id} no longer holds the lock of {row['integration_id']!r}"
+            )
+        return row["integration_id"]
+
+    def _clear_staging(self, conn: sqlite3.Connection, run_id: int) -> None:
+        for table in ("staged_seen", "staged_applications", "staged_jobs"):
+            others = conn.execute(
+                f"SELECT 1 FROM {table} WHERE run_id < ? OR run_id > ? LIMIT 1", (run_id, run_id)
+            ).fetchone()
+            if others:
+                conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+            else:
+                # No other run is staging: SQLite's truncate optimisation frees the pages at once.
+                conn.execute(f"DELETE FROM {table}")
+
+    def _finish(
+        self,
+        conn: sqlite3.Connection,
+        run_id: int,
+        integration_id: str,
+        status: str,
+        *,
+        error: str | None,
+        stats: Mapping[str, Any] | Any | None,
+        values: Mapping[str, Any] | None = None,
+    ) -> None:
+        fields = {
+            "status": status,
+            "finished_at": format_ts(self._clock()),
+            "error": error,
+            "quarantined": conn.execute(
+                "SELECT count(*) FROM quarantined WHERE run_id = ?", (run_id,)
+            ).fetchone()[0],
+            **_stats_dict(stats),
+            **(values or {}),
+        }
+        assignments = ", ".join(f"{name} = :{name}" for name in fields)
+        conn.execute(f"UPDATE sync_runs SET {assignments} WHERE id = :id", {**fields, "id": run_id})
+        self._clear_staging(conn, run_id)
+        conn.execute(
+            "DELETE FROM run_locks WHERE integration_id = ? AND run_id = ?",
+            (integration_id, run_id),
+        )
+
+    # -- staging -------------------------------------------------------------------------------
+
+    def stage_jobs(self, run_id: int, jobs: Iterable[Job]) -> None:
+        rows = []
+        for job in jobs:
+            record = _scrub(job.model_dump(mode="json"))
+            raw = canonical_json(record)
+            stages = [
+                {key: stage.get(key) for key in ("id", "remote_id", "name", "index", "status")}
+                for stage in record.get("stages") or []
+            ]
+            rows.append(
+                (
+                    run_id,
+                    job.id,
+                    job.remote_id,
+                    job.name,
+                    job.status,
+                    _ts(job.changed_at),
+                    _ts(job.remote_created_at),
+                    _ts(job.remote_updated_at),
+                    _ts(job.remote_deleted_at),
+                    json.dumps(stages),
+                    _sha1(raw.encode()),
+                    raw,
+                )
+            )
+        with self._transaction() as conn:
+            self._running(conn, run_id)
+            conn.executemany(_STAGE_JOB, rows)
+
+    def stage_applications(self, run_id: int, apps: Iterable[Application]) -> None:
+        """Stage one page (a repeated id keeps its last record).
+
+        Every record is noted as seen; only one whose hash the live snapshot does not hold is staged
+        with its content. The others cannot change anything: no other run of the integration can
+        commit while this one holds the lock.
+        """
+        latest = {app.id: app for app in apps}
+        raws = [application_json(app) for app in latest.values()]
+        hashes = [_sha1(raw) for raw in raws]
+        with self._transaction() as conn:
+            integration_id = self._running(conn, run_id)
+            first = conn.execute(_RESERVE_SEQ, (len(latest), run_id)).fetchone()[0] - len(latest)
+            live = dict(conn.execute(_LIVE_HASHES, (integration_id, json.dumps(list(latest)))))
+            seen = []
+            changed = []
+            for seq, (app, raw, digest) in enumerate(
+                zip(latest.values(), raws, hashes, strict=True), start=first
+            ):
+                seen.append((run_id, app.id, seq))
+                if live.get(app.id) == digest:
+                    continue
+                changed.append(
+                    (
+                        run_id,
+                        seq,
+                        app.id,
+                        digest,
+                        raw.decode(),
+                        app.remote_id,
+                        app.effective_job_id,
+                        app.stage_id,
+                        app.stage_name,
+                        app.outcome,
+                        app.rejection_reason_name,
+                        _ts(app.rejected_at),
+                        _ts(app.remote_deleted_at),
+                        _ts(app.changed_at),
+                        _ts(app.remote_created_at),
+                        _ts(app.remote_updated_at),
+                    )
+                )
+            conn.executemany(_STAGE_SEEN, seen)
+            conn.executemany(_STAGE_CHANGED, changed)
+        _crash_point("stage:after_insert")
+
+    def quarantine(self, run_id: int, integration_id: str, items: Iterable[Quarantined]) -> None:
+        now = format_ts(self._clock())
+        rows = [
+            (
+                run_id,
+                integration_id,
+                item.model,
+                item.record_id,
+                item.reason,
+                canonical_json(_scrub(item.raw)),
+                now,
+            )
+            for item in items
+        ]
+        with self._transaction() as conn:
+            owner = self._running(conn, run_id)
+            if owner != integration_id:
+                raise StoreError(f"sync run {run_id} belongs to {owner!r}, not {integration_id!r}")
+            conn.executemany(
+                "INSERT INTO quarantined (run_id, integration_id, model, record_id, reason, raw, "
+                "quarantined_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+
+    # -- finishing -----------------------------------------------------------------------------
+
+    def commit_run(
+        self,
+        run_id: int,
+        *,
+        observed_at: datetime,
+        complete: bool = True,
+        next_watermark: datetime | None = None,
+        stats: Mapping[str, Any] | Any | None = None,
+        error: str | None = None,
+    ) -> dict[str, int]:
+        """Apply the run in one transaction and return its event counts per kind.
+
+        `complete=False` (the listing ended early) discards what was staged: partial data cannot
+        tell a deletion from a page not fetched, and the next run fetches it again. Nothing but
+        the run row changes; the watermark stays.
+        """
+        observed = format_ts(observed_at)
+        counts = dict.fromkeys(EVENT_KINDS, 0)
+        _crash_point("commit:start")
+        with self._transaction() as conn:
+            integration_id = self._running(conn, run_id)
+            if not complete:
+                self._finish(
+                    conn,
+                    run_id,
+                    integration_id,
+                    "incomplete",
+                    error=error or "listing ended early; staged records discarded",
+                    stats=stats,
+                    values={"observed_at": observed, "events": 0, **counts},
+                )
+                return counts
+            mode = conn.execute("SELECT mode FROM sync_runs WHERE id = ?", (run_id,)).fetchone()[0]
+            previous = conn.execute(
+                "SELECT observed_at FROM sync_runs WHERE integration_id = ? AND status = "
+                "'succeeded' ORDER BY id DESC LIMIT 1",
+                (integration_id,),
+            ).fetchone()
+            previous_observed = previous[0] if previous else None
+            if previous_observed is not None and observed < previous_observed:
+                raise StoreError(
+                    f"observed_at {observed} is earlier than the previous run's {previous_observed}"
+                )
+            diff.apply_jobs(
+                conn, run_id=run_id, integration_id=integration_id, observed_at=observed
+            )
+            diff.apply_applications(
+                conn,
+                run_id=run_id,
+                integration_id=integration_id,
+                observed_at=observed,
+                previous_observed_at=previous_observed,
+                full=mode == "full",
+            )
+            _crash_point("commit:after_diff")
+            for kind, count in conn.execute(
+                "SELECT kind, count(*) FROM events WHERE sync_run_id = ? GROUP BY kind", (run_id,)
+            ):
+                counts[kind] = count
+            watermark = _ts(next_watermark)
+            if watermark is not None:
+                conn.execute(
+                    "INSERT INTO watermarks (integration_id, watermark, run_id, updated_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (integration_id) DO UPDATE SET "
+                    "watermark = excluded.watermark, run_id = excluded.run_id, "
+                    "updated_at = excluded.updated_at",
+                    (integration_id, watermark, run_id, format_ts(self._clock())),
+                )
+            seen = {
+                "jobs_seen": conn.execute(
+                    "SELECT count(DISTINCT job_id) FROM staged_jobs WHERE run_id = ?", (run_id,)
+                ).fetchone()[0],
+                "applications_seen": conn.execute(
+                    "SELECT count(*) FROM staged_seen WHERE run_id = ?", (run_id,)
+                ).fetchone()[0],
+            }
+            self._finish(
+                conn,
+                run_id,
+                integration_id,
+                "succeeded",
+                error=None,
+                stats=stats,
+                values={
+                    "observed_at": observed,
+                    "next_watermark": watermark,
+                    "events": sum(counts.values()),
+                    **counts,
+                    **seen,
+                },
+            )
+            _crash_point("commit:before_commit")
+        return counts
+
+    def fail_run(
+        self,
+        run_id: int,
+        *,
+        status: str = "failed",
+        error: str,
+        stats: Mapping[str, Any] | Any | None = None,
+    ) -> None:
+        """End a run that could not list: staging discarded, lock released, nothing else changes."""
+        if status not in FAILED_STATUSES:
+            raise StoreError(f"status must be one of {', '.join(FAILED_STATUSES)}, not {status!r}")
+        with self._transaction() as conn:
+            integration_id = self._running(conn, run_id)
+            self._finish(conn, run_id, integration_id, status, error=error, stats=stats)
+
+    # -- queries -------------------------------------------------------------------------------
+
+    def run(self, run_id: int) -> dict[str, Any]:
+        row = self._conn.execute("SELECT * FROM sync_runs WHERE id = ?", (run_id,)).fetchone()
+        if row is None:
+            raise StoreError(f"no sync run {run_id}")
+        return dict(row)
+
+    def watermark(self, integration_id: str) -> datetime | None:
+        row = self._conn.execute(
+            "SELECT watermark FROM watermarks WHERE integration_id = ?", (integration_id,)
+        ).fetchone()
+        return parse_ts(row[0]) if row else None
+
+    def job_names(self, integration_id: str) -> dict[str, str]:
+        """Job id -> name as last listed, for reports."""
+        return dict(
+            self._conn.execute(
+                "SELECT job_id, name FROM jobs WHERE integration_id = ? AND name IS NOT NULL",
+                (integration_id,),
+            ).fetchall()
+        )
+
+    def candidate_names(
+        self, integration_id: str, application_ids: Iterable[str]
+    ) -> dict[str, str]:
+        """Application id -> candidate name from the stored record (never contact data); reports
+        call it only when candidate names may be shown."""
+        rows = self._conn.execute(
+            "SELECT application_id, trim(coalesce(json_extract(raw, '$.candidate.first_name'), '') "
+            "|| ' ' || coalesce(json_extract(raw, '$.candidate.last_name'), '')) FROM applications "
+            "WHERE integration_id = ? AND application_id IN (SELECT value FROM json_each(?))",
+            (integration_id, json.dumps(sorted(application_ids))),
+        )
+        return {app_id: name for app_id, name in rows if name}
+
+    def events(
+        self,
+        *,
+        run_id: int | None = None,
+        integration_id: str | None = None,
+        since: datetime | None = None,
+        kind: str | Iterable[str] | None = None,
+        application_id: str | None = None,
+        limit: int | None = None,
+    ) -> Iterator[dict[str, Any]]:
+        """Events in the order they were written, each a dict with EVENT_FIELDS as keys."""
+        clauses: list[str] = []
+        params: list[Any] = []
+        for column, value in (
+            ("sync_run_id", run_id),
+            ("integration_id", integration_id),
+            ("application_id", application_id),
+        ):
+            if value is not None:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since is not None:
+            clauses.append("observed_at >= ?")
+            params.append(format_ts(since))
+        if kind is not None:
+            kinds = [kind] if isinstance(kind, str) else list(kind)
+            unknown = [k for k in kinds if k not in EVENT_KINDS]
+            if unknown:
+                raise StoreError(
+                    f"unknown event kind {', '.join(unknown)}; known: {', '.join(EVENT_KINDS)}"
+                )
+            if kinds:
+                clauses.append(f"kind IN ({', '.join('?' for _ in kinds)})")
+                params.extend(kinds)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {', '.join(EVENT_FIELDS)} FROM events {where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        cursor = self._conn.execute(sql, params)
+        return (dict(row) for row in cursor)
+
+    def history(self, application_id: str, integration_id: str | None = None) -> list[dict]:
+        """The application's stage stays, oldest first, from the stage_history view."""
+        sql = "SELECT * FROM stage_history WHERE application_id = ?"
+        params: list[Any] = [application_id]
+        if integration_id is not None:
+            sql += " AND integration_id = ?"
+            params.append(integration_id)
+        sql += " ORDER BY integration_id, event_id"
+        return [dict(row) for row in self._conn.execute(sql, params)]
+
+    def status(self) -> list[dict[str, Any]]:
+        """Per integration: its last run, last success, watermark, lock and what the store holds."""
+        conn = self._conn
+        last_runs = {
+            row["integration_id"]: row
+            for row in conn.execute(
+                "SELECT * FROM sync_runs WHERE id IN "
+                "(SELECT max(id) FROM sync_runs GROUP BY integration_id)"
+            )
+        }
+        last_success = dict(
+            conn.execute(
+                "SELECT integration_id, max(finished_at) FROM sync_runs "
+                "WHERE status = 'succeeded' GROUP BY integration_id"
+            ).fetchall()
+        )
+        watermarks = dict(conn.execute("SELECT integration_id, watermark FROM watermarks"))
+        locks = dict(conn.execute("SELECT integration_id, run_id FROM run_locks"))
+        applications = {
+            row[0]: (row[1], row[2])
+            for row in conn.execute(
+                "SELECT integration_id, count(*) - count(deleted_observed_at), "
+                "count(deleted_observed_at) FROM applications GROUP BY integration_id"
+            )
+        }
+        jobs = dict(
+            conn.execute("SELECT integration_id, count(*) FROM jobs GROUP BY integration_id")
+        )
+        events = dict(
+            conn.execute("SELECT integration_id, count(*) FROM events GROUP BY integration_id")
+        )
+        result = []
+        for integration_id in sorted(last_runs):
+            run = last_runs[integration_id]
+            live, deleted = applications.get(integration_id, (0, 0))
+            result.append(
+                {
+                    "integration_id": integration_id,
+                    "last_run_id": run["id"],
+                    "last_run_mode": run["mode"],
+                    "last_run_status": run["status"],
+                    "last_run_started_at": run["started_at"],
+                    "last_run_finished_at": run["finished_at"],
+                    "last_run_events": run["events"],
+                    "last_run_error": run["error"],
+                    "last_success_at": last_success.get(integration_id),
+                    "watermark": watermarks.get(integration_id),
+                    "locked_by_run_id": locks.get(integration_id),
+                    "jobs": jobs.get(integration_id, 0),
+                    "applications": live,
+                    "deleted_applications": deleted,
+                    "events": events.get(integration_id, 0),
+                }
+            )
+        return result
+
+    def schema_markdown(self) -> str:
+        return schema_markdown(self._conn)
+
+    def schema_sql(self) -> str:
+        rows = self._conn.execute(
+            "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
+            "ORDER BY rowid"
+        )
+        return "".join(f"{row[0]};\n" for row in rows)
+
+    def integrity_check(self) -> str:
+        return self._conn.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+# -- schema as markdown ------------------------------------------------------------------------
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNCOMMENTED = {"_sqlite_migrations": "Migrations applied to this database (kept by sqlite-utils)."}
+
+
+def _comments(sql: str, is_view: bool) -> tuple[str, dict[str, str]]:
+    """The table's own comment (first line) and each column's trailing `--` comment."""
+    lines = sql.splitlines()
+    head = lines[0].partition("--")[2].strip()
+    columns: dict[str, str] = {}
+    for line in lines[1:]:
+        code, sep, comment = line.partition("--")
+        names = _IDENTIFIER.findall(code.strip().rstrip(","))
+        if not sep or not names:
+            continue
+        columns.setdefault(names[-1] if is_view else names[0], comment.strip())
+    return head, columns
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def schema_markdown(conn: sqlite3.Connection) -> str:
+    """Every table and view of the live database, with the comments its DDL carries."""
+    objects = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
+    indexes: dict[str, list[str]] = {}
+    triggers: dict[str, list[str]] = {}
+    for kind, name, table, _sql in objects:
+        if kind == "index":
+            columns = [row[2] for row in conn.execute(f"PRAGMA index_info({name})")]
+            unique = conn.execute(
+                'SELECT "unique" FROM pragma_index_list(?) WHERE name = ?', (table, name)
+            ).fetchone()[0]
+            partial = " (partial)" if " WHERE " in _sql.upper() else ""
+            label = "unique " if unique else ""
+            indexes.setdefault(table, []).append(f"`{name}` {label}({', '.join(columns)}){partial}")
+        elif kind == "trigger":
+            triggers.setdefault(table, []).append(f"`{name}`")
+    out: list[str] = []
+    for kind, name, _table, sql in objects:
+        if kind not in ("table", "view"):
+            continue
+        head, comments = _comments(sql, is_view=kind == "view")
+        head = head or _UNCOMMENTED.get(name, "")
+        out.append(f"### `{name}`{' (view)' if kind == 'view' else ''}")
+        out.append("")
+        if head:
+            out.append(head)
+            out.append("")
+        out.append("| column | type | description |")
+        out.append("| --- | --- | --- |")
+        for row in conn.execute(f"PRAGMA table_info({name})"):
+            decl = [row["type"] or "any"]
+            if row["notnull"]:
+                decl.append("NOT NULL")
+            if row["pk"]:
+                decl.append("PK")
+            out.append(
+                f"| `{row['name']}` | {' '.join(decl)} | {_cell(comments.get(row['name'], ''))} |"
+            )
+        out.append("")
+        if name in indexes:
+            out.append("Indexes: " + "; ".join(indexes[name]) + ".")
+            out.append("")
+        if name in triggers:
+            out.append("Triggers: " + ", ".join(triggers[name]) + ".")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"

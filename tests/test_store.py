@@ -1,0 +1,525 @@
+"""Store mechanics: opening and migrations, what is stored, runs, queries, locks and threads."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+
+import pytest
+
+from stagewatch.diff import EVENT_FIELDS
+from stagewatch.errors import StagewatchError
+from stagewatch.models import Quarantined
+from stagewatch.store import LockedError, Store, StoreError
+from tests.test_store_fixtures import (
+    CONTRACT_FIELDS,
+    FINISHED,
+    INTEGRATION,
+    OTHER_INTEGRATION,
+    Runner,
+    application,
+    at,
+    counts,
+    job,
+)
+
+HOST = socket.gethostname()
+CLOCK = "2026-02-01T12:00:00.000Z"
+
+
+@pytest.fixture
+def path(tmp_path):
+    return tmp_path / "sw.db"
+
+
+@pytest.fixture
+def store(path):
+    with Store(path, clock=lambda: FINISHED) as store:
+        yield store
+
+
+def rows(path, sql: str, params=()) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+def dead_pid() -> int:
+    done = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    return int(done.stdout)
+
+
+# -- opening ---------------------------------------------------------------------------------
+
+
+def test_a_new_store_is_wal_and_records_its_migration_once(path):
+    Store(path).close()
+    Store(path).close()
+    assert rows(path, "PRAGMA journal_mode") == [("wal",)]
+    assert rows(path, "SELECT migration_set, name FROM _sqlite_migrations") == [
+        ("stagewatch", "0001_initial")
+    ]
+
+
+def test_opening_read_only_a_missing_file_fails_and_creates_nothing(tmp_path):
+    missing = tmp_path / "missing.db"
+    with pytest.raises(StoreError, match=f"^no stagewatch database at {missing}$"):
+        Store(missing, readonly=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_that_is_not_sqlite_is_refused_and_left_alone(tmp_path):
+    junk = tmp_path / "notes.db"
+    junk.write_bytes(b"these are my notes, not a database\n" * 200)
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="is not a SQLite database"):
+            Store(junk, readonly=readonly)
+    assert junk.read_bytes() == b"these are my notes, not a database\n" * 200
+
+
+def test_another_tools_sqlite_database_is_refused_and_left_alone(tmp_path):
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as conn:
+        conn.execute("CREATE TABLE recipes (name TEXT)")
+    for readonly in (True, False):
+        with pytest.raises(StoreError, match="is a SQLite database but not a stagewatch one"):
+            Store(other, readonly=readonly)
+    assert rows(other, "SELECT name FROM sqlite_master") == [("recipes",)]
+
+
+def test_a_database_from_a_newer_stagewatch_is_refused(path):
+    Store(path).close()
+    with sqlite3.connect(path) as conn:
+        conn.execute(
+            "INSERT INTO _sqlite_migrations (migration_set, name, applied_at) "
+            "VALUES ('stagewatch', '0099_future', 'later')"
+        )
+    with pytest.raises(StoreError, match=r"newer stagewatch .*0099_future"):
+        Store(path)
+
+
+def test_store_errors_are_stagewatch_errors():
+    assert issubclass(StoreError, StagewatchError)
+    assert issubclass(LockedError, StoreError)
+
+
+def test_the_event_fields_are_the_contracts():
+    assert EVENT_FIELDS == CONTRACT_FIELDS
+
+
+# -- what is stored --------------------------------------------------------------------------
+
+
+def test_records_are_stored_without_remote_data_or_contact_data(store, path):
+    runner = Runner(store)
+    runner.run(
+        [application("app-1", changed_at="2026-01-05T08:00:00.5Z", custom_fields={"a": 1})],
+        hours=0,
+        jobs=[job()],
+    )
+    (raw,) = rows(path, "SELECT raw FROM applications")[0]
+    assert json.loads(raw) == {
+        "id": "app-1",
+        "remote_id": "r-app-1",
+        "outcome": "PENDING",
+        "rejection_reason_name": None,
+        "rejected_at": None,
+        "current_stage_id": "st-applied",
+        "current_stage": {"id": "st-applied", "remote_id": None, "name": "Applied", "index": None},
+        "job_id": "job-1",
+        "job": None,
+        "candidate_id": None,
+        "candidate": {"id": "cand-app-1", "first_name": "Ada", "last_name": "Lovelace"},
+        "changed_at": "2026-01-05T08:00:00.500000Z",
+        "remote_created_at": None,
+        "remote_updated_at": None,
+        "remote_deleted_at": None,
+        "custom_fields": {"a": 1},
+    }
+    (job_raw,) = rows(path, "SELECT raw FROM jobs")[0]
+    assert "remote_data" not in job_raw
+    assert json.loads(job_raw)["stages"][0] == {
+        "id": "st-applied",
+        "remote_id": None,
+        "name": "Applied",
+        "index": 0,
+        "status": None,
+    }
+
+
+def test_nothing_anywhere_in_the_file_holds_contact_or_remote_data(store, path):
+    run = store.begin_run(INTEGRATION, "full", started_at=at(0))
+    store.stage_jobs(run.id, [job()])
+    store.stage_applications(run.id, [application("app-1")])
+    store.quarantine(
+        run.id,
+        INTEGRATION,
+        [
+            Quarantined(
+                model="application",
+                record_id="bad-1",
+                reason="current_stage.id: Field required",
+                raw={
+                    "id": "bad-1",
+                    "current_stage": {"name": "x"},
+                    "candidate": {
+                        "id": "c-9",
+                        "first_name": "Grace",
+                        "email_addresses": [{"email_address": "grace@example.com"}],
+                    },
+                    "remote_data": {"never_stored": 1},
+                },
+            )
+        ],
+    )
+    store.commit_run(run.id, observed_at=at(0))
+    store.close()
+    data = b"".join(p.read_bytes() for p in path.parent.iterdir() if p.name.startswith("sw.db"))
+    for secret in (
+        b"ada@example.com",
+        b"grace@example.com",
+        b"+1-541-754-3010",
+        b"raw_ats_payload",
+        b"internal",
+        b"secret",
+        b"never_stored",
+    ):
+        assert secret not in data
+
+
+def test_quarantined_records_keep_reason_and_scrubbed_payload(store, path):
+    run = store.begin_run(INTEGRATION, "incremental", started_at=at(0))
+    store.quarantine(
+        run.id,
+        INTEGRATION,
+        [
+            Quarantined(
+                model="job",
+                record_id=None,
+                reason="record is list, not an object",
+                raw=[{"remote_data": 1, "id": "j"}],
+            )
+        ],
+    )
+    store.commit_run(run.id, observed_at=at(0))
+    assert rows(
+        path,
+        "SELECT run_id, integration_id, model, record_id, reason, raw, "
+        "quarantined_at FROM quarantined",
+    ) == [(1, INTEGRATION, "job", None, "record is list, not an object", '[{"id":"j"}]', CLOCK)]
+    assert rows(path, "SELECT quarantined FROM sync_runs") == [(1,)]
+
+
+def test_the_run_row_records_mode_window_counts_and_client_stats(store, path):
+    run = store.begin_run(INTEGRATION, "incremental", started_at=at(1), window_start=at(-1))
+    store.stage_jobs(run.id, [job(), job()])
+    store.stage_applications(run.id, [application("app-1"), application("app-2")])
+    store.stage_applications(run.id, [application("app-1")])
+    result = store.commit_run(
+        run.id,
+        observed_at=at(1),
+        next_watermark=at(0.5),
+        stats={"requests": 7, "retries": 2, "waited_seconds": 1.5},
+    )
+    assert result == counts(first_seen=2)
+    with sqlite3.connect(path) as conn:
+        conn.row_factory = sqlite3.Row
+        run_row = dict(conn.execute("SELECT * FROM sync_runs").fetchone())
+    assert run_row == {
+        "id": 1,
+        "integration_id": INTEGRATION,
+        "mode": "incremental",
+        "status": "succeeded",
+        "started_at": "2026-01-05T10:00:00.000Z",
+        "finished_at": CLOCK,
+        "window_start": "2026-01-05T08:00:00.000Z",
+        "observed_at": "2026-01-05T10:00:00.000Z",
+        "next_watermark": "2026-01-05T09:30:00.000Z",
+        "pid": os.getpid(),
+        "hostname": HOST,
+        "jobs_seen": 1,
+        "applications_seen": 2,
+        "quarantined": 0,
+        "events": 2,
+        "first_seen": 2,
+        "stage_changed": 0,
+        "outcome_changed": 0,
+        "job_changed": 0,
+        "deleted": 0,
+        "restored": 0,
+        "requests": 7,
+        "retries": 2,
+        "waited_seconds": 1.5,
+        "staged_records": 3,
+        "error": None,
+    }
+    assert store.watermark(INTEGRATION) == at(0.5)
+    assert store.watermark(OTHER_INTEGRATION) is None
+
+
+def test_failing_a_run_discards_its_staging_and_releases_the_lock(store, path):
+    run = store.begin_run(INTEGRATION, "full", started_at=at(0))
+    store.stage_jobs(run.id, [job()])
+    store.stage_applications(run.id, [application("app-1")])
+    store.fail_run(run.id, status="not_ready", error="INTEGRATION.SETUP_SYNC_PENDING: not yet")
+    assert rows(path, "SELECT status, error, finished_at FROM sync_runs") == [
+        ("not_ready", "INTEGRATION.SETUP_SYNC_PENDING: not yet", CLOCK)
+    ]
+    for table in ("staged_seen", "staged_applications", "staged_jobs", "run_locks", "applications"):
+        assert rows(path, f"SELECT count(*) FROM {table}") == [(0,)]
+    assert store.begin_run(INTEGRATION, "full").id == 2
+
+
+def test_misuse_of_runs_gets_clear_errors(store):
+    with pytest.raises(StoreError, match="mode must be one of incremental, full, not 'weekly'"):
+        store.begin_run(INTEGRATION, "weekly")
+    with pytest.raises(StoreError, match="integration_id must be a non-empty string"):
+        store.begin_run("", "full")
+    run = store.begin_run(INTEGRATION, "full", started_at=at(2))
+    with pytest.raises(StoreError, match="status must be one of failed, not_ready, unsupported"):
+        store.fail_run(run.id, status="oops", error="x")
+    with pytest.raises(StoreError, match=f"sync run 1 belongs to '{INTEGRATION}'"):
+        store.quarantine(run.id, OTHER_INTEGRATION, [])
+    store.commit_run(run.id, observed_at=at(2))
+    with pytest.raises(StoreError, match=r"^sync run 1 is succeeded, not running$"):
+        store.stage_applications(run.id, [application("app-1")])
+    with pytest.raises(StoreError, match=r"^no sync run 99$"):
+        store.commit_run(99, observed_at=at(3))
+    late = store.begin_run(INTEGRATION, "full", started_at=at(1))
+    with pytest.raises(
+        StoreError,
+        match=re.escape(
+            "observed_at 2026-01-05T10:00:00.000Z is earlier than the previous run's "
+            "2026-01-05T11:00:00.000Z"
+        ),
+    ):
+        store.commit_run(late.id, observed_at=at(1))
+    store.fail_run(late.id, error="clock went backwards")
+    with pytest.raises(StoreError, match="unknown event kind moved"):
+        store.events(kind=["stage_changed", "moved"])
+
+
+def test_events_are_append_only(store, path):
+    Runner(store).run([application("app-1")], hours=0, jobs=[job()])
+    with sqlite3.connect(path) as conn:
+        for statement in ("UPDATE events SET kind = 'deleted'", "DELETE FROM events"):
+            with pytest.raises(sqlite3.IntegrityError, match="events are append-only"):
+                conn.execute(statement)
+
+
+def test_event_queries_filter_by_run_integration_time_kind_and_application(store):
+    Runner(store).run([application("app-1"), application("app-2")], hours=0, jobs=[job()])
+    Runner(store, OTHER_INTEGRATION).run([application("app-1")], hours=1, jobs=[job()])
+    Runner(store).run(
+        [application("app-1", ("st-screen", "Phone screen"), outcome="HIRED")],
+        hours=2,
+        mode="incremental",
+    )
+
+    def keys(**filters):
+        return [
+            (e["integration_id"][:5], e["application_id"], e["kind"])
+            for e in store.events(**filters)
+        ]
+
+    assert keys(integration_id=OTHER_INTEGRATION) == [("lever", "app-1", "first_seen")]
+    assert keys(since=at(1)) == [
+        ("lever", "app-1", "first_seen"),
+        ("green", "app-1", "stage_changed"),
+        ("green", "app-1", "outcome_changed"),
+    ]
+    assert keys(kind=["outcome_changed", "first_seen"], application_id="app-1") == [
+        ("green", "app-1", "first_seen"),
+        ("lever", "app-1", "first_seen"),
+        ("green", "app-1", "outcome_changed"),
+    ]
+    assert keys(run_id=3, kind="stage_changed") == [("green", "app-1", "stage_changed")]
+    assert keys(limit=1) == [("green", "app-1", "first_seen")]
+
+
+def test_status_summarises_each_integration(store):
+    Runner(store).run(
+        [application("app-1"), application("app-2")], hours=0, jobs=[job()], watermark=at(-0.5)
+    )
+    Runner(store).run([application("app-1")], hours=2)
+    other = store.begin_run(OTHER_INTEGRATION, "incremental", started_at=at(3))
+    assert store.status() == [
+        {
+            "integration_id": INTEGRATION,
+            "last_run_id": 2,
+            "last_run_mode": "full",
+            "last_run_status": "succeeded",
+            "last_run_started_at": "2026-01-05T11:00:00.000Z",
+            "last_run_finished_at": CLOCK,
+            "last_run_events": 1,
+            "last_run_error": None,
+            "last_success_at": CLOCK,
+            "watermark": "2026-01-05T08:30:00.000Z",
+            "locked_by_run_id": None,
+            "jobs": 1,
+            "applications": 1,
+            "deleted_applications": 1,
+            "events": 3,
+        },
+        {
+            "integration_id": OTHER_INTEGRATION,
+            "last_run_id": other.id,
+            "last_run_mode": "incremental",
+            "last_run_status": "running",
+            "last_run_started_at": "2026-01-05T12:00:00.000Z",
+            "last_run_finished_at": None,
+            "last_run_events": None,
+            "last_run_error": None,
+            "last_success_at": None,
+            "watermark": None,
+            "locked_by_run_id": other.id,
+            "jobs": 0,
+            "applications": 0,
+            "deleted_applications": 0,
+            "events": 0,
+        },
+    ]
+
+
+# -- locks and threads -----------------------------------------------------------------------
+
+
+def test_a_second_run_of_the_same_integration_is_refused_naming_the_holder(path):
+    first = Store(path, clock=lambda: FINISHED)
+    holder = first.begin_run(INTEGRATION, "full")
+    with Store(path) as second, pytest.raises(LockedError) as caught:
+        second.begin_run(INTEGRATION, "incremental")
+    assert str(caught.value) == (
+        f"integration '{INTEGRATION}' is locked by run {holder.id} "
+        f"(pid {os.getpid()} on {HOST}, started {CLOCK})"
+    )
+    assert (caught.value.run_id, caught.value.pid) == (holder.id, os.getpid())
+    assert rows(path, "SELECT id, status FROM sync_runs") == [(1, "running")]
+    first.close()
+
+
+def test_waiting_for_the_lock_takes_it_once_released(path):
+    holder_store = Store(path)
+    holder = holder_store.begin_run(INTEGRATION, "full", started_at=at(0))
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+        if len(slept) == 2:
+            holder_store.commit_run(holder.id, observed_at=at(0))
+
+    with Store(path, sleep=sleep, monotonic=lambda: now[0]) as waiter:
+        run = waiter.begin_run(INTEGRATION, "full", wait=5)
+    assert (run.id, slept) == (2, [0.2, 0.2])
+    holder_store.close()
+
+
+def test_waiting_for_the_lock_gives_up_after_wait_seconds(path):
+    holder_store = Store(path)
+    holder_store.begin_run(INTEGRATION, "full")
+    now = [0.0]
+    slept = []
+
+    def sleep(seconds):
+        slept.append(seconds)
+        now[0] += seconds
+
+    with Store(path, sleep=sleep, monotonic=lambda: now[0]) as waiter, pytest.raises(LockedError):
+        waiter.begin_run(INTEGRATION, "full", wait=0.5)
+    assert slept == pytest.approx([0.2, 0.2, 0.1])
+    holder_store.close()
+
+
+def test_a_dead_processes_lock_is_taken_over_and_its_staging_dropped(path):
+    with Store(path) as store:
+        run = store.begin_run(INTEGRATION, "full", started_at=at(0))
+        store.stage_jobs(run.id, [job()])
+        store.stage_applications(run.id, [application("app-1")])
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE run_locks SET pid = ?", (dead_pid(),))
+    with Store(path, clock=lambda: FINISHED) as store:
+        taken = store.begin_run(INTEGRATION, "full", started_at=at(1))
+        assert rows(path, "SELECT id, status, error FROM sync_runs ORDER BY id") == [
+            (1, "abandoned", "process died before committing; lock taken over by run 2"),
+            (2, "running", None),
+        ]
+        assert rows(path, "SELECT run_id, pid FROM run_locks") == [(taken.id, os.getpid())]
+        for table in ("staged_seen", "staged_applications", "staged_jobs"):
+            assert rows(path, f"SELECT count(*) FROM {table}") == [(0,)]
+        with pytest.raises(StoreError, match=r"^sync run 1 is abandoned, not running$"):
+            store.commit_run(run.id, observed_at=at(0))
+
+
+def test_a_lock_held_on_another_host_is_never_taken_over(path):
+    with Store(path) as store:
+        store.begin_run(INTEGRATION, "full")
+    with sqlite3.connect(path) as conn:
+        conn.execute("UPDATE run_locks SET pid = ?, hostname = 'elsewhere'", (dead_pid(),))
+    with Store(path) as store, pytest.raises(LockedError, match="on elsewhere"):
+        store.begin_run(INTEGRATION, "full")
+
+
+def test_different_integrations_run_concurrently_from_threads(path):
+    Store(path).close()
+    barrier = threading.Barrier(2)
+    results = {}
+    errors = []
+
+    def sync(integration):
+        try:
+            with Store(path) as store:
+                run = store.begin_run(integration, "full", started_at=at(0))
+                barrier.wait()
+                store.stage_jobs(run.id, [job()])
+                for page in range(20):
+                    store.stage_applications(
+                        run.id, [application(f"app-{page}-{i}") for i in range(25)]
+                    )
+                barrier.wait()
+                results[integration] = store.commit_run(run.id, observed_at=at(0))
+        except BaseException as exc:  # surfaced in the main thread below
+            errors.append(exc)
+            barrier.abort()
+
+    threads = [threading.Thread(target=sync, args=(i,)) for i in (INTEGRATION, OTHER_INTEGRATION)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert results == {
+        INTEGRATION: counts(first_seen=500),
+        OTHER_INTEGRATION: counts(first_seen=500),
+    }
+    assert rows(path, "SELECT integration_id, count(*) FROM applications GROUP BY 1") == [
+        (INTEGRATION, 500),
+        (OTHER_INTEGRATION, 500),
+    ]
+
+
+def test_a_store_stays_in_the_thread_that_opened_it(store):
+    caught = []
+    thread = threading.Thread(target=lambda: caught.append(_try(store.status)))
+    thread.start()
+    thread.join()
+    assert isinstance(caught[0], sqlite3.ProgrammingError)
+
+
+def _try(call):
+    try:
+        call()
+    except sqlite3.ProgrammingError as exc:
+        return exc
+    return None
