@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,8 +101,10 @@ def print_outcomes(outcomes: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="stagewatch sync", title_justify="left")
-    for column in ("integration", "status", "changes", "hired", "declined", "stage moves"):
-        table.add_column(column, justify="left" if column in ("integration", "status") else "right")
+    table.add_column("integration", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    for column in ("changes", "hired", "declined", "stage moves"):
+        table.add_column(column, justify="right")
     table.add_column("requests", justify="right")
     table.add_column("seconds", justify="right")
     for o in outcomes:
@@ -116,7 +119,8 @@ def print_outcomes(outcomes: list[dict[str, Any]]) -> None:
             str(o.get("requests", 0)),
             f"{o.get('duration_seconds', 0.0):.1f}",
         )
-    Console().print(table)
+    # Piped output gets a wide line rather than integration ids broken across rows.
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 def sync(
