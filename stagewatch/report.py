@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from stagewatch.diff import EVENT_FIELDS
 from stagewatch.timeutil import format_ts, parse_ts
 
 Status = Literal["synced", "not_ready", "unsupported", "failed"]
@@ -29,28 +30,6 @@ STATUS_LABELS: dict[str, str] = {
     "failed": "failed",
 }
 
-EVENT_FIELDS = (
-    "event_key",
-    "integration_id",
-    "application_id",
-    "kind",
-    "observed_at",
-    "previous_observed_at",
-    "job_id",
-    "sync_run_id",
-    "from_stage_id",
-    "from_stage_name",
-    "to_stage_id",
-    "to_stage_name",
-    "direction",
-    "from_outcome",
-    "to_outcome",
-    "from_job_id",
-    "to_job_id",
-    "rejection_reason_name",
-    "rejected_at",
-    "deleted_at",
-)
 
 # Labels in the order reviewers read them: outcomes first, bulk first sightings last.
 LABEL_ORDER = (
