@@ -181,7 +181,7 @@ SELECT
     stage_id, -- Stage.
     stage_name, -- Stage name when entered.
     entered_at, -- Observation that first saw the application in the stage (valid_from).
-    entered_after, -- Previous observation: the move happened after it (NULL when never seen before).
+    entered_after, -- The integration's previous observation: the move happened after it (NULL on its first run).
     left_at, -- Observation that saw it in another stage (valid_to); NULL for the current stay.
     round((julianday(left_at) - julianday(entered_at)) * 86400.0, 3) AS seconds_in_stage, -- left_at minus entered_at; NULL for the current stay.
     left_at IS NULL AS is_current, -- 1 for the application's current stay.

@@ -211,8 +211,11 @@ class Store:
         if self.readonly:
             if not self.path.is_file():
                 raise StoreError(f"no stagewatch database at {self.path}")
-            uri = self.path.resolve().as_uri() + "?mode=ro"
+            # mode=rw never creates the file; query_only refuses every write. (mode=ro would leave
+            # empty -wal/-shm files behind, as a read-only connection cannot remove them.)
+            uri = self.path.resolve().as_uri() + "?mode=rw"
             conn = sqlite3.connect(uri, uri=True, isolation_level=None)
+            conn.execute("PRAGMA query_only = ON")
         else:
             if self.path.is_dir():
                 raise StoreError(f"{self.path} is a directory, not a database file")

@@ -523,3 +523,21 @@ def _try(call):
     except sqlite3.ProgrammingError as exc:
         return exc
     return None
+
+
+def test_job_and_candidate_names_for_reports(store):
+    Runner(store).run(
+        [
+            application("app-1"),
+            application("app-2", candidate={"id": "c-2", "last_name": "Hopper"}),
+            application("app-3", candidate=None),
+        ],
+        hours=0,
+        jobs=[job(), job("job-2")],
+    )
+    assert store.job_names(INTEGRATION) == {"job-1": "Engineer job-1", "job-2": "Engineer job-2"}
+    assert store.candidate_names(INTEGRATION, ["app-1", "app-2", "app-3", "app-404"]) == {
+        "app-1": "Ada Lovelace",
+        "app-2": "Hopper",
+    }
+    assert store.candidate_names(OTHER_INTEGRATION, ["app-1"]) == {}
