@@ -52,6 +52,7 @@ MISSING_FROM_FULL_LISTING = "missing_from_full_listing"
 
 
 def event_key(integration_id: str, application_id: str, kind: str, version_left: int) -> str:
+    """The documented key: what changed, for whom, and from which stored version."""
     payload = json.dumps([integration_id, application_id, kind, version_left])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
@@ -60,7 +61,10 @@ def register_functions(conn: sqlite3.Connection) -> None:
     conn.create_function("sw_event_key", 4, event_key, deterministic=True)
 
 
-_LAST_STAGED_JOB = "s.id = (SELECT max(w.id) FROM staged_jobs AS w WHERE w.run_id = s.run_id AND w.job_id = s.job_id)"
+_LAST_STAGED_JOB = (
+    "s.id = (SELECT max(w.id) FROM staged_jobs AS w "
+    "WHERE w.run_id = s.run_id AND w.job_id = s.job_id)"
+)
 
 _APPLY_JOBS = f"""
 INSERT INTO jobs (

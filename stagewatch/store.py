@@ -50,6 +50,7 @@ FAILED_STATUSES = ("failed", "not_ready", "unsupported")
 BUSY_TIMEOUT_MS = 60_000
 LOCK_POLL_SECONDS = 0.2
 CACHE_SIZE_KIB = 64 * 1024
+WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps after a checkpoint
 CRASH_ENV = "STAGEWATCH_TEST_CRASH_AT"
 
 # remote_data is never stored; Candidate already drops contact data at parse time.
@@ -140,6 +141,27 @@ def _stats_dict(stats: Mapping[str, Any] | Any | None) -> dict[str, Any]:
     return {key: stats.get(key) for key in ("requests", "retries", "waited_seconds")}
 
 
+def _changed_row(run_id: int, seq: int, app: Application, digest: str, raw: bytes) -> tuple:
+    return (
+        run_id,
+        seq,
+        app.id,
+        digest,
+        raw.decode(),
+        app.remote_id,
+        app.effective_job_id,
+        app.stage_id,
+        app.stage_name,
+        app.outcome,
+        app.rejection_reason_name,
+        _ts(app.rejected_at),
+        _ts(app.remote_deleted_at),
+        _ts(app.changed_at),
+        _ts(app.remote_created_at),
+        _ts(app.remote_updated_at),
+    )
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -160,8 +182,10 @@ _RESERVE_SEQ = """
 UPDATE sync_runs SET staged_records = staged_records + ? WHERE id = ? RETURNING staged_records
 """
 
+# One statement per page: the ids arrive as a JSON array, each id's seq is first + its position.
 _STAGE_SEEN = """
-INSERT OR REPLACE INTO staged_seen (run_id, application_id, seq) VALUES (?, ?, ?)
+INSERT OR REPLACE INTO staged_seen (run_id, application_id, seq)
+SELECT ?1, value, ?2 + key FROM json_each(?3)
 """
 
 _STAGE_CHANGED = """
@@ -219,7 +243,10 @@ class Store:
         else:
             if self.path.is_dir():
                 raise StoreError(f"{self.path} is a directory, not a database file")
-            conn = sqlite3.connect(self.path, isolation_level=None)
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None)
+            except sqlite3.OperationalError as exc:
+                raise StoreError(f"cannot open {self.path}: {exc}") from exc
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return conn
@@ -256,8 +283,11 @@ class Store:
                     "open it once with a command that writes (a sync) to upgrade it"
                 )
         else:
+            # NORMAL in WAL mode survives any process crash; a power cut can lose the last
+            # commits but never corrupts the file.
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
+            self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             if pending:
                 self._migrate()
         # Bounded caches: scratch tables and sorts spill to temporary files rather than grow.
@@ -291,14 +321,15 @@ class Store:
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT; anything raised (COMMIT's own failure too) rolls back."""
         self._conn.execute("BEGIN IMMEDIATE")
         try:
             yield self._conn
+            self._conn.execute("COMMIT")
         except BaseException:
             if self._conn.in_transaction:
                 self._conn.execute("ROLLBACK")
             raise
-        self._conn.execute("COMMIT")
 
     # -- runs and locks ------------------------------------------------------------------------
 
@@ -485,40 +516,22 @@ class Store:
         latest = {app.id: app for app in apps}
         raws = [application_json(app) for app in latest.values()]
         hashes = [_sha1(raw) for raw in raws]
+        ids = json.dumps(list(latest))
         with self._transaction() as conn:
             integration_id = self._running(conn, run_id)
             first = conn.execute(_RESERVE_SEQ, (len(latest), run_id)).fetchone()[0] - len(latest)
-            live = dict(conn.execute(_LIVE_HASHES, (integration_id, json.dumps(list(latest)))))
-            seen = []
-            changed = []
-            for seq, (app, raw, digest) in enumerate(
-                zip(latest.values(), raws, hashes, strict=True), start=first
-            ):
-                seen.append((run_id, app.id, seq))
-                if live.get(app.id) == digest:
-                    continue
-                changed.append(
-                    (
-                        run_id,
-                        seq,
-                        app.id,
-                        digest,
-                        raw.decode(),
-                        app.remote_id,
-                        app.effective_job_id,
-                        app.stage_id,
-                        app.stage_name,
-                        app.outcome,
-                        app.rejection_reason_name,
-                        _ts(app.rejected_at),
-                        _ts(app.remote_deleted_at),
-                        _ts(app.changed_at),
-                        _ts(app.remote_created_at),
-                        _ts(app.remote_updated_at),
+            live = dict(conn.execute(_LIVE_HASHES, (integration_id, ids)))
+            conn.execute(_STAGE_SEEN, (run_id, first, ids))
+            conn.executemany(
+                _STAGE_CHANGED,
+                [
+                    _changed_row(run_id, seq, app, digest, raw)
+                    for seq, (app, raw, digest) in enumerate(
+                        zip(latest.values(), raws, hashes, strict=True), start=first
                     )
-                )
-            conn.executemany(_STAGE_SEEN, seen)
-            conn.executemany(_STAGE_CHANGED, changed)
+                    if live.get(app.id) != digest
+                ],
+            )
         _crash_point("stage:after_insert")
 
     def quarantine(self, run_id: int, integration_id: str, items: Iterable[Quarantined]) -> None:

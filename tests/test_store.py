@@ -541,3 +541,8 @@ def test_job_and_candidate_names_for_reports(store):
         "app-2": "Hopper",
     }
     assert store.candidate_names(OTHER_INTEGRATION, ["app-1"]) == {}
+
+
+def test_a_path_in_a_missing_directory_is_a_clear_error(tmp_path):
+    with pytest.raises(StoreError, match=r"^cannot open .*/nowhere/sw\.db: unable to open"):
+        Store(tmp_path / "nowhere" / "sw.db")
