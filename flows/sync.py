@@ -14,6 +14,7 @@ import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -243,7 +244,7 @@ def _pipeline(
         run.window_start,
         page_size=options.page_size,
         server_clock=server_clock,
-        expected=_expected_applications(store, run.integration_id),
+        estimate=partial(_expected_applications, store, run.integration_id),
         progress_every=sync_tasks.PROGRESS_EVERY_PAGES,
     )
     committed = diff_stages_task(

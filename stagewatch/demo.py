@@ -80,7 +80,9 @@ def _summary(console: Any, store: Any, integration_id: str, outcomes: list[dict]
         job = job_names.get(event["job_id"], event["job_id"])
         return f"  {event['application_id']} ({job})"
 
-    moves = [e for e in events if e["kind"] == "stage_changed"][:5]
+    moves = [e for e in events if e["kind"] == "stage_changed"]
+    backward = [e for e in moves if e["direction"] == "backward"][:1]
+    moves = backward + moves[-4:]  # the latest, and one that went backward
     console.print("\n[bold]A few stage moves[/bold] (observed between two syncs):")
     for e in moves:
         flag = "  [red]backward[/red]" if e["direction"] == "backward" else ""
@@ -96,7 +98,7 @@ def _summary(console: Any, store: Any, integration_id: str, outcomes: list[dict]
         console.print(f"{line(e)} at {e['observed_at']}", highlight=False)
     console.print("\n[bold]Every integration of the simulated customer[/bold] (last sync):")
     for o in outcomes:
-        note = f": {o['message'][:90]}" if o.get("message") else ""
+        note = f" ({o['error_code'] or o['message']})" if o.get("message") else ""
         console.print(
             f"  {o['integration_id']}  {report.STATUS_LABELS[o['status']]}{note}",
             highlight=False,

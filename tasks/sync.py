@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -55,7 +56,7 @@ FETCH_JOBS_CACHE = INPUTS + TASK_SOURCE + LibrarySource() - "client" - "store" -
 # Applications are reused only by a retry of the same flow run that resumes the same store run.
 FETCH_APPLICATIONS_CACHE = (
     INPUTS + TASK_SOURCE + LibrarySource() + RUN_ID
-    - "client" - "store" - "server_clock" - "page_size" - "expected" - "progress_every"
+    - "client" - "store" - "server_clock" - "page_size" - "estimate" - "progress_every"
 )  # fmt: skip
 OPEN_RUN_CACHE = INPUTS + TASK_SOURCE + RUN_ID - "store"
 
@@ -121,13 +122,16 @@ class ListingProgress:
     """A progress artifact for long listings, updated every `every` pages (each update is an API
     call). Kombo gives no total, so the percentage is an estimate from what the store holds."""
 
-    def __init__(self, integration_id: str, expected: int, every: int) -> None:
+    def __init__(self, integration_id: str, estimate: Callable[[], int] | None, every: int) -> None:
         self.integration_id = integration_id
-        self.expected = expected
+        self.estimate = estimate
+        self.expected: int | None = None
         self.every = every
         self.artifact_id = None
 
     def percent(self, applications: int, pages: int) -> float:
+        if self.expected is None:  # asked once, and only for a listing long enough to show
+            self.expected = self.estimate() if self.estimate else 0
         if self.expected > 0:
             return min(95.0, 100.0 * applications / self.expected)
         return 100.0 * pages / (pages + 50)  # unknown size: keeps moving, never claims done
@@ -165,12 +169,12 @@ def fetch_applications_task(
     *,
     page_size: int,
     server_clock: sync.ServerClock | None = None,
-    expected: int = 0,
+    estimate: Callable[[], int] | None = None,
     progress_every: int = PROGRESS_EVERY_PAGES,
 ) -> dict[str, Any]:
     """Stage the applications changed since `updated_after` (all of them when None). A retry
     lists again from the start; staging keeps the last version of each application."""
-    progress = ListingProgress(run.integration_id, expected, progress_every)
+    progress = ListingProgress(run.integration_id, estimate, progress_every)
     result = sync.fetch_applications(
         client, store, run, updated_after, page_size=page_size, server_clock=server_clock,
         on_page=progress,

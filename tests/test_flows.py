@@ -247,7 +247,7 @@ def test_retried_flow_run_reuses_what_its_fetch_tasks_staged(simulate, monkeypat
 
 def test_many_integrations_report_each_and_one_failure_stops_none(simulate, monkeypatch, tmp_path):
     world = World(seed=5, applications=60, jobs=4, api_key=KEY)
-    transport = simulate(world, FaultConfig(rate=0.2, kinds=("rate-limit", "html-500"), seed=2))
+    transport = simulate(world, FaultConfig(rate=0.3, kinds=("rate-limit", "html-500"), seed=2))
     monkeypatch.setattr(tasks.sync, "PROGRESS_EVERY_PAGES", 2)
     db = tmp_path / "sw.db"
     ids = list(world.integrations)
@@ -274,8 +274,7 @@ def test_many_integrations_report_each_and_one_failure_stops_none(simulate, monk
             world.integrations[r["integration_id"]]: r["last_run_status"] for r in store.status()
         }
     assert recorded == {s: {"synced": "succeeded"}.get(v, v) for s, v in expected.items()}
-    assert transport.stats()["faults_total"] > 0
-    assert sum(o["retries"] for o in outcomes.values()) > 0  # absorbed by the client
+    assert transport.stats()["faults_total"] == sum(o["retries"] for o in outcomes.values())
 
     summary = artifacts(state, "stagewatch-sync-summary")[0].data
     assert summary.startswith(
@@ -288,8 +287,12 @@ def test_many_integrations_report_each_and_one_failure_stops_none(simulate, monk
         )
     not_ready = markdown_of(state, world.integration_for("setup-pending"))
     assert "**Not ready:** Kombo has not finished setting up this integration" in not_ready
-    assert outcomes[world.integration_for("setup-pending")]["requests"] == 1
-    assert "**Retries:**" in markdown_of(state, world.normal_integration_id)
+    pending = outcomes[world.integration_for("setup-pending")]
+    assert pending["requests"] == 1 + pending["retries"]  # 409 is not retried, faults are
+    retried = [o for o in outcomes.values() if o["retries"]]
+    assert retried, "a 30% fault rate over ~25 requests hits some"
+    note = f"**Retries:** {retried[0]['retries']} request(s) retried after transient errors"
+    assert note in markdown_of(state, retried[0]["integration_id"])
     progress = [a for a in artifacts(state) if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)
 
