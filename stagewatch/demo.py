@@ -63,7 +63,8 @@ def _latest_artifact(key: str) -> str | None:
     return found[0].data if found else None
 
 
-def _summary(console: Any, store: Any, integration_id: str, outcomes: list[dict]) -> None:
+def _summary(console: Any, store: Any, integration_id: str, outcomes: list[dict]) -> str:
+    """Print what was recorded; returns an application worth a `stagewatch history` look."""
     from rich.table import Table
 
     events = list(store.events(integration_id=integration_id))
@@ -103,6 +104,7 @@ def _summary(console: Any, store: Any, integration_id: str, outcomes: list[dict]
             f"  {o['integration_id']}  {report.STATUS_LABELS[o['status']]}{note}",
             highlight=False,
         )
+    return (moves or events)[0]["application_id"]
 
 
 def demo(
@@ -164,11 +166,13 @@ def demo(
     artifact_path.write_text(artifact or "")
     with Store(db, readonly=True) as store:
         console.print()
-        _summary(console, store, main_integration, outcomes)
+        sample_app = _summary(console, store, main_integration, outcomes)
     console.print(
         "\n[bold]Where to look next[/bold]\n"
         f"  database:        {db}\n"
-        f"  the change log:  stagewatch changes --db {db}\n"
+        f"  the change log:  stagewatch changes --db {db} --kind stage_changed --limit 20\n"
+        f"  one application: stagewatch history {sample_app} --db {db}\n"
+        f"  per integration: stagewatch status --db {db}\n"
         f"  latest artifact: {artifact_path} (the markdown the Prefect UI shows)\n"
         "  the Prefect UI:  make ui (server, simulator and served deployments on 127.0.0.1)\n"
         f"\n{world.integration_for('permission-missing')} fails on purpose: its simulated "
