@@ -29,8 +29,9 @@ from stagewatch.client import BASE_URLS, KomboClient
 from stagewatch.errors import KomboError, NotReadyError, UnsupportedError
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings, resolve_api_key
-from stagewatch.store import LockedError, Run, Store
+from stagewatch.store import LockedError, Run, Store, StoreError
 from stagewatch.sync import ServerClock, SyncFailed
+from stagewatch.timeutil import format_ts
 from tasks import sync as sync_tasks
 from tasks.publish import publish_summary_task, publish_task
 from tasks.sync import (
@@ -205,11 +206,28 @@ def _fetch_jobs(store: Store, client: KomboClient, run: Run, options: SyncOption
     else:
         task = task.with_options(cache_expiration=timedelta(hours=options.jobs_cache_hours))
     result = task(client, store, run, page_size=options.page_size, **key)
-    if result["run_id"] != run.id and store.run(result["run_id"])["status"] != "succeeded":
+    if not _jobs_in_store(store, run, result):
         result = task.with_options(refresh_cache=True)(
             client, store, run, page_size=options.page_size, **key
         )
     return result
+
+
+def _staged_by(run: Run, result: dict[str, Any]) -> bool:
+    return (result["run_id"], result["run_started_at"]) == (run.id, format_ts(run.started_at))
+
+
+def _jobs_in_store(store: Store, run: Run, result: dict[str, Any]) -> bool:
+    """Whether the listing a fetch-jobs result describes reached this database: staged by this
+    run, or committed by the very run that staged it (not one that failed, and not a namesake in
+    a database recreated at the same path)."""
+    if _staged_by(run, result):
+        return True
+    try:
+        staged_by = store.run(result["run_id"])
+    except StoreError:
+        return False
+    return (staged_by["status"], staged_by["started_at"]) == ("succeeded", result["run_started_at"])
 
 
 def _expected_applications(store: Store, integration_id: str) -> int:
@@ -261,7 +279,7 @@ def _pipeline(
         "next_watermark": committed["next_watermark"],
         "counts": report.label_counts(store.events(run_id=run.id)),
         "jobs": jobs["jobs"],
-        "jobs_from_cache": jobs["run_id"] != run.id,
+        "jobs_from_cache": not _staged_by(run, jobs),
         "applications": listing["applications"],
         "pages": listing["pages"],
         "quarantined": jobs["quarantined"] + listing["quarantined"],

@@ -16,7 +16,7 @@ import httpx
 
 from stagewatch.client import KomboClient
 from stagewatch.errors import StagewatchError
-from stagewatch.timeutil import ensure_utc, utcnow
+from stagewatch.timeutil import ensure_utc, format_ts, utcnow
 
 PageCallback = Callable[[int, int], None]
 
@@ -35,6 +35,7 @@ class SyncFailed(StagewatchError):
 class RunRef(Protocol):
     id: int
     integration_id: str
+    started_at: datetime
 
 
 class ServerClock(httpx.BaseTransport):
@@ -85,7 +86,13 @@ def fetch_jobs(
         if page.quarantined:
             store.quarantine(run.id, run.integration_id, page.quarantined)
             quarantined += len(page.quarantined)
-    return {"run_id": run.id, "pages": pages, "jobs": jobs, "quarantined": quarantined}
+    return {
+        "run_id": run.id,
+        "run_started_at": format_ts(run.started_at),
+        "pages": pages,
+        "jobs": jobs,
+        "quarantined": quarantined,
+    }
 
 
 def fetch_applications(

@@ -8,6 +8,7 @@ import json
 import sqlite3
 from collections import Counter
 from functools import partial
+from pathlib import Path
 
 import pytest
 from prefect import get_client
@@ -213,6 +214,13 @@ def test_artifacts_events_and_jobs_cache_over_three_runs(simulate, recorded_even
     ).result()[0]
     assert (other_run["jobs_from_cache"], full_run["jobs_from_cache"]) == (False, False)
     assert transport.stats()["requests"]["GET /ats/jobs"] == 3
+    # A database recreated at the same path starts run ids over: the cached listing of run 1 of
+    # the old file must not pass for this file's run 1.
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    fresh = flows.sync.sync_integration(params(normal, db), return_state=True).result()[0]
+    assert (fresh["run_id"], fresh["jobs_from_cache"]) == (1, False)
+    assert transport.stats()["requests"]["GET /ats/jobs"] == 4
 
 
 def test_retried_flow_run_reuses_what_its_fetch_tasks_staged(simulate, monkeypatch, tmp_path):
