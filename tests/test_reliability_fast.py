@@ -1,0 +1,165 @@
+"""The fast subset of the reliability drills (`make reliability` runs them all, with the figures).
+
+Every test also scans what it produced (database files, logs, outcomes, markdown) for the API key.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stagewatch.simulator import World, serve_in_thread
+from stagewatch.simulator.faults import FAULT_KINDS
+from stagewatch.store import CRASH_ENV
+from tests.reliability import badinput, concurrency, fatal, faults
+from tests.reliability.badinput import copy_db
+from tests.reliability.harness import (
+    SecretScanner,
+    compare,
+    drill_key,
+    fingerprint,
+    integrity,
+    leftovers,
+    sync_in_process,
+)
+
+KEY = drill_key()
+ROOT = Path(__file__).resolve().parent.parent
+
+# Each kind alone at the full 20%, then all of them mixed.
+STORMS = [faults.StormCase(seed=17 + n, kinds=(kind,)) for n, kind in enumerate(FAULT_KINDS)]
+STORMS.append(faults.StormCase(seed=40, kinds=FAULT_KINDS))
+
+
+@pytest.fixture
+def scanner():
+    return SecretScanner(KEY)
+
+
+@pytest.mark.parametrize("case", STORMS, ids=[*FAULT_KINDS, "all-kinds"])
+def test_a_week_under_a_fault_storm_leaves_the_fault_free_history(case, tmp_path, scanner):
+    result = faults.run_storm_case(case, tmp_path, KEY, scanner)
+    assert result.problems == []
+    assert (result.lost, result.duplicated) == (0, 0)
+    assert result.info["retries"] > 0
+    assert scanner.where == []
+
+
+def test_the_corpus_holds_at_least_thirty_cases_each_with_an_expectation():
+    files = badinput.case_files()
+    assert len(files) >= 30
+    for path in files:
+        case = json.loads(path.read_text())
+        assert case["why"] and "applications" in case and isinstance(case["expect"], dict)
+
+
+@pytest.fixture(scope="module")
+def corpus_baseline(tmp_path_factory) -> Path:
+    db = tmp_path_factory.mktemp("corpus") / "baseline.db"
+    badinput.make_baseline(db, KEY)
+    return db
+
+
+@pytest.mark.parametrize("path", badinput.case_files(), ids=lambda p: p.stem)
+def test_bad_input_is_quarantined_and_the_rest_stored(path, corpus_baseline, tmp_path, scanner):
+    result = badinput.run_case(path, tmp_path, KEY, scanner, corpus_baseline)
+    assert result.problems == []
+    assert (result.lost, result.duplicated) == (0, 0)
+    assert scanner.where == []
+
+
+@pytest.mark.parametrize("case", fatal.CASES, ids=lambda c: c.cause)
+def test_a_fatal_error_stops_after_one_request_and_changes_nothing(case, tmp_path, scanner):
+    result = fatal.run_in_process_case(case, tmp_path, KEY, scanner)
+    assert result.problems == []
+    assert scanner.where == []
+
+
+def test_a_second_run_of_a_locked_integration_is_refused_by_name(tmp_path, scanner):
+    result = concurrency.lock_refusal_case(tmp_path, KEY, scanner)
+    assert result.problems == []
+    assert scanner.where == []
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same-integration", "two-integrations"])
+def test_two_threads_syncing_one_database_lose_and_repeat_nothing(same, tmp_path, scanner):
+    result = concurrency.threads_case(tmp_path, KEY, scanner, same_integration=same)
+    assert result.problems == []
+    assert (result.lost, result.duplicated) == (0, 0)
+    assert scanner.where == []
+
+
+def _runs(db: Path) -> list[tuple[int, str]]:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT id, status FROM sync_runs ORDER BY id").fetchall()
+
+
+@pytest.fixture(scope="module")
+def served_week(tmp_path_factory):
+    """A world synced once (the store before each crash), a day later, and each mode's reference."""
+    work = tmp_path_factory.mktemp("crash")
+    world = World(seed=29, applications=300, jobs=8, api_key=KEY, scenarios=("normal",))
+    base_url, stop = serve_in_thread(world)
+    integration_id = world.normal_integration_id
+    base = work / "base.db"
+    sync_in_process(base, httpx.HTTPTransport(), integration_id, KEY, base_url=base_url)
+    world.advance(hours=24)
+    references = {}
+    for mode in ("incremental", "full"):
+        references[mode] = work / f"reference-{mode}.db"
+        copy_db(base, references[mode])
+        synced = sync_in_process(
+            references[mode], httpx.HTTPTransport(), integration_id, KEY, mode=mode,
+            base_url=base_url,
+        )  # fmt: skip
+        assert synced.outcome.status == "synced" and synced.outcome.counts
+    yield base_url, integration_id, base, references
+    stop()
+
+
+@pytest.mark.parametrize(
+    ("hook", "mode"),
+    [
+        ("stage:after_insert", "incremental"),
+        ("commit:start", "incremental"),
+        ("commit:after_diff", "incremental"),
+        ("commit:before_commit", "incremental"),
+        ("commit:after_diff", "full"),
+    ],
+)
+def test_a_sync_killed_anywhere_leaves_the_store_whole_and_a_rerun_converges(
+    hook, mode, served_week, tmp_path, scanner
+):
+    base_url, integration_id, base, references = served_week
+    db = tmp_path / "store.db"
+    copy_db(base, db)
+    command = [sys.executable, "-m", "tests.reliability.worker", str(db), base_url, integration_id]
+    command += ["--page-size", "10"] + (["--full"] if mode == "full" else [])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMBO_", "STAGEWATCH_"))}
+    env |= {"KOMBO_API_KEY": KEY, CRASH_ENV: hook}
+    killed = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, timeout=60)
+    scanner.text("killed worker", killed.stdout + killed.stderr)
+    assert killed.returncode == -9, killed.stderr.decode()[-2000:]
+    killed_run = _runs(base)[-1][0] + 1
+    assert integrity(db) == "ok"
+    assert compare(fingerprint(db), fingerprint(base)).differences == []
+
+    rerun = sync_in_process(
+        db, httpx.HTTPTransport(), integration_id, KEY, mode=mode, base_url=base_url
+    )
+    scanner.text("rerun", rerun.outcome.model_dump_json())
+    assert rerun.outcome.status == "synced"
+    comparison = compare(fingerprint(db), fingerprint(references[mode]))
+    assert comparison.differences == []
+    assert integrity(db) == "ok"
+    assert not any(leftovers(db).values())
+    assert _runs(db)[-2:] == [(killed_run, "abandoned"), (killed_run + 1, "succeeded")]
+    scanner.path(tmp_path)
+    assert scanner.where == []
