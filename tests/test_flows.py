@@ -10,6 +10,7 @@ from collections import Counter
 from functools import partial
 from pathlib import Path
 
+import httpx
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -46,13 +47,19 @@ def simulate(monkeypatch, prefect_harness):
     for name in ("KOMBO_BASE_URL", "KOMBO_REGION", "STAGEWATCH_DB", "STAGEWATCH_MAX_ATTEMPTS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KOMBO_API_KEY", KEY)
+    for listing in (tasks.sync.fetch_jobs_task, tasks.sync.fetch_applications_task):
+        monkeypatch.setattr(listing, "retry_delay_seconds", 0)  # a task retry never waits here
 
-    def start(world, faults=None):
+    def start(world, faults=None, wrap=None):
         transport = SimulatorTransport(world, faults, sleep=no_sleep)
         monkeypatch.setattr(
             flows.sync,
             "open_client",
-            partial(flows.sync.open_client, transport=transport, sleep=no_sleep),
+            partial(
+                flows.sync.open_client,
+                transport=wrap(transport) if wrap else transport,
+                sleep=no_sleep,
+            ),
         )
         return transport
 
@@ -251,6 +258,42 @@ def test_retried_flow_run_reuses_what_its_fetch_tasks_staged(simulate, monkeypat
         assert status["applications"] == len(list(store.events(run_id=1, kind="first_seen")))
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(state.state_details.flow_run_id).run_count == 2
+
+
+class DownOnce(httpx.BaseTransport):
+    """Kombo's load balancer failing the second application page once."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.pages = 0
+
+    def handle_request(self, request):
+        if request.url.path.endswith("/ats/applications"):
+            self.pages += 1
+            if self.pages == 2:
+                return httpx.Response(503, text="upstream connect error")
+        return self.inner.handle_request(request)
+
+
+def test_listing_starts_again_once_the_client_gives_up(simulate, monkeypatch, tmp_path):
+    world = World(seed=13, applications=100, jobs=5, api_key=KEY, scenarios=("normal",))
+    monkeypatch.setenv("STAGEWATCH_MAX_ATTEMPTS", "1")  # the client gives up at once
+    transport = simulate(world, wrap=DownOnce)
+    db = tmp_path / "sw.db"
+    normal = world.normal_integration_id
+    state = flows.sync.sync_integration(params(normal, db), return_state=True)
+
+    assert state.is_completed(), state.message
+    (outcome,) = state.result()
+    pages = -(-world.integration(normal).application_count // 40)
+    assert transport.stats()["requests"] == {"GET /ats/jobs": 1, "GET /ats/applications": 1 + pages}
+    assert (outcome["task_retries"], outcome["requests"], outcome["retries"]) == (
+        1,
+        1 + 2 + pages,
+        0,
+    )
+    assert outcome["counts"] == {"first seen": world.integration(normal).application_count}
+    assert "**Task retries:** 1 listing(s) started again." in markdown_of(state, normal)
 
 
 def test_many_integrations_report_each_and_one_failure_stops_none(simulate, monkeypatch, tmp_path):
