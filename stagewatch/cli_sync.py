@@ -225,6 +225,15 @@ def serve(
     if not ids:
         ids = simulator_integrations(base_url)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise _fail(
+            "stagewatch serve needs a Prefect server to schedule runs: start one with "
+            "`prefect server start` and set PREFECT_API_URL=http://127.0.0.1:4200/api "
+            "(or try `make ui`)",
+            2,
+        )
     from deployments.serve import serve_deployments
 
     serve_deployments(ids, base_url=base_url, db=str(db.resolve()))
