@@ -83,6 +83,7 @@ def build_deployments(
 def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
     serve(*build_deployments(integration_ids, **options), pause_on_shutdown=False)
 
 

@@ -67,8 +67,10 @@ def simulator_integrations(base_url: str | None) -> list[str]:
 
 def quiet_prefect_console(verbose: bool) -> None:
     """Prefect's console logs (task tracebacks included) only with --verbose; the server still
-    receives every log, and the command prints one line per failure itself."""
+    receives every log, the client's retry notes included, and the command prints one line per
+    failure itself."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
 

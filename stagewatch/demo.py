@@ -33,6 +33,7 @@ def _prefect_environment(home: Path) -> None:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["DO_NOT_TRACK"] = "1"
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "CRITICAL")
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")
     os.environ["KOMBO_API_KEY"] = DEMO_API_KEY  # the simulator's key, only in this process
 
 
