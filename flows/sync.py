@@ -277,7 +277,9 @@ def _pipeline(
         "complete": True,
         "listed_at": listing["listed_at"],
         "next_watermark": committed["next_watermark"],
-        "counts": report.label_counts(store.events(run_id=run.id)),
+        "counts": report.labels_from_kinds(
+            committed["counts"], store.events(run_id=run.id, kind="outcome_changed")
+        ),
         "jobs": jobs["jobs"],
         "jobs_from_cache": not _staged_by(run, jobs),
         "applications": listing["applications"],

@@ -14,6 +14,7 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from datetime import datetime
+from itertools import islice
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -53,6 +54,8 @@ EVENT_NAMES: dict[str, str] = {
     "first seen": "stagewatch.application.first-seen",
 }
 CAPPED_EVENT_NAME = "stagewatch.sync.events-capped"
+# The kinds the markdown lists one by one; the rest only count.
+LISTED_KINDS = ("outcome_changed", "stage_changed")
 
 DEFAULT_LIST_CAP = 25
 DEFAULT_TABLE_CAP = 500
@@ -198,11 +201,10 @@ def _seconds(value: float) -> str:
 
 
 class _Digest:
-    """One pass over a run's change log, keeping counts and the first few rows of each list."""
+    """One pass over a run's outcome and stage changes, keeping the first few of each list."""
 
     def __init__(self, cap: int) -> None:
         self.cap = cap
-        self.labels: Counter[str] = Counter()
         self.outcomes: list[Mapping[str, Any]] = []
         self.moves: list[Mapping[str, Any]] = []
         self.transitions: Counter[tuple[str, str]] = Counter()
@@ -210,7 +212,6 @@ class _Digest:
 
     def add(self, event: Mapping[str, Any]) -> None:
         label = event_label(event)
-        self.labels[label] += 1
         if label in ("hired", "declined") and len(self.outcomes) < self.cap:
             self.outcomes.append(event)
         if label == "stage moved":
@@ -229,6 +230,18 @@ class _Digest:
 def label_counts(events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
     """Counts per reviewer label, in reading order; what the artifact's count table shows."""
     counts = Counter(event_label(e) for e in events)
+    return {label: counts[label] for label in _ordered(counts)}
+
+
+def labels_from_kinds(
+    kind_counts: Mapping[str, int], outcome_events: Iterable[Mapping[str, Any]]
+) -> dict[str, int]:
+    """`label_counts` without reading every row: per-kind counts (as the commit returns them)
+    and only the outcome changes, which split into hired, declined and other."""
+    counts: Counter[str] = Counter(label_counts(outcome_events))
+    for kind, count in kind_counts.items():
+        if kind != "outcome_changed" and count:
+            counts[event_label({"kind": kind})] += count
     return {label: counts[label] for label in _ordered(counts)}
 
 
@@ -311,12 +324,14 @@ def integration_markdown(
     cap: int = DEFAULT_LIST_CAP,
 ) -> str:
     """The per-integration artifact: window, counts, hires and declines, stage moves, transitions,
-    notes and run statistics. `candidate_names` is None unless the run may show names."""
+    notes and run statistics. Counts come from `outcome.counts`; `events` needs only the run's
+    outcome and stage changes (LISTED_KINDS). `candidate_names` is None unless names may show."""
     job_names = job_names or {}
+    counts = outcome.counts
     digest = _Digest(cap)
     for event in events:
         digest.add(event)
-    total = sum(digest.labels.values())
+    total = outcome.changes
     title = f"# {_id(outcome.integration_id)}: {outcome.mode} sync, "
     title += f"{total} change{'s' if total != 1 else ''}"
     if outcome.status != "synced":
@@ -327,7 +342,7 @@ def integration_markdown(
         lines += ["No changes in this window.", ""]
     elif total:
         lines += ["| change | count |", "| --- | ---: |"]
-        lines += [f"| {label} | {digest.labels[label]} |" for label in _ordered(digest.labels)]
+        lines += [f"| {label} | {counts[label]} |" for label in _ordered(counts)]
         lines.append("")
 
     if digest.outcomes:
@@ -341,12 +356,12 @@ def integration_markdown(
             if label == "declined" and event.get("rejection_reason_name"):
                 line += f", reason {escape_md(event['rejection_reason_name'])}"
             lines.append(line + f", observed {_between(event)}")
-        rest = digest.labels["hired"] + digest.labels["declined"] - len(digest.outcomes)
+        rest = counts.get("hired", 0) + counts.get("declined", 0) - len(digest.outcomes)
         if rest:
             lines.append(f"- …and {rest} more")
         lines.append("")
 
-    moves = digest.labels["stage moved"]
+    moves = counts.get("stage moved", 0)
     if moves:
         heading = f"## Stage moves ({moves}"
         heading += f", {digest.backward} backward)" if digest.backward else ")"
@@ -388,23 +403,18 @@ def integration_markdown(
 
 def event_table(
     events: Iterable[Mapping[str, Any]], *, cap: int = DEFAULT_TABLE_CAP
-) -> tuple[list[dict[str, Any]], int]:
+) -> list[dict[str, Any]]:
     """The machine-readable table artifact: the first `cap` change-log rows with their public
-    fields, plus the total so the caller can say how many were left out. Values stay raw (the
-    table is data, rendered as text by the UI), timestamps in Kombo's format."""
-    rows: list[dict[str, Any]] = []
-    total = 0
-    for event in events:
-        total += 1
-        if len(rows) < cap:
-            rows.append(
-                {
-                    field: format_ts(value) if isinstance(value, datetime) else value
-                    for field in EVENT_FIELDS
-                    for value in [event.get(field)]
-                }
-            )
-    return rows, total
+    fields. Values stay raw (the table is data, rendered as text by the UI), timestamps in
+    Kombo's format."""
+    return [
+        {
+            field: format_ts(value) if isinstance(value, datetime) else value
+            for field in EVENT_FIELDS
+            for value in [event.get(field)]
+        }
+        for event in islice(events, cap)
+    ]
 
 
 def _resource_id(kind: str, integration_id: str, record_id: Any) -> str:

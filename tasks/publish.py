@@ -34,23 +34,25 @@ def emit_change_events(
 ) -> tuple[int, dict[str, int]]:
     """Emit up to `max_events` change events, most important kinds first; the rest are counted
     per label in one `stagewatch.sync.events-capped` event, so automations on hires still fire
-    on a run with a million first sightings."""
-    emitted = 0
-    left_out: Counter[str] = Counter()
+    on a run with a million first sightings (and those rows are never read)."""
+    emitted: Counter[str] = Counter()
     for kinds in EMIT_ORDER:
-        for event in store.events(run_id=outcome.run_id, kind=list(kinds)):
-            if emitted < max_events:
-                emit_event(
-                    **report.prefect_event(
-                        event, job_names=job_names, candidate_names=candidate_names
-                    )
-                )
-                emitted += 1
-            else:
-                left_out[report.event_label(event)] += 1
+        remaining = max_events - emitted.total()
+        if remaining <= 0:
+            break
+        for event in store.events(run_id=outcome.run_id, kind=list(kinds), limit=remaining):
+            emit_event(
+                **report.prefect_event(event, job_names=job_names, candidate_names=candidate_names)
+            )
+            emitted[report.event_label(event)] += 1
+    left_out = {
+        label: count - emitted[label]
+        for label, count in outcome.counts.items()
+        if count > emitted[label]
+    }
     if left_out:
         emit_event(**report.capped_event(outcome.integration_id, outcome.run_id, left_out))
-    return emitted, dict(left_out)
+    return emitted.total(), left_out
 
 
 def _application_ids(events: Iterable[dict[str, Any]]) -> set[str]:
@@ -64,20 +66,21 @@ def publish_task(
     """The run's markdown artifact (keyed per integration, so the UI keeps its history), its
     events table, and its Prefect events. Nothing here reads candidate data unless allowed."""
     committed = outcome.status == "synced" and outcome.run_id is not None
+
+    def listed() -> Iterable[dict[str, Any]]:
+        """The changes shown one by one; bulk kinds (first sightings) are only counted."""
+        if not committed:
+            return ()
+        return store.events(run_id=outcome.run_id, kind=list(report.LISTED_KINDS))
+
     job_names: dict[str, str] = {}
     names: dict[str, str] | None = None
     if committed:
         job_names = store.job_names(outcome.integration_id)
         if show_candidate_names:
-            names = store.candidate_names(
-                outcome.integration_id, _application_ids(store.events(run_id=outcome.run_id))
-            )
-
-    def events() -> Iterable[dict[str, Any]]:
-        return store.events(run_id=outcome.run_id) if committed else ()
-
+            names = store.candidate_names(outcome.integration_id, _application_ids(listed()))
     markdown = report.integration_markdown(
-        outcome, events(), job_names=job_names, candidate_names=names
+        outcome, listed(), job_names=job_names, candidate_names=names
     )
     result: dict[str, Any] = {
         "markdown_artifact": str(
@@ -92,7 +95,9 @@ def publish_task(
         "events_not_emitted": {},
     }
     if committed and outcome.changes:
-        rows, total = report.event_table(events())
+        cap = report.DEFAULT_TABLE_CAP
+        rows = report.event_table(store.events(run_id=outcome.run_id, limit=cap), cap=cap)
+        total = outcome.changes
         shown = f"all {total}" if len(rows) == total else f"the first {len(rows)} of {total}"
         result["table_artifact"] = str(
             create_table_artifact(

@@ -296,14 +296,18 @@ def test_listing_starts_again_once_the_client_gives_up(simulate, monkeypatch, tm
     assert "**Task retries:** 1 listing(s) started again." in markdown_of(state, normal)
 
 
-def test_many_integrations_report_each_and_one_failure_stops_none(simulate, monkeypatch, tmp_path):
+def test_many_integrations_report_each_and_one_failure_stops_none(
+    simulate, recorded_events, monkeypatch, tmp_path
+):
     world = World(seed=5, applications=60, jobs=4, api_key=KEY)
     transport = simulate(world, FaultConfig(rate=0.3, kinds=("rate-limit", "html-500"), seed=2))
     monkeypatch.setattr(tasks.sync, "PROGRESS_EVERY_PAGES", 2)
     db = tmp_path / "sw.db"
     ids = list(world.integrations)
     state = flows.sync.sync_many(
-        flows.sync.SyncManyParams(integration_ids=ids, db=str(db), page_size=10, max_concurrency=3),
+        flows.sync.SyncManyParams(
+            integration_ids=ids, db=str(db), page_size=10, max_concurrency=3, max_events=5
+        ),
         return_state=True,
     )
 
@@ -346,6 +350,18 @@ def test_many_integrations_report_each_and_one_failure_stops_none(simulate, monk
     assert note in markdown_of(state, retried[0]["integration_id"])
     progress = [a for a in artifacts(state) if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)
+
+    # At most max_events change events per integration; one capped event counts the rest.
+    emitted = recorded_events()
+    for integration_id, outcome in outcomes.items():
+        own = [e for e in emitted if integration_id in e.resource.id]
+        if outcome["status"] != "synced":
+            assert own == []
+            continue
+        changes = [e for e in own if e.event.startswith("stagewatch.application.")]
+        (capped,) = [e for e in own if e.event == "stagewatch.sync.events-capped"]
+        assert len(changes) == 5
+        assert sum(capped.payload["not_emitted"].values()) == sum(outcome["counts"].values()) - 5
 
 
 def test_invalid_key_fails_fast_and_is_never_stored(simulate, monkeypatch, tmp_path):

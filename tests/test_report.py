@@ -12,6 +12,7 @@ from stagewatch.report import (
     event_table,
     integration_markdown,
     label_counts,
+    labels_from_kinds,
     prefect_event,
     redact_contacts,
     slug,
@@ -120,7 +121,7 @@ def test_markdown_lists_hires_first_flags_backward_moves_and_counts_every_kind()
         ),
     ]
     text = integration_markdown(
-        outcome(),
+        outcome(counts={"hired": 1, "declined": 1, "stage moved": 2, "first seen": 1}),
         events,
         job_names={"job1": "Backend *Engineer*"},
         candidate_names={"a3": "Ada Lovelace"},
@@ -157,7 +158,7 @@ def test_markdown_lists_hires_first_flags_backward_moves_and_counts_every_kind()
 
 def test_markdown_without_candidate_permission_names_nobody():
     events = [event("outcome_changed", app="a3", to_outcome="HIRED")]
-    text = integration_markdown(outcome(), events, candidate_names=None)
+    text = integration_markdown(outcome(counts={"hired": 1}), events, candidate_names=None)
     assert "Ada" not in text
     assert "- **Hired**: a3, job job1, observed" in text
 
@@ -174,7 +175,7 @@ def test_markdown_caps_long_lists_and_counts_the_rest():
         )
         for i in range(30)
     ]
-    text = integration_markdown(outcome(), moves, cap=5)
+    text = integration_markdown(outcome(counts={"stage moved": 30}), moves, cap=5)
     rows = [line for line in text.splitlines() if re.match(r"\| a\d", line)]
     assert len(rows) == 5
     assert "…and 25 more stage moves" in text
@@ -235,11 +236,26 @@ def test_label_counts_split_outcomes():
     }
 
 
-def test_event_table_keeps_public_fields_and_counts_beyond_the_cap():
+def test_labels_from_kind_counts_read_only_the_outcome_changes():
+    outcomes = [
+        event("outcome_changed", to_outcome="HIRED"),
+        event("outcome_changed", to_outcome="DECLINED"),
+        event("outcome_changed", to_outcome="ON_HOLD"),
+    ]
+    kinds = {"first_seen": 5, "stage_changed": 2, "outcome_changed": 3, "deleted": 0}
+    assert list(labels_from_kinds(kinds, outcomes).items()) == [
+        ("hired", 1),
+        ("declined", 1),
+        ("stage moved", 2),
+        ("outcome changed", 1),
+        ("first seen", 5),
+    ]
+
+
+def test_event_table_keeps_public_fields_up_to_the_cap():
     events = [event("deleted", app=f"a{i}", deleted_at=T0) for i in range(4)]
-    rows, total = event_table(events, cap=3)
-    assert total == 4
-    assert len(rows) == 3
+    rows = event_table(iter(events), cap=3)
+    assert [row["application_id"] for row in rows] == ["a0", "a1", "a2"]
     assert rows[0] == {field: None for field in report.EVENT_FIELDS} | {
         "event_key": "k-deleted-a0-",
         "integration_id": "greenhouse:AbC",
