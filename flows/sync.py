@@ -383,8 +383,8 @@ def sync_integration(params: SyncIntegrationParams) -> State:
 
 
 def _guarded(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
-    """`sync_one` for the thread pool: an unexpected error fails this integration, not its
-    siblings (it is logged with its traceback and was already published as failed)."""
+    """`sync_one` for the thread pool: an unexpected error (a database that cannot be opened, a
+    bug) fails this integration, not its siblings, and is logged with its traceback."""
     try:
         return sync_one(integration_id, options, api_key)
     except Exception as exc:
