@@ -50,6 +50,7 @@ FAILED_STATUSES = ("failed", "not_ready", "unsupported")
 BUSY_TIMEOUT_MS = 60_000
 LOCK_POLL_SECONDS = 0.2
 CACHE_SIZE_KIB = 64 * 1024
+TEMP_CACHE_SIZE_KIB = 16 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps after a checkpoint
 CRASH_ENV = "STAGEWATCH_TEST_CRASH_AT"
 
@@ -292,7 +293,7 @@ class Store:
                 self._migrate()
         # Bounded caches: scratch tables and sorts spill to temporary files rather than grow.
         self._conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
-        self._conn.execute(f"PRAGMA temp.cache_size = -{CACHE_SIZE_KIB}")
+        self._conn.execute(f"PRAGMA temp.cache_size = -{TEMP_CACHE_SIZE_KIB}")
         diff.register_functions(self._conn)
 
     def _applied_migrations(self, tables: set[str]) -> list[str]:
@@ -519,8 +520,8 @@ class Store:
         ids = json.dumps(list(latest))
         with self._transaction() as conn:
             integration_id = self._running(conn, run_id)
-            first = conn.execute(_RESERVE_SEQ, (len(latest), run_id)).fetchone()[0] - len(latest)
             live = dict(conn.execute(_LIVE_HASHES, (integration_id, ids)))
+            first = conn.execute(_RESERVE_SEQ, (len(latest), run_id)).fetchone()[0] - len(latest)
             conn.execute(_STAGE_SEEN, (run_id, first, ids))
             conn.executemany(
                 _STAGE_CHANGED,

@@ -354,3 +354,13 @@ def test_the_readme_documents_every_change_log_field_in_order():
         if line.startswith("| `"):
             documented += re.findall(r"`(\w+)`", line.split(" | ")[0])
     assert tuple(documented) == CONTRACT_FIELDS
+
+
+def test_history_as_csv(db):
+    result = invoke("history", "app-2", "--db", str(db), "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert result.output == (
+        "integration_id,application_id,job_id,stage_id,stage_name,entered_at,entered_after,"
+        "left_at,seconds_in_stage,is_current,sync_run_id,event_id\n"
+        f"{INTEGRATION},app-2,job-1,st-screen,Phone screen,{H0},,,,1,1,2\n"
+    )
