@@ -68,6 +68,9 @@ _EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
 _PHONE = re.compile(r"\+?\(?\d(?:[ ().\-/]{0,2}\d)+")
 _PHONE_DIGITS = 9
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+# A lone surrogate (JSON's "\ud83d" without its pair) cannot be encoded, so no artifact or event
+# holding one could be sent; in a str every paired character is one code point, never these.
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _MD_PUNCTUATION = set("\\`*_{}[]()#+-.!|~:=$^\"'")
 _HTML = {"<": "&lt;", ">": "&gt;", "&": "&amp;"}
 
@@ -109,8 +112,9 @@ class SyncOutcome(BaseModel):
 
 
 def redact_contacts(text: str) -> str:
-    """Defence in depth: ATS free text (stage names, reasons) sometimes carries an email or phone."""
-    text = _EMAIL.sub("[email redacted]", text)
+    """Defence in depth: ATS free text (stage names, reasons) sometimes carries an email or phone.
+    Also replaces lone surrogates, which no JSON or markdown sent to Prefect may hold."""
+    text = _EMAIL.sub("[email redacted]", _SURROGATE.sub("\ufffd", text))
     return _PHONE.sub(
         lambda m: "[phone redacted]" if sum(c.isdigit() for c in m[0]) >= _PHONE_DIGITS else m[0],
         text,
@@ -122,7 +126,7 @@ def escape_md(value: Any, *, limit: int = MAX_TEXT, redact: bool = True) -> str:
     `redact=False` only for identifiers, where a long digit run is not a phone number."""
     if value is None:
         return "-"
-    text = redact_contacts(str(value)) if redact else str(value)
+    text = redact_contacts(str(value)) if redact else _SURROGATE.sub("\ufffd", str(value))
     text = _CONTROL.sub("", text.replace("\r\n", " ").replace("\n", " ").replace("\r", " "))
     text = text.replace("\t", " ").strip()
     if len(text) > limit:

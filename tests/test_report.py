@@ -65,6 +65,14 @@ def test_escape_md_neutralises_markdown_html_and_newlines():
     )
 
 
+def test_lone_surrogates_become_replacement_characters_so_artifacts_encode():
+    name = "Zo\ud83d \U0001f600"  # a lone high surrogate, then a real emoji
+    assert escape_md(name) == "Zo\ufffd \U0001f600"
+    assert escape_md(name, redact=False) == "Zo\ufffd \U0001f600"
+    kwargs = prefect_event(event("stage_changed", to_stage_name=name))
+    assert kwargs["payload"]["to_stage_name"].encode() == "Zo\ufffd \U0001f600".encode()
+
+
 def test_escape_md_shows_missing_as_dash_and_caps_length():
     assert escape_md(None) == "-"
     assert escape_md("   ") == "-"
