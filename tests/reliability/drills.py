@@ -72,11 +72,16 @@ def drill_fatal(
         lambda c=c: fatal.run_in_process_case(c, work / "in-process", key, scanner)
         for c in fatal.CASES
     ]
+    served = fatal.serve_history(work / "cli", key, server, scanner)
     runs += [
-        lambda c=c, n=n: fatal.run_cli_case(c, work / f"cli-{n}", key, server, scanner)
+        lambda c=c, n=n: fatal.run_cli_case(c, served, work / f"cli-{n}", key, server, scanner)
         for n, c in enumerate(fatal.CASES)
     ]
-    return DrillResult("5 fatal conditions", _cases("fatal", runs, progress), scanner)
+    try:
+        cases = _cases("fatal", runs, progress)
+    finally:
+        served.stop()
+    return DrillResult("5 fatal conditions", cases, scanner)
 
 
 def drill_fault_storm(
@@ -167,6 +172,18 @@ def drill_crash(
     for case in cases:
         landed[case.info.get("observed", "?")] = landed.get(case.info.get("observed", "?"), 0) + 1
     progress(f"crash: kills landed {landed}")
+    unpublished = [
+        case.info
+        for case in cases
+        if "changes committed, then killed before publishing" in case.info
+    ]
+    if unpublished:
+        committed = sum(i["changes committed, then killed before publishing"] for i in unpublished)
+        republished = sum(i["changes the rerun published"] or 0 for i in unpublished)
+        progress(
+            f"crash: {len(unpublished)} kills between commit and publish: {committed} changes "
+            f"committed (change log whole), {republished} of them published by the reruns"
+        )
     scanner.path(work)
     return result
 
@@ -175,10 +192,10 @@ def drill_secrets_sweep(
     work: Path, key: str, server: cli.PrefectServer, since: str, progress: Progress
 ) -> DrillResult:
     scanner = SecretScanner(key)
-    cases = secrets_sweep.sweep(server.api_url, since, [server.home, work], scanner)
+    drill_dirs = sorted(p for p in work.iterdir() if p.is_dir() and p != server.home)
+    cases = secrets_sweep.sweep(server.api_url, since, [server.home, *drill_dirs], scanner)
     for number, case in enumerate(cases, 1):
         progress.case("secrets", number, len(cases), case, 0.0)
-        progress(f"{'':9}{case.info}")
     return DrillResult("6 secrets (final sweep)", cases, scanner)
 
 

@@ -4,6 +4,7 @@ change nothing stored, and never retry."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import httpx
 from stagewatch.errors import AuthenticationError, IntegrationNotFoundError, PermissionDeniedError
 from stagewatch.simulator import SimulatorTransport, World, serve_in_thread
 from tests.reliability import cli
+from tests.reliability.badinput import copy_db
 from tests.reliability.harness import (
     CaseResult,
     SecretScanner,
@@ -58,41 +60,62 @@ def _used_key(case: FatalCase, key: str, wrong_key: str) -> str:
     return wrong_key if case.cause == "AUTHENTICATION_INVALID" else key
 
 
+@dataclass
+class Served:
+    """One simulator for the command cases, and a store holding a first sync of it."""
+
+    world: World
+    base_url: str
+    stop: Callable[[], None]
+    history_db: Path
+
+
+def serve_history(workdir: Path, key: str, server: cli.PrefectServer, scanner: SecretScanner):
+    workdir.mkdir(parents=True, exist_ok=True)
+    world = _world(key)
+    base_url, stop = serve_in_thread(world)
+    served = Served(world, base_url, stop, workdir / "history.db")
+    first = cli.run(
+        cli.sync_args(base_url, served.history_db, "-i", world.normal_integration_id, "--json"),
+        cli.sync_env(server, key),
+        workdir,
+        "history",
+    )
+    scanner.text("fatal: history run", first.stdout + first.stderr)
+    if first.returncode != 0:
+        stop()
+        raise RuntimeError(f"the fatal drill's history sync failed: {first.stderr[-2000:]}")
+    return served
+
+
 def run_cli_case(
-    case: FatalCase, workdir: Path, key: str, server: cli.PrefectServer, scanner: SecretScanner
+    case: FatalCase,
+    served: Served,
+    workdir: Path,
+    key: str,
+    server: cli.PrefectServer,
+    scanner: SecretScanner,
 ) -> CaseResult:
-    """`stagewatch sync` on a store that already holds a week of history."""
+    """`stagewatch sync` on a store that already holds history."""
     result = CaseResult(f"{case.name}, stagewatch sync")
     workdir.mkdir(parents=True, exist_ok=True)
     wrong_key = drill_key()
     scanner.needles.append(wrong_key.encode())  # the key a user configured, even a wrong one
-    world = _world(key)
-    base_url, stop = serve_in_thread(world)
     db = workdir / "store.db"
-    try:
-        first = cli.run(
-            cli.sync_args(base_url, db, "-i", world.normal_integration_id, "--json"),
-            cli.sync_env(server, key),
-            workdir,
-            "history",
-        )
-        scanner.text(f"{case.name}: history run", first.stdout + first.stderr)
-        result.check(first.returncode == 0, f"the history sync failed: {first.stderr[-300:]}")
-        before, left_before = fingerprint(db), leftovers(db)
-        targets = _targets(case, world)
-        options = [arg for i in targets or [] for arg in ("-i", i)]
-        httpx.post(f"{base_url}/_sim/stats/reset", timeout=10)
-        done = cli.run(
-            cli.sync_args(base_url, db, *options),
-            cli.sync_env(server, _used_key(case, key, wrong_key)),
-            workdir,
-            "fatal",
-        )
-        stats = httpx.get(f"{base_url}/_sim/stats", timeout=10).json()
-    finally:
-        stop()
+    copy_db(served.history_db, db)
+    before, left_before = fingerprint(db), leftovers(db)
+    targets = _targets(case, served.world)
+    options = [arg for i in targets or [] for arg in ("-i", i)]
+    httpx.post(f"{served.base_url}/_sim/stats/reset", timeout=10)
+    done = cli.run(
+        cli.sync_args(served.base_url, db, *options),
+        cli.sync_env(server, _used_key(case, key, wrong_key)),
+        workdir,
+        "fatal",
+    )
+    stats = httpx.get(f"{served.base_url}/_sim/stats", timeout=10).json()
     scanner.text(f"{case.name}: fatal run", done.stdout + done.stderr)
-    integrations = len(targets) if targets is not None else len(world.integrations)
+    integrations = len(targets) if targets is not None else len(served.world.integrations)
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     result.info = {
         "exit": done.returncode,

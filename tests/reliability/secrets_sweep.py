@@ -52,14 +52,14 @@ def sweep(api_url: str, since: str, paths: list[Path], scanner: SecretScanner) -
         for name, read in places:
             hits = scanner.hits
             count = read()
-            case = CaseResult(f"prefect {name}", info={"objects": count})
+            case = CaseResult(f"Prefect's {name}: {count} read back", info={"objects": count})
             case.check(scanner.hits == hits, f"the key is in Prefect's {name}")
             cases.append(case)
     for path in paths:
         hits = scanner.hits
         scanner.path(path)
         files = sum(1 for p in path.rglob("*") if p.is_file()) if path.is_dir() else 1
-        case = CaseResult(f"files under {path.name}", info={"files": files})
+        case = CaseResult(f"{files} files under {path.name}/", info={"files": files})
         case.check(scanner.hits == hits, f"the key is in files under {path}")
         cases.append(case)
     return cases
