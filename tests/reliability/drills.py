@@ -200,7 +200,8 @@ def drill_secrets_sweep(
 
 
 def table(results: list[DrillResult]) -> str:
-    rows = [r.row() for r in results]
+    """The figures, one row per drill in the issue's order (drill names start with its number)."""
+    rows = sorted((r.row() for r in results), key=lambda row: row["drill"])
     lines = [
         "| " + " | ".join(COLUMNS) + " |",
         "| --- | " + " | ".join("---:" for _ in COLUMNS[1:]) + " |",
