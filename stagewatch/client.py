@@ -19,7 +19,7 @@ from urllib.parse import quote
 import httpx
 from pydantic import BaseModel, Field, SecretStr, ValidationError
 
-from stagewatch import __version__
+from stagewatch import __version__, jsontext
 from stagewatch.errors import (
     ConnectionFailedError,
     FatalError,
@@ -231,7 +231,7 @@ def _success_body(response: httpx.Response) -> dict[str, Any]:
     if not response.is_success:
         raise error_from_response(response)
     try:
-        body = response.json()
+        body = jsontext.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         raise TransientError(
             "the body is not JSON",
@@ -274,6 +274,8 @@ def parse_page(response: httpx.Response, model: type[M], kind: str) -> Page[M]:
     """
     if not response.is_success:
         raise error_from_response(response)
+    if jsontext.has_surrogate_escape(response.content):
+        return _parse_page_per_record(response, model, kind)
     try:
         envelope = _envelope_model(model).model_validate_json(response.content)
     except ValidationError:

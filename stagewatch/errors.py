@@ -7,10 +7,11 @@ decides the class whatever the status; the status decides only when the code is 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
+
+from stagewatch import jsontext
 
 NOT_READY_CODES = frozenset(
     {
@@ -211,7 +212,7 @@ def retry_after_seconds(headers: httpx.Headers) -> float | None:
 def _envelope(response: httpx.Response) -> dict[str, Any] | None:
     """The `error` object of Kombo's error envelope, or None when the body is something else."""
     try:
-        body = json.loads(response.content)
+        body = jsontext.loads(response.content)
     except (ValueError, UnicodeDecodeError):
         return None
     if (
