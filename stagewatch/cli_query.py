@@ -246,19 +246,27 @@ def status(
         "applications",
         "events",
     )
+    errors = []
     for row in rows:
         deleted = row["deleted_applications"]
+        status = row["last_run_status"]
+        if row["last_run_error"]:
+            errors.append((row["integration_id"], row["last_run_error"]))
+            status += f" [{len(errors)}]"
         table.add_row(
             row["integration_id"],
             f"{row['last_run_id']} ({row['last_run_mode']})",
-            row["last_run_status"]
-            + (f": {row['last_run_error']}" if row["last_run_error"] else ""),
+            status,
             _short(row["last_run_finished_at"]),
             _short(row["watermark"]),
             f"{row['applications']}" + (f" (+{deleted} deleted)" if deleted else ""),
             str(row["events"]),
         )
-    Console().print(table)
+    console = Console()
+    console.print(table)
+    # A long Kombo message in a cell would wrap the table into a column of words.
+    for number, (integration_id, error) in enumerate(errors, start=1):
+        console.print(f"[{number}] {integration_id}: {error}", markup=False, highlight=False)
 
 
 def schema(

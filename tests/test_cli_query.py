@@ -295,6 +295,19 @@ def test_status_per_integration(db):
     ]
 
 
+def test_status_table_numbers_run_errors_and_prints_them_whole_below(tmp_path):
+    db = tmp_path / "sw.db"
+    message = "INTEGRATION.PERMISSION_MISSING (HTTP 403): Ask the customer to grant it | [x](y)"
+    with Store(db) as store:
+        run = store.begin_run(INTEGRATION, mode="full", started_at=FINISHED)
+        store.fail_run(run.id, error=message)
+    result = invoke("status", "--db", str(db))
+    assert result.exit_code == 0, result.output
+    rows = [cells(line) for line in result.output.splitlines() if "│" in line]
+    assert rows[0][:3] == [INTEGRATION, "1 (full)", "failed [1]"]
+    assert result.output.splitlines()[-1] == f"[1] {INTEGRATION}: {message}"
+
+
 def test_a_missing_database_is_an_error_and_is_not_created(tmp_path):
     missing = tmp_path / "nowhere.db"
     for command in (["changes"], ["history", "app-1"], ["status"], ["schema"]):
