@@ -16,7 +16,7 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.store import Store, StoreError
@@ -184,7 +184,14 @@ def changes(
         elif output is Format.csv:
             _write_csv(events, EVENT_FIELDS)
         else:
-            table = Table("observed (UTC)", "integration", "application", "kind", "change", "job")
+            table = Table(
+                "observed (UTC)",
+                _ids("integration"),
+                _ids("application"),
+                "kind",
+                "change",
+                _ids("job"),
+            )
             for event in events:
                 table.add_row(
                     _short(event["observed_at"]),
@@ -214,7 +221,14 @@ def history(
     elif output is Format.csv:
         _write_csv(stays, HISTORY_FIELDS)
     else:
-        table = Table("integration", "stage", "entered (UTC)", "left (UTC)", "time in stage", "job")
+        table = Table(
+            _ids("integration"),
+            "stage",
+            "entered (UTC)",
+            "left (UTC)",
+            "time in stage",
+            _ids("job"),
+        )
         for stay in stays:
             table.add_row(
                 stay["integration_id"],
@@ -225,6 +239,11 @@ def history(
                 stay["job_id"] or "",
             )
         Console().print(table)
+
+
+def _ids(header: str) -> Column:
+    """A column of ids: folded onto more lines when narrow, never cut, so they can be copied."""
+    return Column(header, overflow="fold")
 
 
 def status(
@@ -238,7 +257,7 @@ def status(
         _write_jsonl(rows, STATUS_FIELDS)
         return
     table = Table(
-        "integration",
+        _ids("integration"),
         "last run",
         "status",
         "finished (UTC)",
