@@ -183,14 +183,20 @@ def _flow_will_retry() -> bool:
     return context.flow_run.run_count <= retries
 
 
-def _resume_or_open(store: Store, db: str, integration_id: str, window: datetime | None) -> Run:
+def _resume_or_open(store: Store, db: str, integration_id: str, options: SyncOptions) -> Run:
     """The store run of this flow run: the one a failed attempt left open, else a new one.
-    Without a window the listing is complete, which is what the store calls a full run."""
+
+    The store decides the window once it holds the integration's lock (the watermark then, unless
+    `since` names one), so a run that waited for another lists from where that one left off.
+    Without a window the listing is complete, which is what the store calls a full run.
+    """
+    incremental = options.mode == "incremental"
     kwargs = {
         "db": db,
         "integration_id": integration_id,
-        "mode": "full" if window is None else "incremental",
-        "window_start": window,
+        "mode": options.mode,
+        "window_start": options.since if incremental else None,
+        "from_watermark": incremental and options.since is None,
     }
     run = open_run_task(store, **kwargs)
     if store.run(run.id)["status"] == "running":
@@ -305,15 +311,16 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
     key = {"db": db, "base_url": base_url, "integration_id": integration_id, "mode": options.mode}
     client, server_clock = open_client(api_key, integration_id, base_url, settings)
     with client, Store(db) as store:
-        window = None
-        if options.mode == "incremental":
-            window = options.since or store.watermark(integration_id)
-        head = {"integration_id": integration_id, "mode": options.mode, "window_start": window}
+        head: dict[str, Any] = {"integration_id": integration_id, "mode": options.mode}
         try:
-            run = _resume_or_open(store, db, integration_id, window)
+            run = _resume_or_open(store, db, integration_id, options)
         except LockedError as exc:
-            outcome = SyncOutcome(**head, status="failed", message=str(exc))
+            window = None  # what it would have listed, for the report only
+            if options.mode == "incremental":
+                window = options.since or store.watermark(integration_id)
+            outcome = SyncOutcome(**head, window_start=window, status="failed", message=str(exc))
             return _publish(store, outcome, client, started, options)
+        head["window_start"] = run.window_start
         try:
             fields = _pipeline(store, client, server_clock, run, options, key)
         except KomboError as exc:

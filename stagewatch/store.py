@@ -342,8 +342,14 @@ class Store:
         window_start: datetime | None = None,
         *,
         wait: float = 0.0,
+        from_watermark: bool = False,
     ) -> Run:
         """Record a new run and take the integration's lock, waiting up to `wait` seconds for it.
+
+        `from_watermark=True` (incremental only) starts the window at the integration's watermark
+        as it stands once the lock is held, so a run that waited for another lists from where
+        that one left off; with no watermark yet the run lists everything and is recorded as
+        full. `started_at` defaults to when the lock was taken, not when waiting began.
 
         A lock whose process is dead on this host is stale: it is taken over, and the dead run is
         marked abandoned with its staging discarded.
@@ -352,7 +358,8 @@ class Store:
             raise StoreError("integration_id must be a non-empty string")
         if mode not in MODES:
             raise StoreError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-        started = started_at or self._clock()
+        if from_watermark and (mode != "incremental" or window_start is not None):
+            raise StoreError("from_watermark needs an incremental run without a window_start")
         deadline = self._monotonic() + wait
         while True:
             with self._transaction() as conn:
@@ -362,8 +369,13 @@ class Store:
                     (integration_id,),
                 ).fetchone()
                 if holder is None or self._is_stale(holder):
-                    run_id = self._start_run(conn, integration_id, mode, started, window_start)
-                    return Run(run_id, integration_id, mode, started, window_start)
+                    started = started_at or self._clock()
+                    window, run_mode = window_start, mode
+                    if from_watermark:
+                        window = self._watermark(conn, integration_id)
+                        run_mode = "incremental" if window is not None else "full"
+                    run_id = self._start_run(conn, integration_id, run_mode, started, window)
+                    return Run(run_id, integration_id, run_mode, started, window)
             remaining = deadline - self._monotonic()
             if remaining <= 0:
                 raise LockedError(
@@ -679,7 +691,11 @@ class Store:
         return dict(row)
 
     def watermark(self, integration_id: str) -> datetime | None:
-        row = self._conn.execute(
+        return self._watermark(self._conn, integration_id)
+
+    @staticmethod
+    def _watermark(conn: sqlite3.Connection, integration_id: str) -> datetime | None:
+        row = conn.execute(
             "SELECT watermark FROM watermarks WHERE integration_id = ?", (integration_id,)
         ).fetchone()
         return parse_ts(row[0]) if row else None

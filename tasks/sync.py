@@ -84,13 +84,19 @@ def open_run_task(
     integration_id: str,
     mode: str,
     window_start: datetime | None,
+    from_watermark: bool = False,
     lock_wait_seconds: float = LOCK_WAIT_SECONDS,
 ) -> Run:
     """Begin the store run. Cached per flow run, so a retried flow run finds the run it began
     (and the staging its fetch tasks filled) instead of starting over. Waits a while for another
-    run of the same integration (say the weekly full sync) to finish before giving up."""
+    run of the same integration (say the weekly full sync) to finish before giving up;
+    `from_watermark` lets the store read the window only once it holds the lock."""
     return store.begin_run(
-        integration_id, mode=mode, window_start=window_start, wait=lock_wait_seconds
+        integration_id,
+        mode=mode,
+        window_start=window_start,
+        wait=lock_wait_seconds,
+        from_watermark=from_watermark,
     )
 
 

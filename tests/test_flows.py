@@ -7,6 +7,7 @@ end to end and checks everything it shows (artifacts, events, store, request cou
 import json
 import sqlite3
 from collections import Counter
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from stagewatch import report
 from stagewatch.errors import AuthenticationError, NotReadyError, TransientError
 from stagewatch.simulator import FaultConfig, SimulatorTransport, World
 from stagewatch.store import Store
+from stagewatch.timeutil import format_ts, parse_ts
 
 KEY = "sk_flowtest_0123456789abcdef"
 NASTY_STAGE = "Tech *Interview* | [win](http://e.vil) <script>x</script>\nround `2`"
@@ -402,3 +404,56 @@ def test_invalid_key_fails_fast_and_is_never_stored(simulate, monkeypatch, tmp_p
 def test_listing_is_retried_only_after_transient_errors(error, retry):
     assert tasks.sync.retry_transient(None, None, Failed(data=error)) is retry
     assert tasks.sync.retry_transient(None, None, Completed(data={"pages": 1})) is False
+
+
+class Recording(httpx.BaseTransport):
+    """Remembers the URL of every request it passes on."""
+
+    def __init__(self, inner):
+        self.inner = inner
+        self.urls = []
+
+    def handle_request(self, request):
+        self.urls.append(request.url)
+        return self.inner.handle_request(request)
+
+
+def test_a_run_that_waits_for_the_lock_lists_from_where_the_holder_left_off(
+    simulate, monkeypatch, tmp_path
+):
+    world = World(seed=14, applications=40, jobs=3, api_key=KEY, scenarios=("normal",))
+    recording = []
+    simulate(world, wrap=lambda inner: recording.append(Recording(inner)) or recording[0])
+    normal = world.normal_integration_id
+    db = tmp_path / "sw.db"
+    first = flows.sync.sync_integration(params(normal, db), return_state=True).result()[0]
+    with Store(db) as other:  # another process's run of the same integration holds the lock
+        holder = other.begin_run(normal, from_watermark=True)
+    world.advance(hours=2)
+    holder_watermark = world.now - timedelta(minutes=10)
+    released = []
+
+    def sleep_until_released(seconds):
+        """The waiting flow's first poll: meanwhile the holder commits and releases the lock."""
+        with Store(db) as other:
+            other.commit_run(holder.id, observed_at=world.now, next_watermark=holder_watermark)
+        released.append(seconds)
+
+    monkeypatch.setattr(flows.sync, "Store", partial(Store, sleep=sleep_until_released))
+    recording[0].urls.clear()
+    state = flows.sync.sync_integration(params(normal, db), return_state=True)
+
+    assert state.is_completed(), state.message
+    (outcome,) = state.result()
+    assert released == [0.2]
+    assert holder.window_start == parse_ts(first["next_watermark"])
+    assert parse_ts(outcome["window_start"]) == holder_watermark
+    listed = [u for u in recording[0].urls if u.path.endswith("/ats/applications")]
+    assert [u.params.get("updated_after") for u in listed] == [format_ts(holder_watermark)]
+    with Store(db) as store:
+        run = store.run(outcome["run_id"])
+    assert (run["id"], run["mode"], run["window_start"]) == (
+        3,
+        "incremental",
+        format_ts(holder_watermark),
+    )

@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -424,6 +425,50 @@ def test_waiting_for_the_lock_takes_it_once_released(path):
         run = waiter.begin_run(INTEGRATION, "full", wait=5)
     assert (run.id, slept) == (2, [0.2, 0.2])
     holder_store.close()
+
+
+def test_a_run_that_waited_lists_from_the_watermark_the_holder_left(path):
+    with Store(path) as setup:
+        setup.commit_run(setup.begin_run(INTEGRATION, "full").id, observed_at=at(0),
+                         next_watermark=at(-0.5))  # fmt: skip
+    holder_store = Store(path)
+    holder = holder_store.begin_run(INTEGRATION, from_watermark=True)
+    now = [0.0]
+
+    def sleep(seconds):
+        now[0] += seconds
+        holder_store.commit_run(holder.id, observed_at=at(3), next_watermark=at(2.5))
+
+    def clock():
+        return at(5) + timedelta(seconds=now[0])
+
+    with Store(path, sleep=sleep, monotonic=lambda: now[0], clock=clock) as waiter:
+        run = waiter.begin_run(INTEGRATION, from_watermark=True, wait=5)
+    assert (holder.mode, holder.window_start) == ("incremental", at(-0.5))
+    # Started when it took the lock, one poll after it began waiting.
+    assert (run.id, run.mode, run.started_at, run.window_start) == (
+        3,
+        "incremental",
+        at(5) + timedelta(seconds=0.2),
+        at(2.5),
+    )
+    assert rows(path, "SELECT started_at, window_start FROM sync_runs WHERE id = 3") == [
+        ("2026-01-05T14:00:00.200Z", "2026-01-05T11:30:00.000Z")
+    ]
+    holder_store.close()
+
+
+def test_a_window_from_the_watermark_without_one_is_a_full_listing(store):
+    run = store.begin_run(INTEGRATION, from_watermark=True, started_at=at(0))
+    assert (run.mode, run.window_start) == ("full", None)
+    with pytest.raises(
+        StoreError, match=r"^from_watermark needs an incremental run without a window_start$"
+    ):
+        store.begin_run(OTHER_INTEGRATION, "full", from_watermark=True)
+    with pytest.raises(
+        StoreError, match=r"^from_watermark needs an incremental run without a window_start$"
+    ):
+        store.begin_run(OTHER_INTEGRATION, window_start=at(0), from_watermark=True)
 
 
 def test_waiting_for_the_lock_gives_up_after_wait_seconds(path):

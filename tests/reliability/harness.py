@@ -97,10 +97,8 @@ def sync_in_process(
         rng=random.Random(rng_seed),
     )
     with client, Store(db) as store:
-        window = store.watermark(integration_id) if mode == "incremental" else None
-        run = store.begin_run(
-            integration_id, mode="full" if window is None else "incremental", window_start=window
-        )
+        run = store.begin_run(integration_id, mode=mode, from_watermark=mode == "incremental")
+        window = run.window_start
         head = {"integration_id": integration_id, "mode": mode, "window_start": window}
         try:
             jobs = sync.fetch_jobs(client, store, run, page_size=page_size)
