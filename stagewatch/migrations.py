@@ -281,3 +281,62 @@ def _migration(name: str):
 def m0001_initial(db: Database) -> None:
     for statement in INITIAL:
         db.execute(statement.strip())
+
+
+# SQLite cannot comment a column added by ALTER TABLE the way `stagewatch schema --markdown` reads
+# comments, so sync_runs is rebuilt with the new columns at its end (SQLite's documented recipe).
+# Runs that succeeded before publishing was tracked count as published: their process published
+# them or is long gone, and the change log holds their changes either way.
+PUBLISHED = [
+    "ALTER TABLE sync_runs RENAME TO sync_runs_0001",
+    """
+CREATE TABLE sync_runs ( -- One row per sync run: what it fetched, how it ended, what it cost.
+    id INTEGER PRIMARY KEY, -- Run id; events carry it as sync_run_id.
+    integration_id TEXT NOT NULL, -- Kombo integration id.
+    mode TEXT NOT NULL CHECK (mode IN ('incremental', 'full')), -- incremental (updated_after) or full listing.
+    status TEXT NOT NULL, -- running, succeeded, incomplete, failed, not_ready, unsupported or abandoned.
+    started_at TEXT NOT NULL, -- When the run began (took the integration's lock).
+    finished_at TEXT, -- When the run ended (NULL while running).
+    window_start TEXT, -- updated_after sent to Kombo; NULL for a full listing.
+    observed_at TEXT, -- When the listing was observed; every event of the run carries it.
+    next_watermark TEXT, -- Watermark the run set; NULL when it set none.
+    pid INTEGER NOT NULL, -- Process that ran it.
+    hostname TEXT NOT NULL, -- Host that ran it.
+    jobs_seen INTEGER, -- Distinct jobs listed.
+    applications_seen INTEGER, -- Distinct applications listed.
+    quarantined INTEGER, -- Records that could not be parsed.
+    events INTEGER, -- Events written, all kinds.
+    first_seen INTEGER, -- first_seen events written.
+    stage_changed INTEGER, -- stage_changed events written.
+    outcome_changed INTEGER, -- outcome_changed events written.
+    job_changed INTEGER, -- job_changed events written.
+    deleted INTEGER, -- deleted events written.
+    restored INTEGER, -- restored events written.
+    requests INTEGER, -- HTTP requests the client made.
+    retries INTEGER, -- Requests the client retried.
+    waited_seconds REAL, -- Seconds the client spent backing off.
+    staged_records INTEGER NOT NULL DEFAULT 0, -- Application records staged, repeats included.
+    error TEXT, -- Why the run did not succeed.
+    published_at TEXT, -- When a succeeded run's changes went out to Prefect (artifacts, events) or were settled without; NULL until then.
+    publish_note TEXT -- How, when not by the run itself: published late by a later run, or not published (see the text).
+)
+""",
+    """
+INSERT INTO sync_runs SELECT *,
+    CASE WHEN status = 'succeeded' THEN finished_at END,
+    CASE WHEN status = 'succeeded' THEN 'committed before stagewatch recorded publishing' END
+FROM sync_runs_0001
+""",
+    "DROP TABLE sync_runs_0001",
+    "CREATE INDEX sync_runs_integration ON sync_runs (integration_id, id)",
+    """
+CREATE INDEX sync_runs_unpublished ON sync_runs (integration_id, id)
+    WHERE status = 'succeeded' AND published_at IS NULL
+""",
+]
+
+
+@_migration("0002_sync_runs_published")
+def m0002_sync_runs_published(db: Database) -> None:
+    for statement in PUBLISHED:
+        db.execute(statement.strip())

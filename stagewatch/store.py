@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ LOCK_POLL_SECONDS = 0.2
 CACHE_SIZE_KIB = 64 * 1024
 TEMP_CACHE_SIZE_KIB = 16 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps after a checkpoint
+OTHER_HOST_PUBLISH_GRACE = timedelta(minutes=30)
 CRASH_ENV = "STAGEWATCH_TEST_CRASH_AT"
 
 # remote_data is never stored; Candidate already drops contact data at parse time.
@@ -681,6 +682,52 @@ class Store:
         with self._transaction() as conn:
             integration_id = self._running(conn, run_id)
             self._finish(conn, run_id, integration_id, status, error=error, stats=stats)
+
+    # -- publishing ----------------------------------------------------------------------------
+
+    def mark_published(self, run_id: int, *, note: str | None = None) -> bool:
+        """Record that a succeeded run's changes went out to Prefect, or with `note` how they were
+        settled otherwise. The first mark stands: returns False when the run was marked already."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT status, published_at FROM sync_runs WHERE id = ?", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise StoreError(f"no sync run {run_id}")
+            if row["status"] != "succeeded":
+                raise StoreError(
+                    f"sync run {run_id} is {row['status']}: only a succeeded run has changes "
+                    "to publish"
+                )
+            if row["published_at"] is not None:
+                return False
+            conn.execute(
+                "UPDATE sync_runs SET published_at = ?, publish_note = ? WHERE id = ?",
+                (format_ts(self._clock()), note, run_id),
+            )
+            return True
+
+    def unpublished_runs(self, integration_id: str) -> list[dict[str, Any]]:
+        """Succeeded runs of the integration whose changes never went out and that no live process
+        will still publish, oldest first.
+
+        A run commits (releasing the lock) before it publishes, so a run whose process is alive on
+        this host is left to it. This very process's runs count (a flow run retried after its
+        publish failed), and so does a run on another host, whose process cannot be checked,
+        once it finished `OTHER_HOST_PUBLISH_GRACE` ago.
+        """
+        cutoff = format_ts(self._clock() - OTHER_HOST_PUBLISH_GRACE)
+        rows = self._conn.execute(
+            "SELECT * FROM sync_runs WHERE integration_id = ? AND status = 'succeeded' "
+            "AND published_at IS NULL ORDER BY id",
+            (integration_id,),
+        )
+        return [dict(row) for row in rows if self._publisher_gone(row, cutoff)]
+
+    def _publisher_gone(self, run: sqlite3.Row, cutoff: str) -> bool:
+        if run["hostname"] != self._hostname:
+            return run["finished_at"] <= cutoff
+        return run["pid"] == os.getpid() or not _pid_alive(run["pid"])
 
     # -- queries -------------------------------------------------------------------------------
 

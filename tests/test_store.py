@@ -13,11 +13,14 @@ import threading
 from datetime import timedelta
 
 import pytest
+from sqlite_utils import Database
 
 from stagewatch.diff import EVENT_FIELDS
 from stagewatch.errors import StagewatchError
+from stagewatch.migrations import migrations
 from stagewatch.models import Quarantined
 from stagewatch.store import LockedError, Store, StoreError
+from stagewatch.timeutil import format_ts
 from tests.test_store_fixtures import (
     CONTRACT_FIELDS,
     FINISHED,
@@ -68,7 +71,8 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
     Store(path).close()
     assert rows(path, "PRAGMA journal_mode") == [("wal",)]
     assert rows(path, "SELECT migration_set, name FROM _sqlite_migrations") == [
-        ("stagewatch", "0001_initial")
+        ("stagewatch", "0001_initial"),
+        ("stagewatch", "0002_sync_runs_published"),
     ]
 
 
@@ -107,6 +111,41 @@ def test_a_database_from_a_newer_stagewatch_is_refused(path):
         )
     with pytest.raises(StoreError, match=r"newer stagewatch .*0099_future"):
         Store(path)
+
+
+def test_upgrading_keeps_every_run_and_counts_earlier_successes_as_published(path):
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    migrations.apply(db, stop_before="0002_sync_runs_published")
+    runs = [
+        (1, "succeeded", "2026-01-05T10:00:00.000Z", 4),
+        (2, "failed", "2026-01-05T11:00:00.000Z", None),
+        (3, "succeeded", "2026-01-05T12:00:00.000Z", 0),
+    ]
+    db.conn.executemany(
+        "INSERT INTO sync_runs (id, integration_id, mode, status, started_at, finished_at, pid, "
+        "hostname, events) VALUES (?, 'greenhouse:x', 'full', ?, '2026-01-05T09:00:00.000Z', ?, "
+        "1, 'h', ?)",
+        runs,
+    )
+    before = rows(path, "SELECT * FROM sync_runs ORDER BY id")
+    db.conn.close()
+
+    Store(path).close()
+
+    after = rows(path, "SELECT * FROM sync_runs ORDER BY id")
+    assert [row[:-2] for row in after] == before
+    note = "committed before stagewatch recorded publishing"
+    assert [row[-2:] for row in after] == [
+        ("2026-01-05T10:00:00.000Z", note),
+        (None, None),
+        ("2026-01-05T12:00:00.000Z", note),
+    ]
+    assert rows(path, "SELECT name FROM sqlite_master WHERE tbl_name = 'sync_runs'") == [
+        ("sync_runs",),
+        ("sync_runs_integration",),
+        ("sync_runs_unpublished",),
+    ]
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
 
 
 def test_store_errors_are_stagewatch_errors():
@@ -263,6 +302,8 @@ def test_the_run_row_records_mode_window_counts_and_client_stats(store, path):
         "waited_seconds": 1.5,
         "staged_records": 3,
         "error": None,
+        "published_at": None,
+        "publish_note": None,
     }
     assert store.watermark(INTEGRATION) == at(0.5)
     assert store.watermark(OTHER_INTEGRATION) is None
@@ -393,6 +434,56 @@ def test_status_summarises_each_integration(store):
 
 
 # -- locks and threads -----------------------------------------------------------------------
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+def test_a_run_is_marked_published_once_and_only_when_it_succeeded(store, path):
+    done = store.begin_run(INTEGRATION, "full", started_at=at(0))
+    store.commit_run(done.id, observed_at=at(0))
+    failed = store.begin_run(INTEGRATION, "full", started_at=at(1))
+    store.fail_run(failed.id, error="HTTP 500")
+    assert store.mark_published(done.id) is True
+    assert store.mark_published(done.id, note="published late by run 9") is False
+    assert rows(path, "SELECT id, published_at, publish_note FROM sync_runs ORDER BY id") == [
+        (1, CLOCK, None),
+        (2, None, None),
+    ]
+    with pytest.raises(
+        StoreError, match=r"^sync run 2 is failed: only a succeeded run has changes to publish$"
+    ):
+        store.mark_published(failed.id)
+    with pytest.raises(StoreError, match=r"^no sync run 99$"):
+        store.mark_published(99)
+
+
+def test_unpublished_runs_are_those_no_live_process_will_still_publish(path):
+    """A run's process publishes after committing; only runs whose process is gone (or is this
+    one) are left for the next sync to publish late."""
+    now = [FINISHED]
+    with Store(path, clock=lambda: now[0]) as store:
+        for hours in range(7):
+            store.commit_run(store.begin_run(INTEGRATION, "full").id, observed_at=at(hours))
+        store.commit_run(store.begin_run(OTHER_INTEGRATION, "full").id, observed_at=at(0))
+        store.mark_published(2)
+        other_host_finished = {6: FINISHED - timedelta(minutes=31), 7: FINISHED}
+        with sqlite3.connect(path) as conn:
+            conn.execute("UPDATE sync_runs SET pid = ? WHERE id = 3", (dead_pid(),))
+            conn.execute("UPDATE sync_runs SET pid = ? WHERE id = 4", (os.getppid(),))
+            for run_id, finished in other_host_finished.items():
+                conn.execute(
+                    "UPDATE sync_runs SET hostname = 'elsewhere', pid = ?, finished_at = ? "
+                    "WHERE id = ?",
+                    (os.getppid(), format_ts(finished), run_id),
+                )
+        # 1 and 5: this process; 3: dead; 4: alive elsewhere on this host; 6: another host,
+        # finished over the grace period ago; 7: another host, just finished.
+        assert [run["id"] for run in store.unpublished_runs(INTEGRATION)] == [1, 3, 5, 6]
+        assert [run["id"] for run in store.unpublished_runs(OTHER_INTEGRATION)] == [8]
+        now[0] = FINISHED + timedelta(minutes=31)
+        assert [run["id"] for run in store.unpublished_runs(INTEGRATION)] == [1, 3, 5, 6, 7]
+        assert store.unpublished_runs(INTEGRATION)[0] == store.run(1)
 
 
 def test_a_second_run_of_the_same_integration_is_refused_naming_the_holder(path):
