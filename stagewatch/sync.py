@@ -6,6 +6,7 @@ step returns a small dict (counts, ids, timestamps), which is what the Prefect t
 
 from __future__ import annotations
 
+import gc
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -118,18 +119,25 @@ def fetch_applications(
     started_here = clock()
     listed_at: datetime | None = None
     pages = applications = quarantined = 0
-    for page in client.iter_application_pages(page_size=page_size, **filters):
-        if listed_at is None:
-            listed_at = (server_clock.latest if server_clock else None) or started_here
-        pages += 1
-        if page.records:
-            store.stage_applications(run.id, page.records)
-            applications += len(page.records)
-        if page.quarantined:
-            store.quarantine(run.id, run.integration_id, page.quarantined)
-            quarantined += len(page.quarantined)
-        if on_page is not None:
-            on_page(pages, applications)
+    # The listing allocates millions of short-lived objects; each full GC pass it triggers would
+    # also walk everything already on the heap (about 300k objects once Prefect is imported), which
+    # more than doubled parsing time. Frozen objects are only skipped by the collector, never freed.
+    gc.freeze()
+    try:
+        for page in client.iter_application_pages(page_size=page_size, **filters):
+            if listed_at is None:
+                listed_at = (server_clock.latest if server_clock else None) or started_here
+            pages += 1
+            if page.records:
+                store.stage_applications(run.id, page.records)
+                applications += len(page.records)
+            if page.quarantined:
+                store.quarantine(run.id, run.integration_id, page.quarantined)
+                quarantined += len(page.quarantined)
+            if on_page is not None:
+                on_page(pages, applications)
+    finally:
+        gc.unfreeze()
     return {
         "run_id": run.id,
         "pages": pages,
