@@ -32,7 +32,10 @@ PAGE_SIZE = 250
 DEFAULT_CONCURRENCY = 8
 QUEUE_PAGES = 64  # bounds memory: at most this many pages wait for the writer
 
+# The same SQLite settings as stagewatch's store, so the difference is the work, not the tuning.
+PRAGMAS = ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -65536")
 SCHEMA = """
+CREATE TABLE IF NOT EXISTS watermarks (integration_id TEXT PRIMARY KEY, changed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applications (
     integration_id TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -46,6 +49,11 @@ CREATE TABLE IF NOT EXISTS applications (
 )
 """
 UPSERT = "INSERT OR REPLACE INTO applications VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+# Keeps the newest `changed_at` seen per integration: a watermark that can only be early, never late.
+ADVANCE_WATERMARK = """
+INSERT INTO watermarks VALUES (?, ?)
+ON CONFLICT (integration_id) DO UPDATE SET changed_at = max(changed_at, excluded.changed_at)
+"""
 
 
 @dataclass
@@ -91,12 +99,7 @@ def _row(integration_id: str, app: dict[str, Any]) -> tuple:
 
 
 def _watermarks(db: sqlite3.Connection, integration_ids: Sequence[str]) -> dict[str, str | None]:
-    """The newest `changed_at` stored per integration: a watermark that can only be early, never late."""
-    found = dict(
-        db.execute(
-            "SELECT integration_id, max(changed_at) FROM applications GROUP BY integration_id"
-        ).fetchall()
-    )
+    found = dict(db.execute("SELECT integration_id, changed_at FROM watermarks").fetchall())
     return {iid: found.get(iid) for iid in integration_ids}
 
 
@@ -113,8 +116,9 @@ def sync(
     """Fetch every integration's applications and store them in one transaction."""
     started = time.perf_counter()
     db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute(SCHEMA)
+    for pragma in PRAGMAS:
+        db.execute(f"PRAGMA {pragma}")
+    db.executescript(SCHEMA)
     after = _watermarks(db, integration_ids) if incremental else dict.fromkeys(integration_ids)
     pages: queue.Queue[list[tuple] | BaseException | None] = queue.Queue(QUEUE_PAGES)
     counters = [[0] for _ in integration_ids]
@@ -151,6 +155,9 @@ def sync(
                 raise RuntimeError("floor: a fetch failed; nothing was stored") from item
             db.executemany(UPSERT, item)
             rows += len(item)
+            newest = max((row[5] for row in item if row[5]), default=None)
+            if newest:  # every row of a page is from one integration
+                db.execute(ADVANCE_WATERMARK, (item[0][0], newest))
         db.execute("COMMIT")
         producer.join()
     db.close()
