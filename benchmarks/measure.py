@@ -74,17 +74,26 @@ def run_measured(
                 peak_tree = max(peak_tree, tree)
                 done.wait(POLL_SECONDS)
 
+        def kill_tree() -> None:
+            for child in root.children(recursive=True):
+                child.kill()
+            proc.kill()
+
         def kill_after_timeout() -> None:
             if not done.wait(timeout):
-                for child in root.children(recursive=True):
-                    child.kill()
-                proc.kill()
+                kill_tree()
 
         poller = threading.Thread(target=poll, daemon=True)
         killer = threading.Thread(target=kill_after_timeout, daemon=True)
         poller.start()
         killer.start()
-        _, status = os.waitpid(proc.pid, 0)
+        try:
+            _, status = os.waitpid(proc.pid, 0)
+        except BaseException:  # interrupted: leave no contender (or its server) running
+            done.set()
+            kill_tree()
+            os.waitpid(proc.pid, 0)
+            raise
         wall = time.perf_counter() - started
         done.set()
         poller.join()

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import os
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -276,6 +277,10 @@ def write_results(
     path.write_text(text + "\n" + NOTES_MARKER + (notes or "\n"))
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10k, one repetition")
@@ -305,6 +310,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"unknown contender(s) {unknown}; choose from {list(CONTENDERS)}")
         plan = dataclasses.replace(plan, contenders=names)
 
+    # SIGTERM unwinds like Ctrl-C, so the simulator and any running contender are stopped.
+    signal.signal(signal.SIGTERM, _interrupt)
     OUT_DIR.mkdir(parents=True, exist_ok=True)
     given = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python -m benchmarks.run", *given])
