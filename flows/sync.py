@@ -33,7 +33,7 @@ from stagewatch.store import LockedError, Run, Store, StoreError
 from stagewatch.sync import ServerClock, SyncFailed
 from stagewatch.timeutil import format_ts
 from tasks import sync as sync_tasks
-from tasks.publish import publish_summary_task, publish_task
+from tasks.publish import publish_late_task, publish_summary_task, publish_task
 from tasks.sync import (
     diff_stages_task,
     fetch_applications_task,
@@ -322,6 +322,7 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
             return _publish(store, outcome, client, started, options)
         head["window_start"] = run.window_start
         try:
+            _publish_late(store, run, options)
             fields = _pipeline(store, client, server_clock, run, options, key)
         except KomboError as exc:
             store.fail_run(run.id, status=_status(exc), error=str(exc), stats=client.stats)
@@ -335,6 +336,20 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
             raise
         outcome = SyncOutcome(**head, run_id=run.id, **fields)
         return _publish(store, outcome, client, started, options)
+
+
+def _publish_late(store: Store, run: Run, options: SyncOptions) -> None:
+    """Publish the runs of this integration that committed but never published (their process
+    stopped in between), now that this run holds the lock and before it adds its own."""
+    unpublished = store.unpublished_runs(run.integration_id)
+    if unpublished:
+        publish_late_task(
+            store,
+            unpublished,
+            by_run_id=run.id,
+            show_candidate_names=options.show_candidate_names,
+            max_events=options.max_events,
+        )
 
 
 def _publish(

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from stagewatch.diff import EVENT_FIELDS
+from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.timeutil import format_ts, parse_ts
 
 Status = Literal["synced", "not_ready", "unsupported", "failed"]
@@ -105,10 +105,56 @@ class SyncOutcome(BaseModel):
         default=None, description="Why the run is not_ready, unsupported or failed (no secrets)."
     )
     error_code: str | None = None
+    published_late_by: int | None = Field(
+        default=None,
+        description=(
+            "The later run that published this committed run's changes, when the process that "
+            "committed them stopped before publishing."
+        ),
+    )
 
     @property
     def changes(self) -> int:
         return sum(self.counts.values())
+
+
+def outcome_from_run(
+    run: Mapping[str, Any],
+    outcome_events: Iterable[Mapping[str, Any]],
+    *,
+    published_late_by: int | None = None,
+) -> SyncOutcome:
+    """The outcome of a run that committed, rebuilt from its `sync_runs` row (to publish it late).
+    `outcome_events` are the run's outcome changes, which split into hired and declined. Pages
+    are not recorded per run, so they show as 0."""
+    timestamps = {
+        name: parse_ts(run[column]) if run[column] else None
+        for name, column in (
+            ("window_start", "window_start"),
+            ("listed_at", "observed_at"),
+            ("next_watermark", "next_watermark"),
+            ("started", "started_at"),
+            ("finished", "finished_at"),
+        )
+    }
+    started, finished = timestamps.pop("started"), timestamps.pop("finished")
+    return SyncOutcome(
+        integration_id=run["integration_id"],
+        status="synced",
+        mode=run["mode"],
+        run_id=run["id"],
+        **timestamps,
+        complete=True,
+        counts=labels_from_kinds({kind: run[kind] or 0 for kind in EVENT_KINDS}, outcome_events),
+        jobs=run["jobs_seen"] or 0,
+        applications=run["applications_seen"] or 0,
+        quarantined=run["quarantined"] or 0,
+        requests=run["requests"] or 0,
+        retries=run["retries"] or 0,
+        waited_seconds=run["waited_seconds"] or 0.0,
+        duration_seconds=(finished - started).total_seconds() if started and finished else 0.0,
+        published_late_by=published_late_by,
+    )
 
 
 def redact_contacts(text: str) -> str:
@@ -340,7 +386,15 @@ def integration_markdown(
     title += f"{total} change{'s' if total != 1 else ''}"
     if outcome.status != "synced":
         title = f"# {_id(outcome.integration_id)}: {STATUS_LABELS[outcome.status]}"
-    lines = [title, "", _window_line(outcome), ""]
+    lines = [title, ""]
+    if outcome.published_late_by is not None:
+        lines += [
+            f"**Published late**, run {outcome.run_id} observed at {_ts(outcome.listed_at)}: the "
+            f"process that committed it stopped before publishing; run "
+            f"{outcome.published_late_by} published it.",
+            "",
+        ]
+    lines += [_window_line(outcome), ""]
 
     if outcome.status == "synced" and total == 0:
         lines += ["No changes in this window.", ""]
@@ -482,9 +536,17 @@ def prefect_event(
     }
 
 
-def capped_event(integration_id: str, run_id: int | None, left_out: Mapping[str, int]) -> dict:
-    """The one event that stands for the changes a huge run did not emit one by one."""
-    return {
+def capped_event(
+    integration_id: str,
+    run_id: int | None,
+    left_out: Mapping[str, int],
+    *,
+    observed_at: datetime | None = None,
+) -> dict:
+    """The one event that stands for the changes a huge run did not emit one by one. With the
+    run's observation time its id is derived from the run, like a change's from its key, so
+    publishing the run again (late, after a crash mid-publish) yields the same event."""
+    event: dict[str, Any] = {
         "event": CAPPED_EVENT_NAME,
         "resource": {
             "prefect.resource.id": f"kombo.integration.{integration_id}",
@@ -492,6 +554,10 @@ def capped_event(integration_id: str, run_id: int | None, left_out: Mapping[str,
         },
         "payload": {"sync_run_id": run_id, "not_emitted": dict(left_out)},
     }
+    if run_id is not None and observed_at is not None:
+        name = f"events-capped:{integration_id}:{run_id}:{format_ts(observed_at)}"
+        event["id"] = uuid.uuid5(_EVENT_NAMESPACE, name)
+    return event
 
 
 def summary_markdown(outcomes: Iterable[SyncOutcome]) -> str:

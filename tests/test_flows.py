@@ -6,6 +6,7 @@ end to end and checks everything it shows (artifacts, events, store, request cou
 
 import json
 import sqlite3
+import uuid
 from collections import Counter
 from datetime import timedelta
 from functools import partial
@@ -25,12 +26,14 @@ from prefect.events.worker import EventsWorker
 from prefect.states import Completed, Failed
 
 import flows.sync
+import tasks.publish
 import tasks.sync
 from stagewatch import report
 from stagewatch.errors import AuthenticationError, NotReadyError, TransientError
 from stagewatch.simulator import FaultConfig, SimulatorTransport, World
 from stagewatch.store import Store
 from stagewatch.timeutil import format_ts, parse_ts
+from tests.reliability.harness import sync_in_process
 
 KEY = "sk_flowtest_0123456789abcdef"
 NASTY_STAGE = "Tech *Interview* | [win](http://e.vil) <script>x</script>\nround `2`"
@@ -457,3 +460,105 @@ def test_a_run_that_waits_for_the_lock_lists_from_where_the_holder_left_off(
         "incremental",
         format_ts(holder_watermark),
     )
+
+
+# The namespace of Prefect event ids: uuid5 of a change's event_key, so one change is always one
+# event id, whichever run (on time or late) sends it.
+EVENT_ID_NAMESPACE = uuid.UUID("6f1b0a52-4c1e-4d8a-9a51-3c0a2f5f9e10")
+
+
+def test_runs_committed_but_never_published_are_published_late_by_the_next_sync(
+    simulate, recorded_events, monkeypatch, tmp_path
+):
+    world = World(seed=15, applications=30, jobs=3, api_key=KEY, scenarios=("normal",))
+    transport = simulate(world)
+    normal = world.normal_integration_id
+    integ = world.integration(normal)
+    job = next(j for j in integ.jobs if j.accepts_applications and len(j.active_positions()) >= 2)
+    second = job.stages[job.active_positions()[1]]
+    hired, declined = (
+        integ.application_ids.encode(integ.create_application(job.id, "A", "B", email, None))
+        for email in ("hired@example.org", "declined@example.org")
+    )
+    db = tmp_path / "sw.db"
+
+    def commit_without_publishing(change):
+        """A sync killed between diff-stages and publish: the library steps, no Prefect."""
+        world.advance(hours=1)
+        change()
+        return sync_in_process(db, transport, normal, KEY, page_size=40).outcome.run_id
+
+    assert [
+        commit_without_publishing(lambda: None),  # 1: every application first seen
+        commit_without_publishing(lambda: integ.hire(hired)),  # 2
+        commit_without_publishing(lambda: integ.set_stage(declined, second.id)),  # 3
+        sync_in_process(db, transport, normal, KEY).outcome.run_id,  # 4: nothing new
+    ] == [1, 2, 3, 4]
+    integ.decline(declined)
+    monkeypatch.setattr(tasks.publish, "LATE_RUNS_LIMIT", 2)
+    state = flows.sync.sync_integration(params(normal, db), return_state=True)
+
+    assert state.is_completed(), state.message
+    assert state.result()[0]["run_id"] == 5
+    with Store(db) as store:
+        marks = {
+            run_id: (
+                store.run(run_id)["published_at"] is not None,
+                store.run(run_id)["publish_note"],
+            )
+            for run_id in range(1, 6)
+        }
+        events = {run_id: list(store.events(run_id=run_id)) for run_id in range(1, 6)}
+    assert marks == {
+        1: (
+            True,
+            "not published: only the newest 2 unpublished runs with changes are published late; "
+            "`stagewatch changes` has its changes",
+        ),
+        2: (True, "published late by run 5"),
+        3: (True, "published late by run 5"),
+        4: (True, "no changes, so nothing to publish late"),
+        5: (True, None),
+    }
+    assert [len(events[run_id]) for run_id in range(1, 6)] == [32, 1, 1, 0, 1]
+
+    # Late runs first, oldest first, each saying so; then the run's own artifact.
+    published = sorted(artifacts(state, report.artifact_key(normal)), key=lambda a: a.created)
+    assert [a.description for a in published] == [
+        f"Stage changes of {normal}, run 2, published late by run 5",
+        f"Stage changes of {normal}, run 3, published late by run 5",
+        f"Stage changes of {normal}, run 5",
+    ]
+    for artifact, run_id in zip(published, (2, 3, 5), strict=True):
+        observed = events[run_id][0]["observed_at"]
+        lines = artifact.data.splitlines()
+        assert lines[0] == f"# {report.escape_md(normal, redact=False)}: incremental sync, 1 change"
+        late = (
+            f"**Published late**, run {run_id} observed at {observed}: the process that "
+            f"committed it stopped before publishing; run 5 published it."
+        )
+        assert (lines[2] == late) is (run_id != 5)
+        assert table_counts(artifact.data) == expected_counts(events[run_id])
+    tables = sorted(artifacts(state, report.events_table_key(normal)), key=lambda a: a.created)
+    assert [[row["event_key"] for row in json.loads(t.data)] for t in tables] == [
+        [e["event_key"] for e in events[run_id]] for run_id in (2, 3, 5)
+    ]
+
+    # Every change of the published runs became one event whose id comes from its key; run 1,
+    # too old to publish late, sent none.
+    emitted = [e for e in recorded_events() if e.event.startswith("stagewatch.application.")]
+    assert sorted((e.payload["sync_run_id"], e.event, e.id) for e in emitted) == sorted(
+        (e["sync_run_id"], name, uuid.uuid5(EVENT_ID_NAMESPACE, e["event_key"]))
+        for run_id, name in (
+            (2, "stagewatch.application.hired"),
+            (3, "stagewatch.application.stage-changed"),
+            (5, "stagewatch.application.declined"),
+        )
+        for e in events[run_id]
+    )
+
+    # Nothing is left to publish: the next sync publishes only itself.
+    again = flows.sync.sync_integration(params(normal, db), return_state=True)
+    assert [a.description for a in artifacts(again, report.artifact_key(normal))] == [
+        f"Stage changes of {normal}, run 6"
+    ]
