@@ -9,7 +9,6 @@ shows (staging rows appearing, the run row turning 'succeeded'); kills at the co
 
 from __future__ import annotations
 
-import json
 import random
 import sqlite3
 import time
@@ -18,6 +17,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
+
+from stagewatch import report
 from stagewatch.simulator import World, serve_in_thread
 from stagewatch.store import CRASH_ENV
 from tests.reliability import cli
@@ -197,6 +199,7 @@ def run_crash_case(
         )
         observed = moment
     result.info = {"mode": mode, "moment": moment, "observed": observed, "staged": staged}
+    unpublished = _unpublished(db)
     result.check(integrity(db) == "ok", f"after the kill: integrity_check {integrity(db)}")
     expected_after_kill = stage.references[mode] if status == "succeeded" else stage.base_db
     result.add(
@@ -208,6 +211,7 @@ def run_crash_case(
     result.check(
         rerun.returncode == 0, f"the rerun exited {rerun.returncode}: {rerun.stderr[-300:]}"
     )
+    _check_published(result, db, unpublished, stage, server)
     result.add(compare(fingerprint(db), fingerprint(stage.references[mode])), "after the rerun")
     result.check(integrity(db) == "ok", f"after the rerun: integrity_check {integrity(db)}")
     left = leftovers(db)
@@ -218,21 +222,66 @@ def run_crash_case(
     wanted = "succeeded" if status == "succeeded" else "abandoned"
     result.check(killed_status == wanted, f"the killed run is {killed_status}, expected {wanted}")
     if status == "succeeded":
-        # Killed between its commit and its publish: the change log is whole, but the rerun
-        # finds nothing new, so nothing publishes the killed run's changes to Prefect.
-        result.info["changes committed, then killed before publishing"] = killed_events
-        result.info["changes the rerun published"] = _published(rerun.stdout)
+        result.info["killed before publishing"] = killed_run_unpublished = any(
+            run_id == before_runs + 1 for run_id, _ in unpublished
+        )
+        if killed_run_unpublished:
+            result.info["changes committed, then killed before publishing"] = killed_events
     result.info["seconds"] = round(time.monotonic() - started, 1)
     return result
 
 
-def _published(stdout: str) -> int | None:
-    """Changes the command reports (and so publishes), from its `--json` line."""
-    try:
-        outcomes = json.loads(stdout.strip().splitlines()[-1])["integrations"]
-    except (ValueError, IndexError, KeyError):
-        return None
-    return sum(sum(o.get("counts", {}).values()) for o in outcomes)
+def _unpublished(db: Path) -> list[tuple[int, int]]:
+    """(run id, changes) of the committed runs whose changes never went out to Prefect."""
+    return _query(
+        db,
+        "SELECT id, events FROM sync_runs WHERE status = 'succeeded' AND published_at IS NULL "
+        "ORDER BY id",
+    )
+
+
+def _latest_artifacts(server: cli.PrefectServer, key: str, limit: int) -> list[dict]:
+    response = httpx.post(
+        f"{server.api_url}/artifacts/filter",
+        json={"artifacts": {"key": {"any_": [key]}}, "sort": "CREATED_DESC", "limit": limit},
+        timeout=30,
+    )
+    response.raise_for_status()
+    return response.json()
+
+
+def _check_published(
+    result: CaseResult,
+    db: Path,
+    unpublished: list[tuple[int, int]],
+    stage: Stage,
+    server: cli.PrefectServer,
+) -> None:
+    """After the rerun every committed run is published: a run the kill left unpublished (killed
+    between its commit and its publish) was published late by the rerun, whose own artifact
+    comes after the late one."""
+    left = _unpublished(db)
+    result.check(not left, f"committed runs still unpublished after the rerun: {left}")
+    rerun_id = _max_run(db)
+    notes = dict(_query(db, "SELECT id, publish_note FROM sync_runs WHERE status = 'succeeded'"))
+    late = [(run_id, changes) for run_id, changes in unpublished if changes]
+    for run_id, changes in unpublished:
+        want = f"published late by run {rerun_id}" if changes else "no changes"
+        result.check(
+            (notes.get(run_id) or "").startswith(want),
+            f"run {run_id} ({changes} changes) is noted {notes.get(run_id)!r}, not {want!r}",
+        )
+    key = report.artifact_key(stage.integration_id)
+    descriptions = [a["description"] for a in _latest_artifacts(server, key, len(late) + 1)]
+    wanted = [
+        f"Stage changes of {stage.integration_id}, run {run_id}, published late by run {rerun_id}"
+        for run_id, _ in reversed(late)
+    ]
+    result.check(
+        descriptions[1:] == wanted,
+        f"the rerun's late artifacts are {descriptions[1:]}, expected {wanted}",
+    )
+    result.info["changes the rerun published late"] = sum(changes for _, changes in late)
 
 
 def _observed_moment(status: str, staged: int, listed: int) -> str:

@@ -172,17 +172,19 @@ def drill_crash(
     for case in cases:
         landed[case.info.get("observed", "?")] = landed.get(case.info.get("observed", "?"), 0) + 1
     progress(f"crash: kills landed {landed}")
-    unpublished = [
-        case.info
-        for case in cases
-        if "changes committed, then killed before publishing" in case.info
-    ]
-    if unpublished:
-        committed = sum(i["changes committed, then killed before publishing"] for i in unpublished)
-        republished = sum(i["changes the rerun published"] or 0 for i in unpublished)
-        progress(
-            f"crash: {len(unpublished)} kills between commit and publish: {committed} changes "
-            f"committed (change log whole), {republished} of them published by the reruns"
+    between = [case.info for case in cases if case.info.get("killed before publishing")]
+    after = sum(1 for case in cases if case.info.get("killed before publishing") is False)
+    committed = sum(i["changes committed, then killed before publishing"] for i in between)
+    published = sum(i.get("changes the rerun published late", 0) for i in between)
+    progress(
+        f"crash: {len(between)} kills between commit and publish left {committed} committed "
+        f"changes unpublished, the reruns published {published} of them late ({after} more "
+        "kills landed after the publish)"
+    )
+    if published != committed:
+        result.problems.append(
+            f"the reruns published {published} of the {committed} changes that killed runs "
+            "committed but never published"
         )
     scanner.path(work)
     return result
