@@ -29,6 +29,7 @@ from stagewatch.errors import (
 )
 from stagewatch.models import Quarantined
 from stagewatch.settings import Settings, resolve_api_key
+from tests.spec import load_spec
 
 KEY = "sk_live_7rT2sEcReT9KomboXyZ"
 INTEGRATION = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28"
@@ -378,8 +379,7 @@ def test_bad_records_are_quarantined_and_their_page_mates_kept():
 
 
 def test_a_page_of_spec_examples_parses_on_the_fast_path():
-    with open("/work/shared/kombo/openapi-ats.json") as f:
-        spec = json.load(f)
+    spec = load_spec()
     example = spec["components"]["schemas"]["GetAtsJobsPositiveResponse"]["properties"]["data"][
         "examples"
     ][0]
@@ -963,8 +963,7 @@ def test_every_error_the_client_raises_is_a_kombo_error_family():
 
 
 def spec_operation(path, method):
-    with open("/work/shared/kombo/openapi-ats.json") as f:
-        spec = json.load(f)
+    spec = load_spec()
     return spec, spec["paths"][path][method]
 
 

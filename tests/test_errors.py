@@ -22,8 +22,7 @@ from stagewatch.errors import (
     retry_after_seconds,
     safe_to_resend,
 )
-
-SPEC_PATH = "/work/shared/kombo/openapi-ats.json"
+from tests.spec import load_spec
 
 
 def envelope(code, message="went wrong", title=None, log_url=None):
@@ -40,8 +39,7 @@ def response(status, body=None, *, content=None, headers=None):
 
 
 def spec_error_examples():
-    with open(SPEC_PATH) as f:
-        spec = json.load(f)
+    spec = load_spec()
     examples = spec["components"]["responses"]["ErrorResponseATS"]["content"]["application/json"]
     return {name: ex["value"] for name, ex in examples["examples"].items()}
 
@@ -96,8 +94,7 @@ def test_known_codes_map_to_their_family_whatever_the_status(status, code, cls):
 
 
 def test_every_code_in_the_spec_is_mapped_to_a_family_and_none_is_left_generic():
-    with open(SPEC_PATH) as f:
-        spec = json.load(f)
+    spec = load_spec()
     schema = spec["components"]["responses"]["ErrorResponseATS"]["content"]["application/json"]
     codes = [c for c in schema["schema"]["properties"]["error"]["properties"]["code"]["enum"] if c]
     assert len(codes) == 24

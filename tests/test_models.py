@@ -12,14 +12,13 @@ from stagewatch.models import (
     Stage,
     parse_records,
 )
+from tests.spec import load_spec
 
-SPEC_PATH = "/work/shared/kombo/openapi-ats.json"
 T0 = datetime(2022, 8, 7, 14, 1, 29, 196000, tzinfo=UTC)
 
 
 def spec_example(schema: str) -> dict:
-    with open(SPEC_PATH) as f:
-        spec = json.load(f)
+    spec = load_spec()
     return spec["components"]["schemas"][schema]["properties"]["data"]["examples"][0]
 
 
