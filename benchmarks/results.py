@@ -256,9 +256,15 @@ def verdicts(rows: Sequence[Row], *, concurrency: int) -> list[str]:
             continue
         ratio = row.ratios["work/ideal"]
         within = (row.max_concurrency or 0) <= concurrency and row.throttled == 0
+        floor = find(rows, row.workload, row.size, "floor")
+        bound = (
+            f", the floor's {floor.work.median / floor.ideal.median:.2f}"
+            if floor and floor.ideal
+            else ""
+        )
         lines.append(
             f"({row.workload[0]}) {row.workload[2:]}: flow / ideal = {ratio:.2f} "
-            f"(ideal {row.ideal.median:.2f} s; target <= {MAX_WORK_OVER_IDEAL}): "
+            f"(ideal {row.ideal.median:.2f} s{bound}; target <= {MAX_WORK_OVER_IDEAL}): "
             f"{_verdict(ratio <= MAX_WORK_OVER_IDEAL)}; max concurrency {row.max_concurrency} "
             f"(limit {concurrency}), {row.throttled} 429s: {_verdict(within)}"
         )

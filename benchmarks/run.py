@@ -285,8 +285,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10k, one repetition")
     parser.add_argument("--sizes", help=f"comma-separated, from {', '.join(SIZES)}")
-    parser.add_argument("--reps", type=int, help="repetitions for every size")
+    parser.add_argument("--reps", type=int, help="repetitions for every size and for (c)")
     parser.add_argument("--contenders", help=f"comma-separated, from {', '.join(CONTENDERS)}")
+    parser.add_argument("--skip-sizes", action="store_true", help="leave out workloads (a), (b)")
     parser.add_argument("--skip-fan-out", action="store_true", help="leave out workload (c)")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="results markdown file")
     args = parser.parse_args(argv)
@@ -301,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.reps is not None:
         if args.reps < 1:
             parser.error("--reps must be >= 1")
-        plan = dataclasses.replace(plan, reps=dict.fromkeys(plan.sizes, args.reps))
+        plan = dataclasses.replace(
+            plan, reps=dict.fromkeys(plan.sizes, args.reps), fan_out_reps=args.reps
+        )
     plan = dataclasses.replace(plan, reps={s: plan.reps.get(s, 1) for s in plan.sizes})
     if args.contenders:
         names = tuple(c.strip() for c in args.contenders.split(","))
@@ -320,7 +323,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.say(f"plan: {plan}")
     bench.say(f"machine: {environment}")
     bench.warm_up()
-    bench.sizes()
+    if not args.skip_sizes:
+        bench.sizes()
     if not args.skip_fan_out:
         bench.fan_out()
     environment["load after"] = machine.load()
