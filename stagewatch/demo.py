@@ -7,6 +7,8 @@ account) with its home inside the output directory, so nothing outside it is tou
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import time
 from collections import Counter
 from pathlib import Path
@@ -168,18 +170,30 @@ def demo(
     with Store(db, readonly=True) as store:
         console.print()
         sample_app = _summary(console, store, main_integration, outcomes)
+    command = _command()
     console.print(
         "\n[bold]Where to look next[/bold]\n"
         f"  database:        {db}\n"
-        f"  the change log:  stagewatch changes --db {db} --kind stage_changed --limit 20\n"
-        f"  one application: stagewatch history {sample_app} --db {db}\n"
-        f"  per integration: stagewatch status --db {db}\n"
+        f"  the change log:  {command} changes --db {db} --kind stage_changed --limit 20\n"
+        f"  one application: {command} history {sample_app} --db {db}\n"
+        f"  per integration: {command} status --db {db}\n"
         f"  latest artifact: {artifact_path} (the markdown the Prefect UI shows)\n"
         "  the Prefect UI:  make ui (server, simulator and served deployments on 127.0.0.1)\n"
         f"\n{world.integration_for('permission-missing')} fails on purpose: its simulated "
         f"customer did not grant permission. Demo took {time.monotonic() - started:.0f} s.",
         highlight=False,
     )
+
+
+def _command() -> str:
+    """How the reader can run stagewatch again: `stagewatch` when that is on PATH (an activated venv),
+    else the script running now (`make demo` runs `.venv/bin/stagewatch`, which is not on PATH)."""
+    running = Path(sys.argv[0])
+    on_path = shutil.which("stagewatch")
+    if not running.is_file() or (on_path and Path(on_path).resolve() == running.resolve()):
+        return "stagewatch"
+    relative = os.path.relpath(running)
+    return str(running.resolve()) if relative.startswith("..") else relative
 
 
 def _print_error(console: Any, message: str) -> int:
