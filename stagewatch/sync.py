@@ -19,6 +19,7 @@ import httpx
 
 from stagewatch.client import KomboClient
 from stagewatch.errors import StagewatchError
+from stagewatch.models import Page
 from stagewatch.timeutil import ensure_utc, format_ts, utcnow
 
 PageCallback = Callable[[int, int], None]
@@ -83,6 +84,17 @@ class ServerClock(httpx.BaseTransport):
             return self._latest
 
 
+def _stage_page(
+    stage: Callable[[int, list], None], store: Any, run: RunRef, page: Page
+) -> tuple[int, int]:
+    """Stage a page's records with `stage` and quarantine its bad ones; returns both counts."""
+    if page.records:
+        stage(run.id, page.records)
+    if page.quarantined:
+        store.quarantine(run.id, run.integration_id, page.quarantined)
+    return len(page.records), len(page.quarantined)
+
+
 def fetch_jobs(
     client: KomboClient, store: Any, run: RunRef, *, page_size: int = 250
 ) -> dict[str, Any]:
@@ -90,12 +102,9 @@ def fetch_jobs(
     pages = jobs = quarantined = 0
     for page in client.iter_job_pages(page_size=page_size, include_deleted=True):
         pages += 1
-        if page.records:
-            store.stage_jobs(run.id, page.records)
-            jobs += len(page.records)
-        if page.quarantined:
-            store.quarantine(run.id, run.integration_id, page.quarantined)
-            quarantined += len(page.quarantined)
+        staged, bad = _stage_page(store.stage_jobs, store, run, page)
+        jobs += staged
+        quarantined += bad
     return {
         "run_id": run.id,
         "run_started_at": format_ts(run.started_at),
@@ -137,12 +146,9 @@ def fetch_applications(
             if listed_at is None:
                 listed_at = (server_clock.latest if server_clock else None) or started_here
             pages += 1
-            if page.records:
-                store.stage_applications(run.id, page.records)
-                applications += len(page.records)
-            if page.quarantined:
-                store.quarantine(run.id, run.integration_id, page.quarantined)
-                quarantined += len(page.quarantined)
+            staged, bad = _stage_page(store.stage_applications, store, run, page)
+            applications += staged
+            quarantined += bad
             if on_page is not None:
                 on_page(pages, applications)
     finally:
