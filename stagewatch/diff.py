@@ -124,11 +124,26 @@ CREATE TEMP TABLE IF NOT EXISTS sw_diff (
 )
 """
 
+# The run's listing deduplicated: each application once, with the seq of its last listing. Built
+# in application_id order, so the scratch index only ever grows at its end.
+_SEEN_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS sw_seen (
+    application_id TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL
+) WITHOUT ROWID
+"""
+
+_FILL_SEEN = """
+INSERT INTO temp.sw_seen (application_id, seq)
+SELECT application_id, max(seq) FROM staged_seen WHERE run_id = :run_id
+GROUP BY application_id ORDER BY application_id
+"""
+
 _ABSENT_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS sw_absent (application_id TEXT PRIMARY KEY)
 """
 
-# Staging keeps only records that differ from the live snapshot, and staged_seen says which staging
+# Staging keeps only records that differ from the live snapshot, and sw_seen says which staging
 # of an application came last. The record itself stays in staging (joined back by staged_id) so the
 # scratch table holds only what the events need.
 _FILL_DIFF = """
@@ -164,9 +179,7 @@ FROM (
             a.version_observed_at AS old_version_observed_at,
             a.first_seen_at AS old_first_seen_at
         FROM staged_applications AS s
-        JOIN staged_seen AS seen
-            ON seen.run_id = s.run_id AND seen.application_id = s.application_id
-                AND seen.seq = s.seq
+        JOIN temp.sw_seen AS seen ON seen.application_id = s.application_id AND seen.seq = s.seq
         LEFT JOIN applications AS a
             ON a.integration_id = :integration_id AND a.application_id = s.application_id
         WHERE s.run_id = :run_id
@@ -283,10 +296,7 @@ INSERT INTO temp.sw_absent (application_id)
 SELECT a.application_id
 FROM applications AS a INDEXED BY applications_content
 WHERE a.integration_id = :integration_id AND a.deleted_observed_at IS NULL
-    AND NOT EXISTS (
-        SELECT 1 FROM staged_seen AS s
-        WHERE s.run_id = :run_id AND s.application_id = a.application_id
-    )
+    AND NOT EXISTS (SELECT 1 FROM temp.sw_seen AS s WHERE s.application_id = a.application_id)
 """
 
 _ABSENT_EVENTS = _insert_events(
@@ -336,6 +346,7 @@ SELECT
 FROM temp.sw_diff AS d
 JOIN staged_applications AS s ON s.id = d.staged_id
 WHERE true
+ORDER BY d.application_id
 ON CONFLICT (integration_id, application_id) DO UPDATE SET
     remote_id = excluded.remote_id,
     job_id = excluded.job_id,
@@ -375,8 +386,9 @@ def apply_applications(
     observed_at: str,
     previous_observed_at: str | None,
     full: bool,
-) -> None:
-    """Write the run's events and bring the application snapshot up to date.
+) -> int:
+    """Write the run's events and bring the application snapshot up to date; returns how many
+    distinct applications the run listed.
 
     A full listing also marks every live application it did not contain as deleted. Jobs must be
     applied first: stage directions and fallback stage names come from the job snapshot.
@@ -388,8 +400,11 @@ def apply_applications(
         "previous_observed_at": previous_observed_at,
     }
     # The scratch tables are temporary and transactional: a rollback leaves them as they were.
+    conn.execute(_SEEN_TABLE)
     conn.execute(_DIFF_TABLE)
     conn.execute(_ABSENT_TABLE)
+    conn.execute(_FILL_SEEN, params)
+    seen = conn.execute("SELECT count(*) FROM temp.sw_seen").fetchone()[0]
     conn.execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
         conn.execute(statement, params)
@@ -400,3 +415,5 @@ def apply_applications(
     conn.execute(_UPSERT_SNAPSHOT, params)
     conn.execute("DELETE FROM temp.sw_diff")
     conn.execute("DELETE FROM temp.sw_absent")
+    conn.execute("DELETE FROM temp.sw_seen")
+    return seen

@@ -340,3 +340,32 @@ CREATE INDEX sync_runs_unpublished ON sync_runs (integration_id, id)
 def m0002_sync_runs_published(db: Database) -> None:
     for statement in PUBLISHED:
         db.execute(statement.strip())
+
+
+# staged_seen was keyed by (run_id, application_id): Kombo ids are random, so every page of a
+# listing rewrote pages all over that index, and a 1M listing spent most of its staging time there.
+# It is now append-only; commit_run dedups it once, in a sorted scratch table. Rows of a run still
+# staging under the old layout are carried over, so that run can still commit.
+SEEN_APPEND_ONLY = [
+    "ALTER TABLE staged_seen RENAME TO staged_seen_0002",
+    """
+CREATE TABLE staged_seen ( -- Every application a running sync listed, in listing order, so a full listing can tell which are missing.
+    id INTEGER PRIMARY KEY, -- Insertion order: the table only grows at its end while runs list.
+    run_id INTEGER NOT NULL, -- Run.
+    application_id TEXT NOT NULL, -- Application.
+    seq INTEGER NOT NULL -- Position of this listing of it in the run; when listed twice, the highest wins.
+)
+""",
+    """
+INSERT INTO staged_seen (run_id, application_id, seq)
+SELECT run_id, application_id, seq FROM staged_seen_0002 ORDER BY run_id, seq
+""",
+    "DROP TABLE staged_seen_0002",
+    "CREATE INDEX staged_seen_run ON staged_seen (run_id)",
+]
+
+
+@_migration("0003_staged_seen_append_only")
+def m0003_staged_seen_append_only(db: Database) -> None:
+    for statement in SEEN_APPEND_ONLY:
+        db.execute(statement.strip())

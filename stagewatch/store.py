@@ -1,9 +1,9 @@
 """The SQLite store: snapshot, change log, sync runs, watermarks, locks and staging in one file.
 
-A run streams pages into staging tables (one short transaction per page) and `commit_run` applies them
-in ONE transaction: events, snapshot, watermark, run row, staging cleared. A crash anywhere before that
-transaction commits leaves the store as it was; the next run of the integration takes over the dead
-run's lock and discards its staging.
+A run streams pages into staging tables (one short transaction per batch of about 20 pages) and
+`commit_run` applies them in ONE transaction: events, snapshot, watermark, run row, staging cleared.
+A crash anywhere before that transaction commits leaves the store as it was; the next run of the
+integration takes over the dead run's lock and discards its staging.
 
 Threads: a `Store` owns one SQLite connection and must stay in the thread that opened it (sqlite3
 enforces this). Open one `Store(path)` per thread: runs of different integrations may share the file
@@ -54,6 +54,9 @@ TEMP_CACHE_SIZE_KIB = 16 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps after a checkpoint
 OTHER_HOST_PUBLISH_GRACE = timedelta(minutes=30)
 CRASH_ENV = "STAGEWATCH_TEST_CRASH_AT"
+# Records an ApplicationStager holds before writing them in one transaction. Per-page transactions
+# spent most of a 1M listing committing: each one rewrites the b-tree pages its random ids touch.
+STAGING_BATCH_RECORDS = 5000
 
 # remote_data is never stored; Candidate already drops contact data at parse time.
 _APPLICATION_EXCLUDE: Any = {
@@ -126,15 +129,6 @@ def canonical_json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def application_json(app: Application) -> bytes:
-    """The stored form of an application: pydantic's JSON of the parsed record, minus remote_data.
-
-    Declared fields come in model order and timestamps normalised to UTC, so one record always gives
-    the same bytes and hash; sorting keys as well would cost three times as much per record.
-    """
-    return app.__pydantic_serializer__.to_json(app, exclude=_APPLICATION_EXCLUDE)
-
-
 def _stats_dict(stats: Mapping[str, Any] | Any | None) -> dict[str, Any]:
     if stats is None:
         return {"requests": None, "retries": None, "waited_seconds": None}
@@ -184,9 +178,9 @@ _RESERVE_SEQ = """
 UPDATE sync_runs SET staged_records = staged_records + ? WHERE id = ? RETURNING staged_records
 """
 
-# One statement per page: the ids arrive as a JSON array, each id's seq is first + its position.
+# One statement per batch: the ids arrive as a JSON array, each id's seq is first + its position.
 _STAGE_SEEN = """
-INSERT OR REPLACE INTO staged_seen (run_id, application_id, seq)
+INSERT INTO staged_seen (run_id, application_id, seq)
 SELECT ?1, value, ?2 + key FROM json_each(?3)
 """
 
@@ -204,6 +198,34 @@ INSERT INTO staged_jobs (
     remote_deleted_at, stages, content_hash, raw
 ) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+
+
+class ApplicationStager:
+    """Stages pages of applications in batches, one transaction per batch instead of per page.
+
+    Records still buffered when the listing fails are simply never staged: an unfinished listing is
+    discarded at commit and listed again by the retry, so `flush` is for a listing that ended.
+    """
+
+    def __init__(self, store: Store, run_id: int, batch_records: int) -> None:
+        if batch_records < 1:
+            raise StoreError(f"batch_records must be at least 1, not {batch_records}")
+        self._store = store
+        self._run_id = run_id
+        self._batch_records = batch_records
+        self._pending: list[Application] = []
+
+    def __call__(self, run_id: int, apps: Iterable[Application]) -> None:
+        if run_id != self._run_id:
+            raise StoreError(f"this stager stages run {self._run_id}, not run {run_id}")
+        self._pending.extend(apps)
+        if len(self._pending) >= self._batch_records:
+            self.flush()
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, []
+            self._store.stage_applications(self._run_id, pending)
 
 
 class Store:
@@ -528,8 +550,17 @@ class Store:
         commit while this one holds the lock.
         """
         latest = {app.id: app for app in apps}
-        raws = [application_json(app) for app in latest.values()]
-        hashes = [_sha1(raw) for raw in raws]
+        if not latest:
+            return
+        # The stored form is pydantic's JSON of the parsed record minus remote_data: fields in model
+        # order, timestamps normalised to UTC, so one record always gives the same bytes and hash
+        # (sorting keys too would cost three times as much). Serialising and hashing are most of
+        # staging's cost, so the loop stays flat, without a helper call per record.
+        sha1 = hashlib.sha1
+        encoded = []
+        for app in latest.values():
+            raw = app.__pydantic_serializer__.to_json(app, exclude=_APPLICATION_EXCLUDE)
+            encoded.append((app, raw, sha1(raw, usedforsecurity=False).hexdigest()))
         ids = json.dumps(list(latest))
         with self._transaction() as conn:
             integration_id = self._running(conn, run_id)
@@ -540,13 +571,17 @@ class Store:
                 _STAGE_CHANGED,
                 [
                     _changed_row(run_id, seq, app, digest, raw)
-                    for seq, (app, raw, digest) in enumerate(
-                        zip(latest.values(), raws, hashes, strict=True), start=first
-                    )
+                    for seq, (app, raw, digest) in enumerate(encoded, start=first)
                     if live.get(app.id) != digest
                 ],
             )
         _crash_point("stage:after_insert")
+
+    def application_stager(
+        self, run_id: int, *, batch_records: int = STAGING_BATCH_RECORDS
+    ) -> ApplicationStager:
+        """A buffer that stages pages `batch_records` at a time; flush it when the listing ends."""
+        return ApplicationStager(self, run_id, batch_records)
 
     def quarantine(self, run_id: int, integration_id: str, items: Iterable[Quarantined]) -> None:
         now = format_ts(self._clock())
@@ -620,7 +655,7 @@ class Store:
             diff.apply_jobs(
                 conn, run_id=run_id, integration_id=integration_id, observed_at=observed
             )
-            diff.apply_applications(
+            applications_seen = diff.apply_applications(
                 conn,
                 run_id=run_id,
                 integration_id=integration_id,
@@ -646,9 +681,7 @@ class Store:
                 "jobs_seen": conn.execute(
                     "SELECT count(DISTINCT job_id) FROM staged_jobs WHERE run_id = ?", (run_id,)
                 ).fetchone()[0],
-                "applications_seen": conn.execute(
-                    "SELECT count(*) FROM staged_seen WHERE run_id = ?", (run_id,)
-                ).fetchone()[0],
+                "applications_seen": applications_seen,
             }
             self._finish(
                 conn,

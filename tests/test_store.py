@@ -73,6 +73,7 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
     assert rows(path, "SELECT migration_set, name FROM _sqlite_migrations") == [
         ("stagewatch", "0001_initial"),
         ("stagewatch", "0002_sync_runs_published"),
+        ("stagewatch", "0003_staged_seen_append_only"),
     ]
 
 
@@ -145,6 +146,22 @@ def test_upgrading_keeps_every_run_and_counts_earlier_successes_as_published(pat
         ("sync_runs_integration",),
         ("sync_runs_unpublished",),
     ]
+    assert rows(path, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_upgrading_keeps_what_a_run_had_staged_under_the_keyed_layout(path):
+    db = Database(sqlite3.connect(path, isolation_level=None))
+    migrations.apply(db, stop_before="0003_staged_seen_append_only")
+    staged = [(7, "app-b", 0), (7, "app-a", 3), (8, "app-c", 1)]
+    db.conn.executemany(
+        "INSERT INTO staged_seen (run_id, application_id, seq) VALUES (?, ?, ?)", staged
+    )
+    db.conn.close()
+
+    Store(path).close()
+
+    after = rows(path, "SELECT run_id, application_id, seq FROM staged_seen ORDER BY id")
+    assert after == [(7, "app-b", 0), (7, "app-a", 3), (8, "app-c", 1)]
     assert rows(path, "PRAGMA integrity_check") == [("ok",)]
 
 
@@ -258,6 +275,36 @@ def test_quarantined_records_keep_reason_and_scrubbed_payload(store, path):
         "quarantined_at FROM quarantined",
     ) == [(1, INTEGRATION, "job", None, "record is list, not an object", '[{"id":"j"}]', CLOCK)]
     assert rows(path, "SELECT quarantined FROM sync_runs") == [(1,)]
+
+
+def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wins(store, path):
+    first = store.begin_run(INTEGRATION, "full", started_at=at(0))
+    store.stage_jobs(first.id, [job()])
+    store.stage_applications(first.id, [application("app-1"), application("app-2")])
+    store.commit_run(first.id, observed_at=at(0))
+
+    run = store.begin_run(INTEGRATION, "full", started_at=at(1))
+    store.stage_jobs(run.id, [job()])
+    stage = store.application_stager(run.id, batch_records=2)
+    moved = application("app-1", stage=("st-interview", "Interview"))
+    stage(run.id, [moved])
+    assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]  # still buffered
+    stage(run.id, [application("app-3")])  # the batch is full: written at once
+    assert rows(path, "SELECT application_id FROM staged_seen ORDER BY seq") == [
+        ("app-1",),
+        ("app-3",),
+    ]
+    stage(run.id, [application("app-1")])  # app-1 listed again, back where it was
+    stage.flush()
+    stage.flush()  # nothing left: a second flush writes nothing
+    assert rows(path, "SELECT count(*) FROM staged_seen") == [(3,)]
+    with pytest.raises(StoreError, match="stages run 2, not run 1"):
+        stage(first.id, [application("app-9")])
+
+    # app-2 was not listed: deleted. app-1's last listing matches the snapshot: no move.
+    assert store.commit_run(run.id, observed_at=at(1)) == counts(first_seen=1, deleted=1)
+    assert rows(path, "SELECT applications_seen FROM sync_runs WHERE id = 2") == [(2,)]
+    assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]
 
 
 def test_the_run_row_records_mode_window_counts_and_client_stats(store, path):
