@@ -7,13 +7,14 @@ step returns a small dict (counts, ids, timestamps), which is what the Prefect t
 from __future__ import annotations
 
 import gc
+import queue
 import ssl
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from email.utils import parsedate_to_datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -23,6 +24,8 @@ from stagewatch.models import Page
 from stagewatch.timeutil import ensure_utc, format_ts, utcnow
 
 PageCallback = Callable[[int, int], None]
+T = TypeVar("T")
+READ_AHEAD_PAGES = 2
 
 
 class SyncFailed(StagewatchError):
@@ -84,6 +87,67 @@ class ServerClock(httpx.BaseTransport):
             return self._latest
 
 
+def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]:
+    """Iterate `items` in a worker thread that stays up to `depth` items ahead of the caller.
+
+    A listing is a wait for Kombo, then parsing, then staging; without this the three never overlap.
+    With it, the next page is requested (and parsed) while the caller stages this one. The worker's
+    exception is raised to the caller where the item would have been; when the caller stops early
+    the worker stops after the item in hand and its iterator is closed in its own thread before
+    this returns, so nothing uses the client after the caller is done with it.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, not {depth}")
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(kind: str, value: Any) -> bool:
+        while not stop.is_set():
+            try:
+                handoff.put((kind, value), timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def work() -> None:
+        iterator = iter(items)
+        try:
+            for item in iterator:
+                if not put("item", item):
+                    return
+            put("done", None)
+        except BaseException as exc:  # handed to the caller, raised there
+            put("error", exc)
+        finally:
+            close = getattr(iterator, "close", None)
+            if close is not None:
+                close()
+
+    worker = threading.Thread(target=work, name="stagewatch-read-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            kind, value = handoff.get()
+            if kind == "item":
+                yield value
+            elif kind == "done":
+                return
+            else:
+                raise value
+    finally:
+        stop.set()
+        worker.join()
+
+
+def _stamped(
+    pages: Iterable[Page], server_clock: ServerClock | None
+) -> Iterator[tuple[Page, datetime | None]]:
+    """Each page with Kombo's clock as its response left it (before the next request goes out)."""
+    for page in pages:
+        yield page, (server_clock.latest if server_clock else None)
+
+
 def _stage_page(
     stage: Callable[[int, list], None], store: Any, run: RunRef, page: Page
 ) -> tuple[int, int]:
@@ -143,9 +207,10 @@ def fetch_applications(
     stager = store.application_stager(run.id)
     gc.freeze()
     try:
-        for page in client.iter_application_pages(page_size=page_size, **filters):
+        listing = client.iter_application_pages(page_size=page_size, **filters)
+        for page, served_at in read_ahead(_stamped(listing, server_clock)):
             if listed_at is None:
-                listed_at = (server_clock.latest if server_clock else None) or started_here
+                listed_at = served_at or started_here
             pages += 1
             staged, bad = _stage_page(stager, store, run, page)
             applications += staged
