@@ -22,8 +22,11 @@ def ensure_utc(value: datetime) -> datetime:
 
 def format_ts(value: datetime) -> str:
     """`YYYY-MM-DDTHH:MM:SS.sssZ`, the only form Kombo documents for `updated_after`."""
-    value = ensure_utc(value)
-    return value.strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+    if value.tzinfo is not UTC:
+        value = ensure_utc(value)
+    # Staging formats six stamps per record: isoformat (C) and swapping its "+00:00" for Kombo's
+    # `Z` costs half of strftime. It also pads years to four digits, so stamps sort as text.
+    return value.isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def parse_ts(text: str) -> datetime:
