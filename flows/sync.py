@@ -207,7 +207,9 @@ def _resume_or_open(store: Store, db: str, integration_id: str, options: SyncOpt
 def _fetch_jobs(store: Store, client: KomboClient, run: Run, options: SyncOptions, **key) -> dict:
     """Stage jobs, or reuse a recent listing when the run that staged it committed."""
     task = fetch_jobs_task
-    if options.jobs_cache_hours <= 0:
+    # A full sync is the periodic check of everything, so it lists jobs afresh; the incremental
+    # runs after it reuse that listing.
+    if options.jobs_cache_hours <= 0 or options.mode == "full":
         task = task.with_options(refresh_cache=True)
     else:
         task = task.with_options(cache_expiration=timedelta(hours=options.jobs_cache_hours))
@@ -308,7 +310,7 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
     db = str(Path(options.db or settings.stagewatch_db).resolve())
     region = options.region or settings.kombo_region
     base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
-    key = {"db": db, "base_url": base_url, "integration_id": integration_id, "mode": options.mode}
+    key = {"db": db, "base_url": base_url, "integration_id": integration_id}
     client, server_clock = open_client(api_key, integration_id, base_url, settings)
     with client, Store(db) as store:
         head: dict[str, Any] = {"integration_id": integration_id, "mode": options.mode}

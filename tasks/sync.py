@@ -50,8 +50,8 @@ class LibrarySource(CachePolicy):
         return _library_digest(self.modules)
 
 
-# Jobs are shared across runs of one integration (same database, same Kombo, same mode, same code);
-# the client, the store handle and the run are not part of what was listed.
+# Jobs are shared across runs of one integration (same database, same Kombo, same code), whatever
+# their mode; the client, the store handle and the run are not part of what was listed.
 FETCH_JOBS_CACHE = INPUTS + TASK_SOURCE + LibrarySource() - "client" - "store" - "run" - "page_size"
 # Applications are reused only by a retry of the same flow run that resumes the same store run.
 FETCH_APPLICATIONS_CACHE = (
@@ -116,7 +116,6 @@ def fetch_jobs_task(
     db: str,
     base_url: str,
     integration_id: str,
-    mode: str,
     page_size: int,
 ) -> dict[str, Any]:
     """Stage the integration's jobs. The result names the run that staged them: a cache hit from

@@ -217,7 +217,8 @@ def test_artifacts_events_and_jobs_cache_over_three_runs(simulate, recorded_even
     ]
     assert [e.resource.name for e in named] == [str(app_id), "Ada | <b> Love_lace"]
 
-    # Jobs were listed once for the three runs; another integration or mode lists its own.
+    # Jobs were listed once for the three runs; another integration lists its own, a full sync
+    # lists them afresh, and the incremental run after it reuses that listing.
     assert [r["jobs_from_cache"] for r in runs] == [False, True, True]
     assert transport.stats()["requests"]["GET /ats/jobs"] == 1
     other_run = flows.sync.sync_integration(params(other, db), return_state=True).result()[0]
@@ -225,6 +226,9 @@ def test_artifacts_events_and_jobs_cache_over_three_runs(simulate, recorded_even
         params(normal, db, mode="full"), return_state=True
     ).result()[0]
     assert (other_run["jobs_from_cache"], full_run["jobs_from_cache"]) == (False, False)
+    assert transport.stats()["requests"]["GET /ats/jobs"] == 3
+    after_full = flows.sync.sync_integration(params(normal, db), return_state=True).result()[0]
+    assert (after_full["jobs_from_cache"], after_full["status"]) == (True, "synced")
     assert transport.stats()["requests"]["GET /ats/jobs"] == 3
     # A database recreated at the same path starts run ids over: the cached listing of run 1 of
     # the old file must not pass for this file's run 1.
