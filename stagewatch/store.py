@@ -49,6 +49,7 @@ MODES = ("incremental", "full")
 FAILED_STATUSES = ("failed", "not_ready", "unsupported")
 BUSY_TIMEOUT_MS = 60_000
 LOCK_POLL_SECONDS = 0.2
+WAL_SWITCH_POLL_SECONDS = 0.02
 CACHE_SIZE_KIB = 64 * 1024
 TEMP_CACHE_SIZE_KIB = 16 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps after a checkpoint
@@ -309,7 +310,7 @@ class Store:
         else:
             # NORMAL in WAL mode survives any process crash; a power cut can lose the last
             # commits but never corrupts the file.
-            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
             self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             if pending:
@@ -318,6 +319,19 @@ class Store:
         self._conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
         self._conn.execute(f"PRAGMA temp.cache_size = -{TEMP_CACHE_SIZE_KIB}")
         diff.register_functions(self._conn)
+
+    def _enable_wal(self) -> None:
+        """Switch to WAL, waiting like a write would: SQLite answers "database is locked" at once,
+        without its busy handler, when several processes or threads open a new file together."""
+        deadline = self._monotonic() + BUSY_TIMEOUT_MS / 1000
+        while True:
+            try:
+                self._conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or self._monotonic() >= deadline:
+                    raise
+            self._sleep(WAL_SWITCH_POLL_SECONDS)
 
     def _applied_migrations(self, tables: set[str]) -> list[str]:
         if migrations.migrations_table not in tables:
@@ -769,6 +783,18 @@ class Store:
         if row is None:
             raise StoreError(f"no sync run {run_id}")
         return dict(row)
+
+    def is_baseline(self, run_id: int) -> bool:
+        """Whether the run is the first of its integration that succeeded: its first sightings are
+        everything that existed before stagewatch looked, not news."""
+        row = self._conn.execute(
+            "SELECT NOT EXISTS (SELECT 1 FROM sync_runs AS p WHERE p.integration_id = r.integration_id"
+            " AND p.status = 'succeeded' AND p.id < r.id) FROM sync_runs AS r WHERE r.id = ?",
+            (run_id,),
+        ).fetchone()
+        if row is None:
+            raise StoreError(f"no sync run {run_id}")
+        return bool(row[0])
 
     def watermark(self, integration_id: str) -> datetime | None:
         return self._watermark(self._conn, integration_id)
