@@ -542,17 +542,19 @@ def capped_event(
     left_out: Mapping[str, int],
     *,
     observed_at: datetime | None = None,
+    baseline: bool = False,
 ) -> dict:
-    """The one event that stands for the changes a huge run did not emit one by one. With the
-    run's observation time its id is derived from the run, like a change's from its key, so
-    publishing the run again (late, after a crash mid-publish) yields the same event."""
+    """The one event that stands for the changes a run did not emit one by one (over the cap, or
+    the first sightings of a baseline run). With the run's observation time its id is derived
+    from the run, like a change's from its key, so publishing the run again (late, after a crash
+    mid-publish) yields the same event."""
     event: dict[str, Any] = {
         "event": CAPPED_EVENT_NAME,
         "resource": {
             "prefect.resource.id": f"kombo.integration.{integration_id}",
             "prefect.resource.name": integration_id,
         },
-        "payload": {"sync_run_id": run_id, "not_emitted": dict(left_out)},
+        "payload": {"sync_run_id": run_id, "not_emitted": dict(left_out), "baseline": baseline},
     }
     if run_id is not None and observed_at is not None:
         name = f"events-capped:{integration_id}:{run_id}:{format_ts(observed_at)}"

@@ -39,12 +39,19 @@ def emit_change_events(
     per label in one `stagewatch.sync.events-capped` event, so automations on hires still fire
     on a run with a million first sightings (and those rows are never read).
 
+    An integration's first run (its baseline) emits no first sightings one by one: they are what
+    existed before stagewatch looked, and an automation on `first-seen` wants new applications.
+    They are counted in the same event, whose payload then says `baseline: true`.
+
     Returns once the events have left this process, so a run marked published afterwards has
     really sent them. Every id is derived from what it stands for (`report.prefect_event`,
     `report.capped_event`), so sending a run again sends the same events."""
     emitted: Counter[str] = Counter()
     sent = False
+    baseline = store.is_baseline(outcome.run_id)
     for kinds in EMIT_ORDER:
+        if baseline and kinds == ("first_seen",):
+            continue
         remaining = max_events - emitted.total()
         if remaining <= 0:
             break
@@ -61,7 +68,11 @@ def emit_change_events(
     }
     if left_out:
         capped = report.capped_event(
-            outcome.integration_id, outcome.run_id, left_out, observed_at=outcome.listed_at
+            outcome.integration_id,
+            outcome.run_id,
+            left_out,
+            observed_at=outcome.listed_at,
+            baseline=baseline,
         )
         sent |= emit_event(**capped) is not None
     if sent:

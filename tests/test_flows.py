@@ -360,17 +360,35 @@ def test_many_integrations_report_each_and_one_failure_stops_none(
     progress = [a for a in artifacts(state) if a.type == "progress"]
     assert progress and all(a.data == 100.0 for a in progress)
 
-    # At most max_events change events per integration; one capped event counts the rest.
-    emitted = recorded_events()
+    # A later run of the normal integration, with more changes than max_events.
+    normal = world.normal_integration_id
+    integ = world.integration(normal)
+    world.advance(hours=1)
+    for row in range(12):
+        integ.decline(integ.application_ids.encode(row))
+    second = flows.sync.sync_integration(params(normal, db, max_events=5))[0]
+    assert second["counts"]["declined"] > 5
+
+    emitted = recorded_events()  # drains Prefect's events worker: only once, at the end
+    # A first sync is each integration's baseline: its first sightings are only counted.
     for integration_id, outcome in outcomes.items():
-        own = [e for e in emitted if integration_id in e.resource.id]
+        own = [e for e in emitted if e.payload.get("sync_run_id") == outcome.get("run_id")]
         if outcome["status"] != "synced":
-            assert own == []
+            assert [e for e in emitted if integration_id in e.resource.id] == []
             continue
-        changes = [e for e in own if e.event.startswith("stagewatch.application.")]
+        assert [e for e in own if e.event.startswith("stagewatch.application.")] == []
         (capped,) = [e for e in own if e.event == "stagewatch.sync.events-capped"]
-        assert len(changes) == 5
-        assert sum(capped.payload["not_emitted"].values()) == sum(outcome["counts"].values()) - 5
+        assert capped.payload["baseline"] is True
+        assert capped.payload["not_emitted"] == {"first seen": outcome["counts"]["first seen"]}
+        assert sum(outcome["counts"].values()) == outcome["counts"]["first seen"] > 5
+
+    # Later runs: at most max_events change events, declines before the rest.
+    own = [e for e in emitted if e.payload.get("sync_run_id") == second["run_id"]]
+    changes = [e for e in own if e.event.startswith("stagewatch.application.")]
+    assert [e.event for e in changes] == ["stagewatch.application.declined"] * 5
+    (capped,) = [e for e in own if e.event == "stagewatch.sync.events-capped"]
+    assert capped.payload["baseline"] is False
+    assert sum(capped.payload["not_emitted"].values()) == sum(second["counts"].values()) - 5
 
 
 def test_invalid_key_fails_fast_and_is_never_stored(simulate, monkeypatch, tmp_path):

@@ -119,7 +119,7 @@ def test_event_ids_come_from_what_they_stand_for():
             "prefect.resource.id": f"kombo.integration.{INTEGRATION}",
             "prefect.resource.name": INTEGRATION,
         },
-        "payload": {"sync_run_id": 7, "not_emitted": {"first seen": 3}},
+        "payload": {"sync_run_id": 7, "not_emitted": {"first seen": 3}, "baseline": False},
         "id": uuid.uuid5(NAMESPACE, f"events-capped:{INTEGRATION}:7:2026-01-05T10:00:01.000Z"),
     }
     # The same run sent again gets the same id; another run (or a recreated database's run 7,
