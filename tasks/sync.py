@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -29,6 +30,8 @@ JOBS_CACHE_EXPIRATION = timedelta(hours=6)
 LISTING_RETRIES = 1
 LISTING_RETRY_DELAY_SECONDS = 30.0
 PROGRESS_EVERY_PAGES = 20
+# Each update is an API call made between two pages: at most one per this many seconds.
+PROGRESS_MIN_SECONDS = 5.0
 LOCK_WAIT_SECONDS = 300.0
 # The code that decides what a job listing stages; TASK_SOURCE alone hashes only the task body.
 LIBRARY_MODULES = ("stagewatch.sync", "stagewatch.client", "stagewatch.models", "stagewatch.store")
@@ -124,14 +127,26 @@ def fetch_jobs_task(
 
 
 class ListingProgress:
-    """A progress artifact for long listings, updated every `every` pages (each update is an API
-    call). Kombo gives no total, so the percentage is an estimate from what the store holds."""
+    """A progress artifact for long listings, updated every `every` pages but at most once per
+    `min_seconds` (each update is an API call the listing waits for: every 20 pages, a 1M listing
+    made 200). Kombo gives no total, so the percentage is an estimate from what the store holds."""
 
-    def __init__(self, integration_id: str, estimate: Callable[[], int] | None, every: int) -> None:
+    def __init__(
+        self,
+        integration_id: str,
+        estimate: Callable[[], int] | None,
+        every: int,
+        *,
+        min_seconds: float = PROGRESS_MIN_SECONDS,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.integration_id = integration_id
         self.estimate = estimate
         self.expected: int | None = None
         self.every = every
+        self.min_seconds = min_seconds
+        self.monotonic = monotonic
+        self.updated_at: float | None = None
         self.artifact_id = None
 
     def percent(self, applications: int, pages: int) -> float:
@@ -144,6 +159,10 @@ class ListingProgress:
     def __call__(self, pages: int, applications: int) -> None:
         if pages % self.every:
             return
+        now = self.monotonic()
+        if self.updated_at is not None and now - self.updated_at < self.min_seconds:
+            return
+        self.updated_at = now
         description = (
             f"{self.integration_id}: {pages} pages, {applications} applications listed so far"
         )
