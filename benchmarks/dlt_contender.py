@@ -5,9 +5,11 @@ paginator on `data.next`, `data.results` as the data selector, `updated_after` b
 `dlt.sources.incremental` over `changed_at`, merge on `(integration_id, id)` into one `applications`
 table in SQLite through the sqlalchemy destination, with `create_primary_keys=True` (off by default;
 without it dlt's merge of 10k changed rows into a 1M-row table ran past 15 minutes, a correlated
-EXISTS over unindexed tables). Everything else is dlt's default (nested lists become child tables). Several integrations run as parallelized resources, `EXTRACT__WORKERS` at a
-time (set per resource, `parallelized` had no effect in dlt 1.31: the simulator saw one request at a
-time; set on the source, it works).
+EXISTS over unindexed tables), and one load worker (`LOAD__WORKERS=1`: SQLite has one writer, so
+parallel load jobs only queue on its lock, and at 1M one of them failed on it). Everything else is
+dlt's default (nested lists become child tables). Several integrations run as parallelized
+resources, `EXTRACT__WORKERS` at a time (set per resource, `parallelized` had no effect in dlt 1.31:
+the simulator saw one request at a time; set on the source, it works).
 
     KOMBO_API_KEY=... python -m benchmarks.dlt_contender --base-url URL --db out.db \
         --pipelines-dir DIR --integration ID [...]
@@ -35,6 +37,7 @@ EPOCH = "1970-01-01T00:00:00.000Z"
 # dlt reads these at import: no telemetry (this machine is offline) and quiet logs.
 os.environ.setdefault("RUNTIME__DLTHUB_TELEMETRY", "false")
 os.environ.setdefault("RUNTIME__LOG_LEVEL", "WARNING")
+os.environ.setdefault("LOAD__WORKERS", "1")
 
 import dlt  # noqa: E402
 from dlt.sources.rest_api import rest_api_source  # noqa: E402
