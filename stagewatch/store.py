@@ -58,6 +58,9 @@ CRASH_ENV = "STAGEWATCH_TEST_CRASH_AT"
 # Records an ApplicationStager holds before writing them in one transaction. Per-page transactions
 # spent most of a 1M listing committing: each one rewrites the b-tree pages its random ids touch.
 STAGING_BATCH_RECORDS = 5000
+# ...or after this long, so staging never lags a slow listing by more than a moment (a crash drill
+# and `stagewatch status` readers see how far a listing got).
+STAGING_FLUSH_SECONDS = 0.2
 
 # remote_data is never stored; Candidate already drops contact data at parse time.
 _APPLICATION_EXCLUDE: Any = {
@@ -202,28 +205,43 @@ INSERT INTO staged_jobs (
 
 
 class ApplicationStager:
-    """Stages pages of applications in batches, one transaction per batch instead of per page.
+    """Stages pages of applications in batches, one transaction per batch instead of per page: a
+    batch is written once it holds `batch_records` records or `flush_seconds` after the last one.
 
     Records still buffered when the listing fails are simply never staged: an unfinished listing is
     discarded at commit and listed again by the retry, so `flush` is for a listing that ended.
     """
 
-    def __init__(self, store: Store, run_id: int, batch_records: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        run_id: int,
+        batch_records: int,
+        flush_seconds: float,
+        monotonic: Callable[[], float],
+    ) -> None:
         if batch_records < 1:
             raise StoreError(f"batch_records must be at least 1, not {batch_records}")
         self._store = store
         self._run_id = run_id
         self._batch_records = batch_records
+        self._flush_seconds = flush_seconds
+        self._monotonic = monotonic
+        self._flushed_at = monotonic()
         self._pending: list[Application] = []
 
     def __call__(self, run_id: int, apps: Iterable[Application]) -> None:
         if run_id != self._run_id:
             raise StoreError(f"this stager stages run {self._run_id}, not run {run_id}")
         self._pending.extend(apps)
-        if len(self._pending) >= self._batch_records:
+        if (
+            len(self._pending) >= self._batch_records
+            or self._monotonic() - self._flushed_at >= self._flush_seconds
+        ):
             self.flush()
 
     def flush(self) -> None:
+        self._flushed_at = self._monotonic()
         if self._pending:
             pending, self._pending = self._pending, []
             self._store.stage_applications(self._run_id, pending)
@@ -592,10 +610,15 @@ class Store:
         _crash_point("stage:after_insert")
 
     def application_stager(
-        self, run_id: int, *, batch_records: int = STAGING_BATCH_RECORDS
+        self,
+        run_id: int,
+        *,
+        batch_records: int = STAGING_BATCH_RECORDS,
+        flush_seconds: float = STAGING_FLUSH_SECONDS,
     ) -> ApplicationStager:
-        """A buffer that stages pages `batch_records` at a time; flush it when the listing ends."""
-        return ApplicationStager(self, run_id, batch_records)
+        """A buffer that stages pages in batches (see `ApplicationStager`); flush it when the
+        listing ends."""
+        return ApplicationStager(self, run_id, batch_records, flush_seconds, self._monotonic)
 
     def quarantine(self, run_id: int, integration_id: str, items: Iterable[Quarantined]) -> None:
         now = format_ts(self._clock())

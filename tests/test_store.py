@@ -311,7 +311,7 @@ def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wi
 
     run = store.begin_run(INTEGRATION, "full", started_at=at(1))
     store.stage_jobs(run.id, [job()])
-    stage = store.application_stager(run.id, batch_records=2)
+    stage = store.application_stager(run.id, batch_records=2, flush_seconds=3600)
     moved = application("app-1", stage=("st-interview", "Interview"))
     stage(run.id, [moved])
     assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]  # still buffered
@@ -331,6 +331,24 @@ def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wi
     assert store.commit_run(run.id, observed_at=at(1)) == counts(first_seen=1, deleted=1)
     assert rows(path, "SELECT applications_seen FROM sync_runs WHERE id = 2") == [(2,)]
     assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]
+
+
+def test_a_stager_also_writes_what_it_holds_once_its_interval_has_passed(path):
+    now = [0.0]
+    store = Store(path, monotonic=lambda: now[0])
+    run = store.begin_run(INTEGRATION, "full", started_at=at(0))
+    stage = store.application_stager(run.id, batch_records=1000, flush_seconds=0.2)
+    stage(run.id, [application("app-1")])
+    now[0] = 0.1
+    stage(run.id, [application("app-2")])
+    assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]
+    now[0] = 0.25  # 0.2 s since the stager began: both pages go out together
+    stage(run.id, [application("app-3")])
+    assert rows(path, "SELECT count(*) FROM staged_seen") == [(3,)]
+    now[0] = 0.3
+    stage(run.id, [application("app-4")])  # the interval starts again at the last write
+    assert rows(path, "SELECT count(*) FROM staged_seen") == [(3,)]
+    store.close()
 
 
 def test_the_first_succeeded_run_of_an_integration_is_its_baseline(store):
