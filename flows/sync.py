@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints,
 
 from stagewatch import report
 from stagewatch.client import BASE_URLS, KomboClient
-from stagewatch.errors import KomboError, NotReadyError, UnsupportedError
+from stagewatch.errors import KomboError
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings, resolve_api_key
 from stagewatch.store import LockedError, Run, Store, StoreError
@@ -245,14 +245,6 @@ def _expected_applications(store: Store, integration_id: str) -> int:
     return 0
 
 
-def _status(exc: KomboError) -> str:
-    if isinstance(exc, NotReadyError):
-        return "not_ready"
-    if isinstance(exc, UnsupportedError):
-        return "unsupported"
-    return "failed"
-
-
 def _pipeline(
     store: Store,
     client: KomboClient,
@@ -327,8 +319,8 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
             _publish_late(store, run, options)
             fields = _pipeline(store, client, server_clock, run, options, key)
         except KomboError as exc:
-            store.fail_run(run.id, status=_status(exc), error=str(exc), stats=client.stats)
-            fields = {"status": _status(exc), "message": str(exc), "error_code": exc.code}
+            store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
+            fields = {"status": exc.run_status, "message": str(exc), "error_code": exc.code}
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             if not _flow_will_retry():

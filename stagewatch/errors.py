@@ -53,6 +53,9 @@ class StagewatchError(Exception):
 class KomboError(StagewatchError):
     """An error answered by Kombo (or by something in front of it), or a failure to reach it."""
 
+    # The status a sync run ends with when this error stops its listing (`Store.fail_run`).
+    run_status = "failed"
+
     def __init__(
         self,
         message: str,
@@ -132,9 +135,13 @@ def safe_to_resend(error: TransientError) -> bool:
 class NotReadyError(KomboError):
     """The integration's first sync has not finished: 'not ready yet', not 'no data'."""
 
+    run_status = "not_ready"
+
 
 class UnsupportedError(KomboError):
     """The connected ATS does not offer this model; the integration is tracked for what it has."""
+
+    run_status = "unsupported"
 
 
 class FatalError(KomboError):

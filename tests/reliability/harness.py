@@ -29,7 +29,7 @@ from markdown_it import MarkdownIt
 
 from stagewatch import report, sync
 from stagewatch.client import KomboClient
-from stagewatch.errors import KomboError, NotReadyError, UnsupportedError
+from stagewatch.errors import KomboError
 from stagewatch.report import SyncOutcome
 from stagewatch.store import Store
 
@@ -60,14 +60,6 @@ class Synced:
 
     outcome: SyncOutcome
     error: KomboError | None
-
-
-def _status(exc: KomboError) -> str:
-    if isinstance(exc, NotReadyError):
-        return "not_ready"
-    if isinstance(exc, UnsupportedError):
-        return "unsupported"
-    return "failed"
 
 
 def sync_in_process(
@@ -113,11 +105,11 @@ def sync_in_process(
                 stats=client.stats.model_dump(),
             )
         except KomboError as exc:
-            store.fail_run(run.id, status=_status(exc), error=str(exc), stats=client.stats)
+            store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
             failed = SyncOutcome(
                 **head,
                 run_id=run.id,
-                status=_status(exc),
+                status=exc.run_status,
                 message=str(exc),
                 error_code=exc.code,
                 requests=client.stats.requests,
