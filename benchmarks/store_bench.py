@@ -219,6 +219,7 @@ def _store_run(store, world: World, second: bool, observed: datetime) -> tuple[T
             stage(run.id, page)
     with staging:
         stage.flush()
+        stage.close()
     with commit:
         counts = store.commit_run(run.id, observed_at=observed, next_watermark=observed)
     return staging, commit, counts

@@ -204,20 +204,20 @@ def fetch_applications(
     # The listing allocates millions of short-lived objects; each full GC pass it triggers would
     # also walk everything already on the heap (about 300k objects once Prefect is imported), which
     # more than doubled parsing time. Frozen objects are only skipped by the collector, never freed.
-    stager = store.application_stager(run.id)
     gc.freeze()
     try:
-        listing = client.iter_application_pages(page_size=page_size, **filters)
-        for page, served_at in read_ahead(_stamped(listing, server_clock)):
-            if listed_at is None:
-                listed_at = served_at or started_here
-            pages += 1
-            staged, bad = _stage_page(stager, store, run, page)
-            applications += staged
-            quarantined += bad
-            if on_page is not None:
-                on_page(pages, applications)
-        stager.flush()
+        with store.application_stager(run.id) as stager:
+            listing = client.iter_application_pages(page_size=page_size, **filters)
+            for page, served_at in read_ahead(_stamped(listing, server_clock)):
+                if listed_at is None:
+                    listed_at = served_at or started_here
+                pages += 1
+                staged, bad = _stage_page(stager, store, run, page)
+                applications += staged
+                quarantined += bad
+                if on_page is not None:
+                    on_page(pages, applications)
+            stager.flush()
     finally:
         gc.unfreeze()
     return {

@@ -333,6 +333,32 @@ def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wi
     assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]
 
 
+def test_a_stager_stages_the_content_of_changed_records_only_and_stops_its_thread(store, path):
+    first = store.begin_run(INTEGRATION, "full", started_at=at(0))
+    store.stage_jobs(first.id, [job()])
+    store.stage_applications(first.id, [application("app-1"), application("app-2")])
+    store.commit_run(first.id, observed_at=at(0))
+
+    run = store.begin_run(INTEGRATION, "full", started_at=at(1))
+    store.stage_jobs(run.id, [job()])
+    with store.application_stager(run.id, batch_records=3, flush_seconds=3600) as stage:
+        moved = application("app-2", stage=("st-interview", "Interview"))
+        stage(run.id, [application("app-1"), moved, application("app-3")])
+        lookups = [t for t in threading.enumerate() if t.name.startswith("stagewatch-hashes")]
+        assert len(lookups) == 1
+        # Both were seen; app-1's stored hash matched, so only the moved and the new one are staged.
+        assert rows(path, "SELECT application_id FROM staged_seen ORDER BY seq") == [
+            ("app-1",),
+            ("app-2",),
+            ("app-3",),
+        ]
+        assert rows(
+            path, "SELECT application_id, stage_id FROM staged_applications ORDER BY seq"
+        ) == [("app-2", "st-interview"), ("app-3", "st-applied")]
+    assert not lookups[0].is_alive()
+    assert store.commit_run(run.id, observed_at=at(1)) == counts(first_seen=1, stage_changed=1)
+
+
 def test_a_stager_also_writes_what_it_holds_once_its_interval_has_passed(path):
     now = [0.0]
     store = Store(path, monotonic=lambda: now[0])
