@@ -289,6 +289,9 @@ class ApplicationStager:
         pending, self._pending = self._pending, []
         latest = {app.id: app for app in pending}
         ids = json.dumps(list(latest))
+        if str(self._store.path) == ":memory:":  # no second connection can see this database
+            self._store._stage_encoded(self._run_id, ids, _encode(latest.values()), None)
+            return
         if self._lookup is None:
             self._lookup = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-hashes")
         live = self._lookup.submit(self._live_hashes, ids)

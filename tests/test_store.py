@@ -359,6 +359,18 @@ def test_a_stager_stages_the_content_of_changed_records_only_and_stops_its_threa
     assert store.commit_run(run.id, observed_at=at(1)) == counts(first_seen=1, stage_changed=1)
 
 
+def test_a_stager_of_an_in_memory_store_looks_hashes_up_in_its_own_connection():
+    with Store(":memory:") as store:
+        for hour in (0, 1):
+            run = store.begin_run(INTEGRATION, "full", started_at=at(hour))
+            store.stage_jobs(run.id, [job()])
+            with store.application_stager(run.id) as stage:
+                stage(run.id, [application("app-1")])
+                stage.flush()
+            first_seen = store.commit_run(run.id, observed_at=at(hour))["first_seen"]
+            assert first_seen == (1 if hour == 0 else 0)
+
+
 def test_a_stager_also_writes_what_it_holds_once_its_interval_has_passed(path):
     now = [0.0]
     store = Store(path, monotonic=lambda: now[0])
