@@ -304,7 +304,7 @@ def run_baseline(size: int, jobs: int, directory: Path) -> dict:
     conn = sqlite3.connect(directory / "baseline.db", isolation_level=None)
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA cache_size = -65536")
+    conn.execute("PRAGMA cache_size = -32768")
     conn.executescript(_BASELINE_SCHEMA)
     setup_staging, setup_commit = _baseline_run(conn, world, False, T0)
     _reset_peak()
