@@ -33,7 +33,12 @@ DEFAULT_CONCURRENCY = 8
 QUEUE_PAGES = 64  # bounds memory: at most this many pages wait for the writer
 
 # The same SQLite settings as stagewatch's store, so the difference is the work, not the tuning.
-PRAGMAS = ("journal_mode = WAL", "synchronous = NORMAL", "cache_size = -32768")
+PRAGMAS = (
+    "journal_mode = WAL",
+    "synchronous = NORMAL",
+    "cache_size = -32768",
+    "secure_delete = FAST",
+)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS watermarks (integration_id TEXT PRIMARY KEY, changed_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS applications (

@@ -305,6 +305,7 @@ def run_baseline(size: int, jobs: int, directory: Path) -> dict:
     conn.execute("PRAGMA journal_mode = WAL")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA cache_size = -32768")
+    conn.execute("PRAGMA secure_delete = FAST")
     conn.executescript(_BASELINE_SCHEMA)
     setup_staging, setup_commit = _baseline_run(conn, world, False, T0)
     _reset_peak()

@@ -400,6 +400,13 @@ class Store:
             # commits but never corrupts the file.
             self._enable_wal()
             self._conn.execute("PRAGMA synchronous = NORMAL")
+            # Debian's SQLite (this machine's too) is built with SECURE_DELETE, which overwrites
+            # every freed page with zeros: clearing a 1M first sync's staging wrote about 1 GB of
+            # zeros through the WAL (commit_run 29.7 s -> 22.6 s without it). FAST still purges
+            # deleted rows from the pages a write touches anyway, so only whole freed pages keep
+            # old bytes; what this store deletes is staging, listed records the snapshot holds
+            # too (never the API key, which is never stored).
+            self._conn.execute("PRAGMA secure_delete = FAST")
             self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             if pending:
                 self._migrate()
