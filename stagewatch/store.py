@@ -404,8 +404,8 @@ class Store:
             # every freed page with zeros: clearing a 1M first sync's staging wrote about 1 GB of
             # zeros through the WAL (commit_run 29.7 s -> 22.6 s without it). FAST still purges
             # deleted rows from the pages a write touches anyway, so only whole freed pages keep
-            # old bytes; what this store deletes is staging, listed records the snapshot holds
-            # too (never the API key, which is never stored).
+            # old bytes. What this store deletes is staging and scratch rows: listed records,
+            # scrubbed like the snapshot's raw (no remote_data, no contact data, never the key).
             self._conn.execute("PRAGMA secure_delete = FAST")
             self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
             if pending:
