@@ -297,11 +297,12 @@ class ApplicationStager:
             return
         if self._lookup is None:
             self._lookup = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-hashes")
-        live = self._lookup.submit(self._live_hashes, ids)
+        live = self._lookup.submit(self._read_live_hashes, ids)
         encoded = _encode(latest.values())
         self._store._stage_encoded(self._run_id, ids, encoded, live.result())
 
-    def _live_hashes(self, ids: str) -> dict[str, str]:
+    def _read_live_hashes(self, ids: str) -> dict[str, str]:
+        """Runs in the lookup thread, on the reader connection it opens on first use."""
         if self._reader is None:
             self._reader = self._store._open_reader()
         return _live_hashes(self._reader, self._integration_id, ids)
