@@ -346,7 +346,7 @@ def test_a_stager_stages_the_content_of_changed_records_only_and_stops_its_threa
         stage(run.id, [application("app-1"), moved, application("app-3")])
         lookups = [t for t in threading.enumerate() if t.name.startswith("stagewatch-hashes")]
         assert len(lookups) == 1
-        # Both were seen; app-1's stored hash matched, so only the moved and the new one are staged.
+        # All three were seen; app-1's stored hash matched, so only app-2 and app-3 carry content.
         assert rows(path, "SELECT application_id FROM staged_seen ORDER BY seq") == [
             ("app-1",),
             ("app-2",),
