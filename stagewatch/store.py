@@ -292,14 +292,13 @@ class ApplicationStager:
         pending, self._pending = self._pending, []
         latest = {app.id: app for app in pending}
         ids = json.dumps(list(latest))
-        if str(self._store.path) == ":memory:":  # no second connection can see this database
-            self._store._stage_encoded(self._run_id, ids, _encode(latest.values()), None)
-            return
-        if self._lookup is None:
-            self._lookup = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-hashes")
-        live = self._lookup.submit(self._read_live_hashes, ids)
+        live = None
+        if str(self._store.path) != ":memory:":  # a second connection would see another database
+            if self._lookup is None:
+                self._lookup = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-hashes")
+            live = self._lookup.submit(self._read_live_hashes, ids)
         encoded = _encode(latest.values())
-        self._store._stage_encoded(self._run_id, ids, encoded, live.result())
+        self._store._stage_encoded(self._run_id, ids, encoded, live and live.result())
 
     def _read_live_hashes(self, ids: str) -> dict[str, str]:
         """Runs in the lookup thread, on the reader connection it opens on first use."""

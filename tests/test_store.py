@@ -303,14 +303,19 @@ def test_quarantined_records_keep_reason_and_scrubbed_payload(store, path):
     assert rows(path, "SELECT quarantined FROM sync_runs") == [(1,)]
 
 
-def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wins(store, path):
+def _second_full_run_over(store, apps):
+    """(first, second): a committed full run that listed `apps`, and a full run begun after it."""
     first = store.begin_run(INTEGRATION, "full", started_at=at(0))
     store.stage_jobs(first.id, [job()])
-    store.stage_applications(first.id, [application("app-1"), application("app-2")])
+    store.stage_applications(first.id, apps)
     store.commit_run(first.id, observed_at=at(0))
-
     run = store.begin_run(INTEGRATION, "full", started_at=at(1))
     store.stage_jobs(run.id, [job()])
+    return first, run
+
+
+def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wins(store, path):
+    first, run = _second_full_run_over(store, [application("app-1"), application("app-2")])
     stage = store.application_stager(run.id, batch_records=2, flush_seconds=3600)
     moved = application("app-1", stage=("st-interview", "Interview"))
     stage(run.id, [moved])
@@ -334,13 +339,7 @@ def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wi
 
 
 def test_a_stager_stages_the_content_of_changed_records_only_and_stops_its_thread(store, path):
-    first = store.begin_run(INTEGRATION, "full", started_at=at(0))
-    store.stage_jobs(first.id, [job()])
-    store.stage_applications(first.id, [application("app-1"), application("app-2")])
-    store.commit_run(first.id, observed_at=at(0))
-
-    run = store.begin_run(INTEGRATION, "full", started_at=at(1))
-    store.stage_jobs(run.id, [job()])
+    _, run = _second_full_run_over(store, [application("app-1"), application("app-2")])
     with store.application_stager(run.id, batch_records=3, flush_seconds=3600) as stage:
         moved = application("app-2", stage=("st-interview", "Interview"))
         stage(run.id, [application("app-1"), moved, application("app-3")])
