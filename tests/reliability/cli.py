@@ -4,14 +4,17 @@ command would leave its server behind)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import httpx
 import psutil
@@ -28,6 +31,27 @@ FAST_RETRIES = {
     "STAGEWATCH_MAX_DELAY": "0.2",
     "STAGEWATCH_MAX_TOTAL_WAIT": "30",
 }
+
+
+T = TypeVar("T")
+
+
+def wait_until(
+    process: subprocess.Popen, check: Callable[[], T], timeout: float, every: float
+) -> T | None:
+    """`check()`'s first true answer, asked every `every` seconds while `process` runs; None once
+    the process has ended or `timeout` has passed. Between checks it waits on the process itself,
+    so the process ending ends the wait at once."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            return None
+        answer = check()
+        if answer:
+            return answer
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=every)
+    return None
 
 
 def free_port() -> int:
@@ -72,18 +96,18 @@ class PrefectServer:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        deadline = started + SERVER_START_SECONDS
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {self.log.read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200:
-                    return time.monotonic() - started
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
+        if wait_until(self.process, self._healthy, SERVER_START_SECONDS, every=0.5):
+            return time.monotonic() - started
+        if self.process.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {self.log.read_text()[-2000:]}")
         self.stop()
         raise RuntimeError(f"prefect server not healthy after {SERVER_START_SECONDS:.0f} s")
+
+    def _healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
 
     def stop(self) -> None:
         """Stop the server and any process it started, each by its own pid."""

@@ -54,6 +54,19 @@ def _runs(db: Path, after: int) -> list[dict]:
         conn.close()
 
 
+def _listing_started(db: Path, after: int) -> bool:
+    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+    try:
+        return (
+            conn.execute(
+                "SELECT 1 FROM sync_runs WHERE id > ? AND staged_records > 0 LIMIT 1", (after,)
+            ).fetchone()
+            is not None
+        )
+    finally:
+        conn.close()
+
+
 def _max_run(db: Path) -> int:
     conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
     try:
@@ -114,13 +127,14 @@ def run_pair_case(
     name: str,
     setup: Setup,
     selections: tuple[list[str], list[str]],
-    offset: float,
+    second_mid_listing: bool,
     workdir: Path,
     key: str,
     server: cli.PrefectServer,
     scanner: SecretScanner,
 ) -> CaseResult:
-    """Start two `stagewatch sync` commands `offset` seconds apart on one database."""
+    """Start two `stagewatch sync` commands on one database: together, or the second once the
+    first has staged part of its listing."""
     result = CaseResult(name)
     db = workdir / f"{name}.db"
     copy_db(setup.base_db, db)
@@ -132,10 +146,14 @@ def run_pair_case(
     for number, selection in enumerate(selections):
         options = ["--page-size", str(PAGE_SIZE), "--json"]
         options += [arg for i in selection for arg in ("-i", i)]
+        if number and second_mid_listing:
+            listing = cli.wait_until(
+                processes[0], lambda: _listing_started(db, before), timeout=120, every=0.02
+            )
+            result.check(bool(listing), "the first command ended before it staged anything")
         processes.append(
             cli.spawn(cli.sync_args(setup.base_url, db, *options), env, workdir, f"{name}-{number}")
         )
-        time.sleep(offset)
     done = [cli.finish(p, workdir, f"{name}-{n}", started) for n, p in enumerate(processes)]
     stats = httpx.get(f"{setup.base_url}/_sim/stats", timeout=10).json()
     for number, run in enumerate(done):

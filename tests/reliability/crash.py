@@ -101,15 +101,12 @@ def _wait_for(
     db: Path, after: int, predicate: Callable[[tuple[int, str, int]], bool], process, timeout=120
 ):
     """Poll the store until the new run matches `predicate`; None if the process ended first."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            return None
+
+    def matching() -> tuple[int, str, int] | None:
         run = _latest_run(db, after)
-        if run is not None and predicate(run):
-            return run
-        time.sleep(POLL_SECONDS)
-    return None
+        return run if run is not None and predicate(run) else None
+
+    return cli.wait_until(process, matching, timeout, every=POLL_SECONDS)
 
 
 def _args(stage: Stage, db: Path, mode: str) -> list[str]:
@@ -179,9 +176,11 @@ def run_crash_case(
     started = time.monotonic()
     process = cli.spawn(_args(stage, db, mode), env, workdir, f"{name}-killed")
     if moment == MID_LISTING:
-        run = _wait_for(db, before_runs, lambda r: r[2] > 0, process)
-        result.check(run is not None, "the run ended before its listing started")
-        time.sleep(rng.uniform(0.05, 0.85) * stage.listing_seconds[mode])
+        # A random point of the listing, by how much of it the store has seen (not by time: the
+        # same listing takes twice as long on a busy machine).
+        target = max(1, round(rng.uniform(0.05, 0.85) * stage.reference_seen[mode]))
+        run = _wait_for(db, before_runs, lambda r: r[2] >= target, process)
+        result.check(run is not None, f"the run ended before it had listed {target} applications")
     elif moment == AFTER_COMMIT:
         run = _wait_for(db, before_runs, lambda r: r[1] == "succeeded", process)
         result.check(run is not None, "the run ended before its commit was seen")

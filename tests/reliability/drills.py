@@ -127,16 +127,16 @@ def drill_concurrency(
     setup = concurrency.prepare(work / "cli", key, server, scanner)
     normal, other = setup.integrations[0], setup.integrations[1]
     pairs = [
-        ("same-integration-together", ([normal], [normal]), 0.0),
-        ("same-two-integrations-together", ([normal, other], [normal, other]), 0.0),
-        ("same-integration-second-mid-listing", ([normal], [normal]), 3.0),
-        ("two-integrations-one-database", ([normal], [other]), 0.0),
+        ("same-integration-together", ([normal], [normal]), False),
+        ("same-two-integrations-together", ([normal, other], [normal, other]), False),
+        ("same-integration-second-mid-listing", ([normal], [normal]), True),
+        ("two-integrations-one-database", ([normal], [other]), False),
     ]
     runs += [
-        lambda name=name, selections=selections, offset=offset: concurrency.run_pair_case(
-            name, setup, selections, offset, work / "cli", key, server, scanner
+        lambda name=name, selections=selections, later=later: concurrency.run_pair_case(
+            name, setup, selections, later, work / "cli", key, server, scanner
         )
-        for name, selections, offset in (pairs[:1] if quick else pairs)
+        for name, selections, later in (pairs[:1] if quick else pairs)
     ]
     try:
         cases = _cases("concurrency", runs, progress)
