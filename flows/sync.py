@@ -30,7 +30,7 @@ from stagewatch.errors import KomboError
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings, resolve_api_key
 from stagewatch.store import LockedError, Run, Store, StoreError
-from stagewatch.sync import ServerClock, SyncFailed
+from stagewatch.sync import SyncFailed
 from stagewatch.timeutil import format_ts
 from tasks import sync as sync_tasks
 from tasks.publish import publish_late_task, publish_summary_task, publish_task
@@ -158,20 +158,18 @@ def open_client(
     *,
     transport: httpx.BaseTransport | None = None,
     sleep=time.sleep,
-) -> tuple[KomboClient, ServerClock]:
-    """A client whose transport also reads Kombo's clock. Tests pass the simulator's transport
-    and a sleep that does not wait."""
-    server_clock = ServerClock(transport)
-    client = KomboClient(
+) -> KomboClient:
+    """The integration's client. Tests pass the simulator's transport and a sleep that does not
+    wait."""
+    return KomboClient(
         api_key,
         integration_id,
         base_url=base_url,
         timeout=settings.stagewatch_timeout,
         retry=settings.retry_policy(),
-        transport=server_clock,
+        transport=transport,
         sleep=sleep,
     )
-    return client, server_clock
 
 
 def _flow_will_retry() -> bool:
@@ -248,7 +246,6 @@ def _expected_applications(store: Store, integration_id: str) -> int:
 def _pipeline(
     store: Store,
     client: KomboClient,
-    server_clock: ServerClock,
     run: Run,
     options: SyncOptions,
     key: dict[str, str],
@@ -261,7 +258,6 @@ def _pipeline(
         run,
         run.window_start,
         page_size=options.page_size,
-        server_clock=server_clock,
         estimate=partial(_expected_applications, store, run.integration_id),
         progress_every=sync_tasks.PROGRESS_EVERY_PAGES,
     )
@@ -303,7 +299,7 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
     region = options.region or settings.kombo_region
     base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
     key = {"db": db, "base_url": base_url, "integration_id": integration_id}
-    client, server_clock = open_client(api_key, integration_id, base_url, settings)
+    client = open_client(api_key, integration_id, base_url, settings)
     with client, Store(db) as store:
         head: dict[str, Any] = {"integration_id": integration_id, "mode": options.mode}
         try:
@@ -317,7 +313,7 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
         head["window_start"] = run.window_start
         try:
             _publish_late(store, run, options)
-            fields = _pipeline(store, client, server_clock, run, options, key)
+            fields = _pipeline(store, client, run, options, key)
         except KomboError as exc:
             store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
             fields = {"status": exc.run_status, "message": str(exc), "error_code": exc.code}

@@ -6,13 +6,18 @@ Retries live here and nowhere else: callers see either a page, or an error that 
 
 from __future__ import annotations
 
+import json
 import logging
 import random
+import re
+import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import date, datetime
-from functools import cache
+from email.utils import parsedate_to_datetime
+from functools import cache, partial
 from typing import Any, Generic, Literal, TypeVar
 from urllib.parse import quote
 
@@ -30,7 +35,7 @@ from stagewatch.errors import (
     safe_to_resend,
 )
 from stagewatch.models import Application, Job, KomboModel, Page, parse_records
-from stagewatch.timeutil import format_ts
+from stagewatch.timeutil import ensure_utc, format_ts
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +86,10 @@ class ClientStats(BaseModel):
     requests: int = 0
     retries: int = 0
     waited_seconds: float = 0.0
+    # Early requests for a listing's next page that went unused: the page they followed failed to
+    # parse (and was requested again) or named another cursor, or the listing stopped. Counted in
+    # `requests` too.
+    dropped: int = 0
 
 
 # Filter encoders: each turns a Python value into Kombo's query-string form or raises ValueError.
@@ -199,12 +208,19 @@ class _Shared:
         self.lock = threading.Lock()
 
     def count(
-        self, stats: ClientStats, *, requests: int = 0, retries: int = 0, waited: float = 0.0
+        self,
+        stats: ClientStats,
+        *,
+        requests: int = 0,
+        retries: int = 0,
+        waited: float = 0.0,
+        dropped: int = 0,
     ) -> None:
         with self.lock:
             stats.requests += requests
             stats.retries += retries
             stats.waited_seconds += waited
+            stats.dropped += dropped
 
 
 def _transport_failure(exc: httpx.TransportError, method: str, path: str) -> KomboError:
@@ -262,6 +278,25 @@ class _ListEnvelope(BaseModel, Generic[M]):
 
 
 @cache
+def _ssl_context() -> ssl.SSLContext:
+    """httpx's default context, built once: building it (loading the CA bundle) takes about 50 ms
+    of CPU, paid by every integration of a many-integration run otherwise."""
+    return httpx.create_ssl_context()
+
+
+def served_at(response: httpx.Response) -> datetime | None:
+    """When Kombo answered, by its `Date` header: watermarks follow Kombo's clock, not ours (the
+    simulator's is simulated time, far from ours). None without a readable header."""
+    date_header = response.headers.get("date")
+    if not date_header:
+        return None
+    try:
+        return ensure_utc(parsedate_to_datetime(date_header))
+    except (TypeError, ValueError):
+        return None
+
+
+@cache
 def _envelope_model(model: type[M]) -> type[_ListEnvelope[M]]:
     return _ListEnvelope[model]  # type: ignore[valid-type]
 
@@ -281,7 +316,10 @@ def parse_page(response: httpx.Response, model: type[M], kind: str) -> Page[M]:
     except ValidationError:
         return _parse_page_per_record(response, model, kind)
     return Page[model].model_construct(  # type: ignore[valid-type]
-        records=envelope.data.results, quarantined=[], next_cursor=envelope.data.next or None
+        records=envelope.data.results,
+        quarantined=[],
+        next_cursor=envelope.data.next or None,
+        served_at=served_at(response),
     )
 
 
@@ -300,12 +338,88 @@ def _parse_page_per_record(response: httpx.Response, model: type[M], kind: str) 
         )
     records, quarantined = parse_records(model, data["results"], kind)
     return Page[model].model_construct(  # type: ignore[valid-type]
-        records=records, quarantined=quarantined, next_cursor=data["next"] or None
+        records=records,
+        quarantined=quarantined,
+        next_cursor=data["next"] or None,
+        served_at=served_at(response),
     )
 
 
+# A listing's next cursor read off the raw bytes, before the page is parsed, so that the next request
+# is in flight while this page is parsed. An unescaped `"next"` followed by `:` can only be an object
+# key, so a body holding it once holds only the envelope's; with two (a record with a `next` field),
+# nothing is read early. The parsed page must agree, or the early request is dropped (see _SendAhead).
+_NEXT_KEY = re.compile(rb'"next"\s*:\s*')
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def early_next_cursor(response: httpx.Response) -> str | None:
+    """The listing's non-empty `data.next` if the raw body shows it unambiguously, else None."""
+    if not response.is_success:
+        return None
+    content = response.content
+    key = _NEXT_KEY.search(content)
+    if key is None or _NEXT_KEY.search(content, key.end()) is not None:
+        return None
+    value = _JSON_STRING.match(content, key.end())
+    if value is None:  # null, or not a string: no next page, or a body the parser will refuse
+        return None
+    try:
+        cursor = json.loads(value.group())
+    except ValueError:
+        return None
+    return cursor or None
+
+
+class _SendAhead:
+    """At most one early request per listing: the next page's first attempt, sent from a worker
+    thread while this page is parsed. Kombo never sees two requests of one listing at once: a
+    request that will not be used is waited for (and dropped) before any other is sent."""
+
+    def __init__(self, on_drop: Callable[[], None]) -> None:
+        self._on_drop = on_drop
+        self._pool: ThreadPoolExecutor | None = None
+        self._cursor: str | None = None
+        self._pending: Future[httpx.Response] | None = None
+
+    def start(self, cursor: str, send: Callable[[], httpx.Response]) -> None:
+        self.discard()
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-send-ahead")
+        self._cursor, self._pending = cursor, self._pool.submit(send)
+
+    def take(self, cursor: str | None, attempt: int) -> httpx.Response | None:
+        """The early response for the first attempt at `cursor` (raising as its send raised), or
+        None (after dropping a request sent for anything else)."""
+        if self._pending is None or attempt != 1 or cursor is None or cursor != self._cursor:
+            self.discard()
+            return None
+        pending, self._pending, self._cursor = self._pending, None, None
+        return pending.result()
+
+    def discard(self) -> None:
+        pending, self._pending, self._cursor = self._pending, None, None
+        if pending is None:
+            return
+        self._on_drop()
+        try:
+            pending.result()
+        except Exception as exc:  # the page is requested again, so its failure is not an error
+            log.debug("dropped an early request that failed (%s)", type(exc).__name__)
+
+    def close(self) -> None:
+        self.discard()
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+
 class KomboClient:
-    """Kombo's ATS API for one integration. Use as a context manager; it owns one `httpx.Client`."""
+    """Kombo's ATS API for one integration. Use as a context manager; it owns one `httpx.Client`.
+
+    `send_ahead` (on by default) requests a listing's next page while the current one is parsed:
+    at most one request of a listing is in flight either way.
+    """
 
     def __init__(
         self,
@@ -319,6 +433,7 @@ class KomboClient:
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        send_ahead: bool = True,
     ) -> None:
         secret = api_key if isinstance(api_key, SecretStr) else SecretStr(api_key)
         raw = secret.get_secret_value()
@@ -333,12 +448,13 @@ class KomboClient:
         self.retry = retry or RetryPolicy()
         self._sleep = sleep
         self._rng = rng or random.Random()
+        self.send_ahead = send_ahead
         http = httpx.Client(
             base_url=self.base_url,
             auth=_BearerAuth(secret),
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             timeout=timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout),
-            transport=transport,
+            transport=transport or httpx.HTTPTransport(verify=_ssl_context()),
         )
         self._shared = _Shared(http)
         self._stats = ClientStats()
@@ -490,27 +606,41 @@ class KomboClient:
     ) -> Iterator[Page[M]]:
         """Follow `data.next` until it is null or empty, re-sending the same filters each time.
 
-        A failed page is retried with the same cursor, so a retry never restarts the listing.
+        A failed page is retried with the same cursor, so a retry never restarts the listing. With
+        `send_ahead`, the next page is requested while this one is parsed (see `early_next_cursor`).
         """
         followed: set[str] = set()
         cursor: str | None = None
-        while True:
-            page_params = params if cursor is None else {**params, "cursor": cursor}
+        ahead = _SendAhead(partial(self._shared.count, self._stats, dropped=1))
+        try:
+            while True:
+                page_params = params if cursor is None else {**params, "cursor": cursor}
 
-            def once(attempt: int, page_params: dict[str, str] = page_params) -> Page[M]:
-                return parse_page(self._send("GET", path, attempt, params=page_params), model, kind)
+                def once(
+                    attempt: int, cursor: str | None = cursor, page_params: dict = page_params
+                ) -> Page[M]:
+                    response = ahead.take(cursor, attempt)
+                    if response is None:
+                        response = self._send("GET", path, attempt, params=page_params)
+                    early = early_next_cursor(response) if self.send_ahead else None
+                    if early is not None and early not in followed:
+                        early_params = {**params, "cursor": early}
+                        ahead.start(early, partial(self._send, "GET", path, 1, params=early_params))
+                    return parse_page(response, model, kind)
 
-            page = self._retrying("GET", path, once)
-            yield page
-            cursor = page.next_cursor
-            if cursor is None:
-                return
-            if cursor in followed:
-                raise PaginationLoopError(
-                    f"Kombo returned a next cursor already followed in this {path} listing "
-                    f"(after {len(followed) + 1} pages)"
-                )
-            followed.add(cursor)
+                page = self._retrying("GET", path, once)
+                yield page
+                cursor = page.next_cursor
+                if cursor is None:
+                    return
+                if cursor in followed:
+                    raise PaginationLoopError(
+                        f"Kombo returned a next cursor already followed in this {path} listing "
+                        f"(after {len(followed) + 1} pages)"
+                    )
+                followed.add(cursor)
+        finally:
+            ahead.close()
 
     def iter_job_pages(
         self, *, page_size: int = MAX_PAGE_SIZE, **filters: Any

@@ -143,11 +143,13 @@ M = TypeVar("M", bound=KomboModel)
 
 
 class Page(BaseModel, Generic[M]):
-    """One page of a listing: parsed records, quarantined ones, and the cursor to the next page."""
+    """One page of a listing: parsed records, quarantined ones, the cursor to the next page, and
+    when Kombo served it (its `Date` header: Kombo's clock, not ours; None without one)."""
 
     records: list[M]
     quarantined: list[Quarantined] = Field(default_factory=list)
     next_cursor: str | None = None
+    served_at: datetime | None = None
 
 
 CANDIDATE_FIELDS_KEPT = ("id", "first_name", "last_name")

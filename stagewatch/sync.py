@@ -8,20 +8,15 @@ from __future__ import annotations
 
 import gc
 import queue
-import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
-from email.utils import parsedate_to_datetime
-from functools import cache
 from typing import Any, Protocol, TypeVar
-
-import httpx
 
 from stagewatch.client import KomboClient
 from stagewatch.errors import StagewatchError
 from stagewatch.models import Page
-from stagewatch.timeutil import ensure_utc, format_ts, utcnow
+from stagewatch.timeutil import format_ts, utcnow
 
 PageCallback = Callable[[int, int], None]
 T = TypeVar("T")
@@ -43,48 +38,6 @@ class RunRef(Protocol):
     id: int
     integration_id: str
     started_at: datetime
-
-
-@cache
-def _ssl_context() -> ssl.SSLContext:
-    """httpx's default context, built once: building it (loading the CA bundle) takes about 50 ms
-    of CPU, paid by every integration of a many-integration run otherwise."""
-    return httpx.create_ssl_context()
-
-
-class ServerClock(httpx.BaseTransport):
-    """A transport that remembers the `Date` of the latest response: Kombo's clock, not ours.
-
-    The next watermark is "when the listing started, minus an overlap" and Kombo compares it with
-    its own timestamps, so the start is read off Kombo's answer; our clock is only the fallback for
-    a server that sends no `Date`. (The simulator's clock is simulated time, far from ours.)
-    """
-
-    def __init__(self, inner: httpx.BaseTransport | None = None) -> None:
-        self.inner = inner or httpx.HTTPTransport(verify=_ssl_context())
-        self._latest: datetime | None = None
-        self._lock = threading.Lock()
-
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        response = self.inner.handle_request(request)
-        date = response.headers.get("date")
-        if date:
-            try:
-                parsed = ensure_utc(parsedate_to_datetime(date))
-            except (TypeError, ValueError):
-                parsed = None
-            if parsed is not None:
-                with self._lock:
-                    self._latest = parsed
-        return response
-
-    def close(self) -> None:
-        self.inner.close()
-
-    @property
-    def latest(self) -> datetime | None:
-        with self._lock:
-            return self._latest
 
 
 def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]:
@@ -140,14 +93,6 @@ def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]
         worker.join()
 
 
-def _stamped(
-    pages: Iterable[Page], server_clock: ServerClock | None
-) -> Iterator[tuple[Page, datetime | None]]:
-    """Each page with Kombo's clock as its response left it (before the next request goes out)."""
-    for page in pages:
-        yield page, (server_clock.latest if server_clock else None)
-
-
 def _stage_page(
     stage: Callable[[int, list], None], store: Any, run: RunRef, page: Page
 ) -> tuple[int, int]:
@@ -185,7 +130,6 @@ def fetch_applications(
     updated_after: datetime | None,
     *,
     page_size: int = 250,
-    server_clock: ServerClock | None = None,
     clock: Callable[[], datetime] = utcnow,
     on_page: PageCallback | None = None,
 ) -> dict[str, Any]:
@@ -193,7 +137,7 @@ def fetch_applications(
 
     Deleted ones are always asked for (`include_deleted=true`), or a soft delete would look like
     nothing happened. `listed_at` is when the listing started on Kombo's clock (the first page's
-    `Date`), falling back to our clock taken before the first request.
+    `served_at`), falling back to our clock taken before the first request.
     """
     filters: dict[str, Any] = {"include_deleted": True}
     if updated_after is not None:
@@ -208,9 +152,9 @@ def fetch_applications(
     try:
         with store.application_stager(run.id) as stager:
             listing = client.iter_application_pages(page_size=page_size, **filters)
-            for page, served_at in read_ahead(_stamped(listing, server_clock)):
+            for page in read_ahead(listing):
                 if listed_at is None:
-                    listed_at = served_at or started_here
+                    listed_at = page.served_at or started_here
                 pages += 1
                 staged, bad = _stage_page(stager, store, run, page)
                 applications += staged

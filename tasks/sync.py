@@ -59,7 +59,7 @@ FETCH_JOBS_CACHE = INPUTS + TASK_SOURCE + LibrarySource() - "client" - "store" -
 # Applications are reused only by a retry of the same flow run that resumes the same store run.
 FETCH_APPLICATIONS_CACHE = (
     INPUTS + TASK_SOURCE + LibrarySource() + RUN_ID
-    - "client" - "store" - "server_clock" - "page_size" - "estimate" - "progress_every"
+    - "client" - "store" - "page_size" - "estimate" - "progress_every"
 )  # fmt: skip
 OPEN_RUN_CACHE = INPUTS + TASK_SOURCE + RUN_ID - "store"
 
@@ -192,7 +192,6 @@ def fetch_applications_task(
     updated_after: datetime | None,
     *,
     page_size: int,
-    server_clock: sync.ServerClock | None = None,
     estimate: Callable[[], int] | None = None,
     progress_every: int = PROGRESS_EVERY_PAGES,
 ) -> dict[str, Any]:
@@ -200,9 +199,8 @@ def fetch_applications_task(
     lists again from the start; staging keeps the last version of each application."""
     progress = ListingProgress(run.integration_id, estimate, progress_every)
     result = sync.fetch_applications(
-        client, store, run, updated_after, page_size=page_size, server_clock=server_clock,
-        on_page=progress,
-    )  # fmt: skip
+        client, store, run, updated_after, page_size=page_size, on_page=progress
+    )
     progress.finish()
     return result | {"attempt": _attempt()}
 

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from stagewatch import __version__
-from stagewatch.client import KomboClient, RetryPolicy
+from stagewatch import __version__, sync
+from stagewatch.client import KomboClient, RetryPolicy, early_next_cursor
 from stagewatch.errors import (
     AuthenticationError,
     ConnectionFailedError,
@@ -29,6 +29,7 @@ from stagewatch.errors import (
 )
 from stagewatch.models import Quarantined
 from stagewatch.settings import Settings, resolve_api_key
+from stagewatch.store import Store
 from tests.spec import load_spec
 
 KEY = "sk_live_7rT2sEcReT9KomboXyZ"
@@ -261,7 +262,12 @@ def test_stats_stay_exact_when_many_integrations_list_from_threads():
     for thread in threads:
         thread.join()
     for client in clients:
-        assert client.stats.model_dump() == {"requests": 50, "retries": 25, "waited_seconds": 12.5}
+        assert client.stats.model_dump() == {
+            "requests": 50,
+            "retries": 25,
+            "waited_seconds": 12.5,
+            "dropped": 0,
+        }
     assert sleeps == [0.5] * 100
 
 
@@ -289,13 +295,99 @@ def test_an_empty_next_ends_the_listing():
     assert fake.cursors == [None, "c1"]
 
 
-def test_pages_are_fetched_lazily_one_at_a_time():
-    fake = FakeKombo(page(["a1"], "c1"), page(["a2"], None))
+def test_pages_are_fetched_lazily_and_at_most_one_ahead():
+    fake = FakeKombo(page(["a1"], "c1"), page(["a2"], "c2"), page(["a3"], None))
     client, _ = make_client(fake)
     pages = client.iter_application_pages()
     assert fake.requests == []
     assert [r.id for r in next(pages).records] == ["a1"]
-    assert len(fake.requests) == 1
+    pages.close()  # waits for the request sent ahead, then drops it
+    assert fake.cursors == [None, "c1"]
+    assert (client.stats.requests, client.stats.dropped) == (2, 1)
+
+
+def dated_pages(first_date: str = "Mon, 05 Jan 2026 10:00:00 GMT") -> list[httpx.Response]:
+    dates = (first_date, "Mon, 05 Jan 2026 10:00:07 GMT", "not a date")
+    pages = (page(["a1"], "c1"), page(["a2"], "c2"), page(["a3"], None))
+    for response, date_header in zip(pages, dates, strict=True):
+        response.headers["Date"] = date_header
+    return list(pages)
+
+
+def test_each_page_carries_when_kombo_served_it():
+    client, _ = make_client(FakeKombo(*dated_pages()))
+    assert [p.served_at for p in client.iter_application_pages()] == [
+        datetime(2026, 1, 5, 10, tzinfo=UTC),
+        datetime(2026, 1, 5, 10, 0, 7, tzinfo=UTC),
+        None,  # an unreadable Date is no date
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first_date", "listed_at"),
+    [
+        ("Mon, 05 Jan 2026 10:00:00 GMT", datetime(2026, 1, 5, 10, tzinfo=UTC)),
+        ("", datetime(2030, 1, 1, tzinfo=UTC)),  # no Date: our clock, read before the listing
+    ],
+)
+def test_a_listing_starts_when_its_first_page_was_served(tmp_path, first_date, listed_at):
+    client, _ = make_client(FakeKombo(*dated_pages(first_date)))
+    with Store(tmp_path / "sw.db") as store:
+        run = store.begin_run(INTEGRATION, "full")
+        listing = sync.fetch_applications(
+            client, store, run, None, clock=lambda: datetime(2030, 1, 1, tzinfo=UTC)
+        )
+    # Later pages were served (and requested ahead) before the first was staged.
+    assert (listing["listed_at"], listing["applications"]) == (listed_at, 3)
+
+
+def test_without_send_ahead_the_next_page_waits_for_the_caller():
+    fake = FakeKombo(page(["a1"], "c1"), page(["a2"], None))
+    client, _ = make_client(fake, send_ahead=False)
+    pages = client.iter_application_pages()
+    assert [r.id for r in next(pages).records] == ["a1"]
+    assert fake.cursors == [None]
+    assert ids_of(pages) == [["a2"]]
+    assert fake.cursors == [None, "c1"]
+
+
+@pytest.mark.parametrize(
+    ("body", "cursor"),
+    [
+        (b'{"status":"success","data":{"next":"c1","results":[]}}', "c1"),
+        (
+            b'{"status":"success","data":{"results":[{"id":"a"}], "next" : "c\\u00e9\\"2"}}',
+            'c\u00e9"2',
+        ),
+        (b'{"status":"success","data":{"next":null,"results":[]}}', None),
+        (b'{"status":"success","data":{"next":"","results":[]}}', None),
+        # A record with its own `next` field: two keys, so nothing is read early.
+        (b'{"status":"success","data":{"next":"c1","results":[{"id":"a","next":"x"}]}}', None),
+        # A `"next":` inside a string value is escaped, so it is not a key.
+        (b'{"status":"success","data":{"next":"c1","results":[{"id":"\\"next\\": 1"}]}}', "c1"),
+        (b'{"status":"success","data":{"next":7,"results":[]}}', None),
+        (b'{"status":"success","data":{"next":"c1', None),  # cut inside the cursor
+    ],
+)
+def test_the_next_cursor_is_read_early_only_when_the_body_is_unambiguous(body, cursor):
+    assert early_next_cursor(httpx.Response(200, content=body)) == cursor
+
+
+def test_an_error_response_is_never_read_early():
+    body = b'{"status":"error","data":{"next":"c1"}}'
+    assert early_next_cursor(httpx.Response(429, content=body)) is None
+
+
+def test_a_page_that_fails_to_parse_drops_the_request_sent_after_it():
+    truncated = httpx.Response(200, content=b'{"status":"success","data":{"next":"c1","results":[')
+    fake = FakeKombo(truncated, page(["never used"]), page(["a1"], "c1"), page(["a2"], None))
+    client, sleeps = make_client(fake)
+    assert ids_of(client.iter_application_pages()) == [["a1"], ["a2"]]
+    # The early request for c1 went out before page 1 failed; page 1 was retried after it came
+    # back, and c1 was asked for again, ahead of the caller, once page 1 had arrived.
+    assert fake.cursors == [None, "c1", None, "c1"]
+    assert (client.stats.requests, client.stats.retries, client.stats.dropped) == (4, 1, 1)
+    assert len(sleeps) == 1
 
 
 def test_a_cursor_seen_before_in_the_listing_is_a_fatal_loop():
@@ -343,7 +435,12 @@ def test_a_retry_resumes_at_the_failed_page_with_the_same_cursor():
     assert fake.cursors == [None, "c1", "c1", "c1", "c2"]
     assert fake.queries[2] == "page_size=250&updated_after=2026-01-05&cursor=c1"
     assert sleeps == [0.5, 1.0]
-    assert client.stats.model_dump() == {"requests": 5, "retries": 2, "waited_seconds": 1.5}
+    assert client.stats.model_dump() == {
+        "requests": 5,
+        "retries": 2,
+        "waited_seconds": 1.5,
+        "dropped": 0,
+    }
 
 
 def test_bad_records_are_quarantined_and_their_page_mates_kept():
@@ -531,7 +628,12 @@ def test_errors_that_retrying_cannot_fix_are_raised_at_once(response, cls):
         list(client.iter_application_pages())
     assert not isinstance(info.value, TransientError)
     assert (len(fake.requests), sleeps) == (1, [])
-    assert client.stats.model_dump() == {"requests": 1, "retries": 0, "waited_seconds": 0.0}
+    assert client.stats.model_dump() == {
+        "requests": 1,
+        "retries": 0,
+        "waited_seconds": 0.0,
+        "dropped": 0,
+    }
     assert_key_absent(info.value)
 
 
@@ -561,7 +663,12 @@ def test_transient_failures_are_retried_after_the_backoff_delay(failure):
     client, sleeps = make_client(fake)
     assert ids_of(client.iter_application_pages()) == [["a1"]]
     assert sleeps == [0.5]
-    assert client.stats.model_dump() == {"requests": 2, "retries": 1, "waited_seconds": 0.5}
+    assert client.stats.model_dump() == {
+        "requests": 2,
+        "retries": 1,
+        "waited_seconds": 0.5,
+        "dropped": 0,
+    }
 
 
 def test_transport_errors_become_transient_without_the_request_or_its_headers():
@@ -602,7 +709,12 @@ def test_backoff_doubles_up_to_the_attempt_cap_then_raises_the_last_error():
         list(client.iter_application_pages())
     assert str(info.value) == "HTTP 502: the body is empty"
     assert sleeps == [0.5, 1.0, 2.0, 4.0, 8.0]
-    assert client.stats.model_dump() == {"requests": 6, "retries": 5, "waited_seconds": 15.5}
+    assert client.stats.model_dump() == {
+        "requests": 6,
+        "retries": 5,
+        "waited_seconds": 15.5,
+        "dropped": 0,
+    }
     assert fake.cursors == [None] * 6
 
 

@@ -97,7 +97,8 @@ def test_paging_under_concurrent_mutation_neither_loses_nor_doubles_records(worl
     integ = world.integration(normal)
     seen: dict[str, Application] = {}
     served_total = 0
-    with client_for(world) as client:
+    # The world changes between pages, so the next request must wait for the change: no send-ahead.
+    with client_for(world, send_ahead=False) as client:
         for number, page in enumerate(client.iter_application_pages(include_deleted=True)):
             served_total += len(page.records)
             for record in page.records:
@@ -182,8 +183,10 @@ def test_retries_through_every_fault_kind_yield_the_fault_free_records(world):
     assert by_id(records) == by_id([Application.model_validate(r) for r in expected])
     injected = transport.stats()["faults"]
     assert set(injected) == set(FAULT_KINDS)  # every kind was met and survived
-    assert stats.retries == sum(injected.values())
-    assert stats.requests == math.ceil(len(expected) / 25) + stats.retries
+    # A fault either made its page be retried or hit a next-page request sent early and dropped
+    # (the page before it failed to parse); every request is a used page, a retry or dropped.
+    assert stats.retries <= sum(injected.values()) <= stats.retries + stats.dropped
+    assert stats.requests == math.ceil(len(expected) / 25) + stats.retries + stats.dropped
     assert sleeps and all(0 < s <= 30 for s in sleeps)
     assert 2.0 in sleeps  # Retry-After (or ratelimit-reset) honoured
 

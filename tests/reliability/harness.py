@@ -79,12 +79,11 @@ def sync_in_process(
     Kombo's errors end the run with the store's failed statuses; anything else fails the run and
     propagates (a drill counts that as a crash).
     """
-    server_clock = sync.ServerClock(transport)
     client = KomboClient(
         key,
         integration_id,
         base_url=base_url,
-        transport=server_clock,
+        transport=transport,
         sleep=sleep if sleep is not None else Sleeps(),
         rng=random.Random(rng_seed),
     )
@@ -94,9 +93,7 @@ def sync_in_process(
         head = {"integration_id": integration_id, "mode": mode, "window_start": window}
         try:
             jobs = sync.fetch_jobs(client, store, run, page_size=page_size)
-            listing = sync.fetch_applications(
-                client, store, run, window, page_size=page_size, server_clock=server_clock
-            )
+            listing = sync.fetch_applications(client, store, run, window, page_size=page_size)
             committed = sync.diff_stages(
                 store,
                 run,
