@@ -10,9 +10,11 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from datetime import timedelta
+from datetime import UTC, timedelta, timezone
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sqlite_utils import Database
 
 from stagewatch.diff import EVENT_FIELDS
@@ -35,6 +37,7 @@ from tests.test_store_fixtures import (
 
 HOST = socket.gethostname()
 CLOCK = "2026-02-01T12:00:00.000Z"
+PARIS = timezone(timedelta(hours=1))
 
 
 @pytest.fixture
@@ -356,6 +359,82 @@ def test_a_stager_stages_the_content_of_changed_records_only_and_stops_its_threa
         ) == [("app-2", "st-interview"), ("app-3", "st-applied")]
     assert not lookups[0].is_alive()
     assert store.commit_run(run.id, observed_at=at(1)) == counts(first_seen=1, stage_changed=1)
+
+
+# SQLite reads the staged columns out of each record's JSON; these must be what the models say.
+_STAGED_COLUMNS = (
+    "remote_id, job_id, stage_id, stage_name, outcome, rejection_reason_name, rejected_at, "
+    "remote_deleted_at, changed_at, remote_created_at, remote_updated_at"
+)
+
+
+def _model_columns(app) -> tuple:
+    stamps = (
+        app.rejected_at,
+        app.remote_deleted_at,
+        app.changed_at,
+        app.remote_created_at,
+        app.remote_updated_at,
+    )
+    return (
+        app.remote_id,
+        app.effective_job_id,
+        app.stage_id,
+        app.stage_name,
+        app.outcome,
+        app.rejection_reason_name,
+        *(None if stamp is None else format_ts(stamp) for stamp in stamps),
+    )
+
+
+def _staged_columns(store, path, apps) -> list[tuple]:
+    run = store.begin_run(INTEGRATION, "full", started_at=at(0))
+    store.stage_applications(run.id, apps)
+    return rows(
+        path,
+        f"SELECT {_STAGED_COLUMNS} FROM staged_applications WHERE run_id = ? ORDER BY seq",
+        (run.id,),
+    )
+
+
+def test_staged_columns_are_what_the_models_say(store, path):
+    apps = [
+        application("own-stage"),
+        # No current_stage object: the id alone, and no name.
+        application("id-only", stage=None, current_stage_id="st-bare", outcome=None),
+        application("no-stage", stage=None),
+        # An empty job_id falls back to the job reference, as `effective_job_id` does.
+        application("empty-job", job_id="", job={"id": "job-ref", "name": "Ref"}),
+        application("no-job", job_id=None),
+        # SQLite would cut this name at the NUL: such a record is staged from the model instead.
+        application("nul", stage=("st-nul", "On\x00site"), rejection_reason_name="a\x00b"),
+        application(
+            "declined",
+            outcome="DECLINED",
+            stage=("st-ü", 'Entretien — 2ᵉ tour "final"'),
+            rejection_reason_name="Pas de réponse",
+            rejected_at="2026-01-05T10:00:00Z",
+            remote_deleted_at="2026-01-06T11:12:13.000999+02:00",
+            changed_at="2026-01-06T11:12:13.5Z",
+            remote_created_at="2026-01-01T00:00:00.123456Z",
+            remote_updated_at="2026-01-07T00:00:00",
+        ),
+    ]
+    assert _staged_columns(store, path, apps) == [_model_columns(app) for app in apps]
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(moments=st.lists(st.datetimes(timezones=st.sampled_from([None, UTC, PARIS])), max_size=20))
+def test_staged_timestamps_are_format_ts_of_any_moment(tmp_path_factory, moments):
+    path = tmp_path_factory.mktemp("stamps") / "sw.db"
+    apps = [
+        application(f"app-{number}", changed_at=moment, rejected_at=moment)
+        for number, moment in enumerate(moments)
+    ]
+    with Store(path) as store:
+        assert _staged_columns(store, path, apps) == [_model_columns(app) for app in apps]
 
 
 def test_a_stager_of_an_in_memory_store_looks_hashes_up_in_its_own_connection():
