@@ -51,9 +51,21 @@ REMOTE_DELETED = "remote_deleted"
 MISSING_FROM_FULL_LISTING = "missing_from_full_listing"
 
 
+def _plain(text: str) -> bool:
+    """Whether `json.dumps` writes `text` as itself between quotes: printable ASCII, no escapes."""
+    return text.isascii() and text.isprintable() and '"' not in text and "\\" not in text
+
+
 def event_key(integration_id: str, application_id: str, kind: str, version_left: int) -> str:
-    """The documented key: what changed, for whom, and from which stored version."""
-    payload = json.dumps([integration_id, application_id, kind, version_left])
+    """The documented key: what changed, for whom, and from which stored version.
+
+    SQLite calls this once per event (a million on a 1M first sync), so ids that `json.dumps`
+    would write unchanged (Kombo's are) are formatted directly: the same text at half the cost.
+    """
+    if type(version_left) is int and all(map(_plain, (integration_id, application_id, kind))):
+        payload = f'["{integration_id}", "{application_id}", "{kind}", {version_left}]'
+    else:
+        payload = json.dumps([integration_id, application_id, kind, version_left])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

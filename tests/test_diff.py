@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import sqlite3
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from stagewatch.diff import EVENT_KINDS, event_key
 from stagewatch.store import Store
 from tests.test_store_fixtures import (
     FINISHED,
@@ -517,3 +521,16 @@ def test_stage_history_has_one_row_per_stay(store, runner):
             "event_id": 4,
         },
     ]
+
+
+@settings(max_examples=300)
+@given(
+    integration=st.text() | st.sampled_from(["acme:greenhouse", 'q"uote', "back\\slash", "tab\t"]),
+    application=st.text() | st.from_regex(r"[1-9A-HJ-NP-Za-km-z]{24}", fullmatch=True),
+    kind=st.sampled_from(EVENT_KINDS),
+    version=st.integers(min_value=0, max_value=2**40),
+)
+def test_event_keys_are_the_documented_hash_for_any_ids(integration, application, kind, version):
+    documented = json.dumps([integration, application, kind, version])
+    expected = hashlib.sha256(documented.encode()).hexdigest()[:32]
+    assert event_key(integration, application, kind, version) == expected
