@@ -236,13 +236,6 @@ def _jobs_in_store(store: Store, run: Run, result: dict[str, Any]) -> bool:
     return (staged_by["status"], staged_by["started_at"]) == ("succeeded", result["run_started_at"])
 
 
-def _expected_applications(store: Store, integration_id: str) -> int:
-    for row in store.status():
-        if row["integration_id"] == integration_id:
-            return row["applications"]
-    return 0
-
-
 def _pipeline(
     store: Store,
     client: KomboClient,
@@ -258,7 +251,12 @@ def _pipeline(
         run,
         run.window_start,
         page_size=options.page_size,
-        estimate=partial(_expected_applications, store, run.integration_id),
+        # A listing without a window lists what the store holds; a windowed one's size is unknown.
+        estimate=(
+            partial(store.live_applications, run.integration_id)
+            if run.window_start is None
+            else None
+        ),
         progress_every=sync_tasks.PROGRESS_EVERY_PAGES,
     )
     committed = diff_stages_task(

@@ -1031,6 +1031,14 @@ class Store:
         sql += " ORDER BY integration_id, event_id"
         return [dict(row) for row in self._conn.execute(sql, params)]
 
+    def live_applications(self, integration_id: str) -> int:
+        """How many applications of the integration the snapshot holds as live (not deleted)."""
+        return self._conn.execute(
+            "SELECT count(*) FROM applications WHERE integration_id = ? "
+            "AND deleted_observed_at IS NULL",
+            (integration_id,),
+        ).fetchone()[0]
+
     def status(self) -> list[dict[str, Any]]:
         """Per integration: its last run, last success, watermark, lock and what the store holds."""
         conn = self._conn

@@ -616,6 +616,11 @@ def test_status_summarises_each_integration(store):
     )
     Runner(store).run([application("app-1")], hours=2)
     other = store.begin_run(OTHER_INTEGRATION, "incremental", started_at=at(3))
+    # What a full listing's progress expects: the live applications, not the deleted one.
+    assert (store.live_applications(INTEGRATION), store.live_applications(OTHER_INTEGRATION)) == (
+        1,
+        0,
+    )
     assert store.status() == [
         {
             "integration_id": INTEGRATION,
