@@ -608,6 +608,16 @@ def test_event_queries_filter_by_run_integration_time_kind_and_application(store
     ]
     assert keys(run_id=3, kind="stage_changed") == [("green", "app-1", "stage_changed")]
     assert keys(limit=1) == [("green", "app-1", "first_seen")]
+    # A run's kinds it wrote none of are skipped (its counts say so), without hiding the others.
+    assert keys(run_id=1, kind=["stage_changed", "deleted"]) == []
+    assert keys(run_id=1, kind=["stage_changed", "first_seen"]) == [
+        ("green", "app-1", "first_seen"),
+        ("green", "app-2", "first_seen"),
+    ]
+    assert keys(run_id=3, kind=["first_seen", "outcome_changed"]) == [
+        ("green", "app-1", "outcome_changed")
+    ]
+    assert keys(run_id=99, kind="first_seen") == []  # no such run
 
 
 def test_status_summarises_each_integration(store):
