@@ -191,17 +191,19 @@ def _stamp_from_json(path: str) -> str:
     )
 
 
+_INSERT_STAGED = """INSERT INTO staged_applications (
+    run_id, seq, application_id, content_hash, raw, remote_id, job_id, stage_id, stage_name,
+    outcome, rejection_reason_name, rejected_at, remote_deleted_at, changed_at,
+    remote_created_at, remote_updated_at
+)"""
+
 # The columns the diff reads are taken out of the stored JSON by SQLite, which parses each record
 # once (its JSON cache) while the GIL is free for the thread parsing the next page; in Python this
 # cost as much as serialising the record. The expressions mirror `Application.stage_id`,
 # `stage_name` and `effective_job_id`. SQLite's json_extract cuts a string at an escaped NUL, so a
 # record holding one takes `_STAGE_CHANGED_FROM_MODEL` instead.
 _STAGE_CHANGED = f"""
-INSERT INTO staged_applications (
-    run_id, seq, application_id, content_hash, raw, remote_id, job_id, stage_id, stage_name,
-    outcome, rejection_reason_name, rejected_at, remote_deleted_at, changed_at,
-    remote_created_at, remote_updated_at
-)
+{_INSERT_STAGED}
 SELECT ?1, ?2, ?3, ?4, r, json_extract(r, '$.remote_id'),
     coalesce(nullif(json_extract(r, '$.job_id'), ''), json_extract(r, '$.job.id')),
     coalesce(json_extract(r, '$.current_stage.id'), json_extract(r, '$.current_stage_id')),
@@ -212,12 +214,8 @@ SELECT ?1, ?2, ?3, ?4, r, json_extract(r, '$.remote_id'),
 FROM (SELECT ?5 AS r)
 """
 
-_STAGE_CHANGED_FROM_MODEL = """
-INSERT INTO staged_applications (
-    run_id, seq, application_id, content_hash, raw, remote_id, job_id, stage_id, stage_name,
-    outcome, rejection_reason_name, rejected_at, remote_deleted_at, changed_at,
-    remote_created_at, remote_updated_at
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+_STAGE_CHANGED_FROM_MODEL = f"""
+{_INSERT_STAGED} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 _ESCAPED_NUL = b"\\u0000"
 
