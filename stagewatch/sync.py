@@ -24,7 +24,7 @@ PageCallback = Callable[[int, int], None]
 T = TypeVar("T")
 READ_AHEAD_PAGES = 2
 # While a listing runs, a thread waiting on the network gets the GIL back within this many seconds
-# of its answer instead of CPython's default 5 ms (see `responsive_gil`).
+# of its answer instead of CPython's default 5 ms (see `listing_runtime`).
 LISTING_SWITCH_INTERVAL = 0.0005
 
 
@@ -45,35 +45,41 @@ class RunRef(Protocol):
     started_at: datetime
 
 
-_switch_lock = threading.Lock()
-_switch_users = 0
+_listing_lock = threading.Lock()
+_listings = 0
 _switch_saved = 0.0
 
 
 @contextmanager
-def responsive_gil(interval: float = LISTING_SWITCH_INTERVAL) -> Iterator[None]:
-    """Shorten CPython's thread switch interval while any listing in this process runs.
+def listing_runtime(interval: float = LISTING_SWITCH_INTERVAL) -> Iterator[None]:
+    """Tune the interpreter while any listing in this process runs; the first listing to enter
+    sets both, the last to leave restores them, so concurrent integrations share one setting.
 
-    A listing has three threads: one waits for Kombo, one parses, one stages. Parsing and staging
-    hold the GIL for long stretches, and a thread whose response has arrived waits for the holder
-    to let go: up to the switch interval, 5 ms by default. Measured on a 100k listing, the next
-    request started 4.6 ms (median) after it was handed to its thread, about a third of the time
-    per page; at 0.5 ms it started after 0.6 ms. The first listing to enter sets it, the last to
-    leave restores it, so concurrent integrations share one setting.
+    - The heap is frozen (`gc.freeze`). A listing allocates millions of short-lived objects; each
+      full GC pass they trigger would also walk everything already on the heap (about 300k
+      objects once Prefect is imported), which more than doubled parsing time. Frozen objects
+      are only skipped by the collector, never freed.
+    - CPython's thread switch interval is shortened. A listing has three threads: one waits for
+      Kombo, one parses, one stages. Parsing and staging hold the GIL for long stretches, and a
+      thread whose response has arrived waits for the holder to let go: up to the switch interval,
+      5 ms by default. Measured on a 100k listing, the next request started 4.6 ms (median) after
+      it was handed to its thread, about a third of the time per page; at 0.5 ms, after 0.6 ms.
     """
-    global _switch_users, _switch_saved
-    with _switch_lock:
-        if _switch_users == 0:
+    global _listings, _switch_saved
+    with _listing_lock:
+        if _listings == 0:
+            gc.freeze()
             _switch_saved = sys.getswitchinterval()
             sys.setswitchinterval(min(interval, _switch_saved))
-        _switch_users += 1
+        _listings += 1
     try:
         yield
     finally:
-        with _switch_lock:
-            _switch_users -= 1
-            if _switch_users == 0:
+        with _listing_lock:
+            _listings -= 1
+            if _listings == 0:
                 sys.setswitchinterval(_switch_saved)
+                gc.unfreeze()
 
 
 def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]:
@@ -181,25 +187,18 @@ def fetch_applications(
     started_here = clock()
     listed_at: datetime | None = None
     pages = applications = quarantined = 0
-    # The listing allocates millions of short-lived objects; each full GC pass it triggers would
-    # also walk everything already on the heap (about 300k objects once Prefect is imported), which
-    # more than doubled parsing time. Frozen objects are only skipped by the collector, never freed.
-    gc.freeze()
-    try:
-        with responsive_gil(), store.application_stager(run.id) as stager:
-            listing = client.iter_application_pages(page_size=page_size, **filters)
-            for page in read_ahead(listing):
-                if listed_at is None:
-                    listed_at = page.served_at or started_here
-                pages += 1
-                staged, bad = _stage_page(stager, store, run, page)
-                applications += staged
-                quarantined += bad
-                if on_page is not None:
-                    on_page(pages, applications)
-            stager.flush()
-    finally:
-        gc.unfreeze()
+    with listing_runtime(), store.application_stager(run.id) as stager:
+        listing = client.iter_application_pages(page_size=page_size, **filters)
+        for page in read_ahead(listing):
+            if listed_at is None:
+                listed_at = page.served_at or started_here
+            pages += 1
+            staged, bad = _stage_page(stager, store, run, page)
+            applications += staged
+            quarantined += bad
+            if on_page is not None:
+                on_page(pages, applications)
+        stager.flush()
     return {
         "run_id": run.id,
         "pages": pages,

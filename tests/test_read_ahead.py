@@ -1,14 +1,15 @@
 """`read_ahead`: the listing's worker thread keeps order, raises where the error happened, and stops;
-`responsive_gil`: the switch interval a listing sets is restored by the last one to end."""
+`listing_runtime`: what a listing tunes is restored by the last one to end."""
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 
 import pytest
 
-from stagewatch.sync import read_ahead, responsive_gil
+from stagewatch.sync import listing_runtime, read_ahead
 
 
 def test_items_arrive_in_order_from_another_thread():
@@ -77,11 +78,14 @@ def test_depth_must_be_positive():
         list(read_ahead([1], depth=0))
 
 
-def test_the_switch_interval_is_short_while_any_listing_runs_and_restored_after():
-    before = sys.getswitchinterval()
-    with responsive_gil(0.001):
+def test_the_listing_runtime_holds_while_any_listing_runs_and_is_restored_after():
+    interval, frozen = sys.getswitchinterval(), gc.get_freeze_count()
+    with listing_runtime(0.001):
         assert sys.getswitchinterval() == pytest.approx(0.001)
-        with pytest.raises(RuntimeError), responsive_gil(0.001):  # a second integration's listing
+        assert gc.get_freeze_count() > frozen
+        with pytest.raises(RuntimeError), listing_runtime(0.001):  # a second integration's listing
             raise RuntimeError("it fails")
-        assert sys.getswitchinterval() == pytest.approx(0.001)  # the first one still lists
-    assert sys.getswitchinterval() == before
+        # The first one still lists: nothing is restored under it.
+        assert sys.getswitchinterval() == pytest.approx(0.001)
+        assert gc.get_freeze_count() > frozen
+    assert (sys.getswitchinterval(), gc.get_freeze_count()) == (interval, frozen)
