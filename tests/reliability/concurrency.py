@@ -21,6 +21,7 @@ from tests.reliability.harness import (
     CaseResult,
     SecretScanner,
     compare,
+    connect_ro,
     describe,
     fingerprint,
     integrity,
@@ -37,7 +38,7 @@ SCENARIOS = ("normal", "no-stages")
 
 
 def _runs(db: Path, after: int) -> list[dict]:
-    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+    conn = connect_ro(db)
     conn.row_factory = sqlite3.Row
     try:
         return [
@@ -55,7 +56,7 @@ def _runs(db: Path, after: int) -> list[dict]:
 
 
 def _listing_started(db: Path, after: int) -> bool:
-    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+    conn = connect_ro(db)
     try:
         return (
             conn.execute(
@@ -68,7 +69,7 @@ def _listing_started(db: Path, after: int) -> bool:
 
 
 def _max_run(db: Path) -> int:
-    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+    conn = connect_ro(db)
     try:
         return conn.execute("SELECT coalesce(max(id), 0) FROM sync_runs").fetchone()[0]
     finally:

@@ -173,14 +173,15 @@ ORDER_BY = {
 }
 
 
-def _connect_ro(db: Path) -> sqlite3.Connection:
+def connect_ro(db: Path) -> sqlite3.Connection:
+    """A read-only connection: the drills read a store without ever writing to it."""
     return sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
 
 
 def fingerprint(db: Path, integrations: Iterable[str] | None = None) -> dict[str, list[tuple]]:
     """Every stored row that makes up the history (of `integrations`, default all), without run
     ids and wall-clock columns."""
-    conn = _connect_ro(db)
+    conn = connect_ro(db)
     where, params = "", []
     if integrations is not None:
         params = sorted(integrations)
@@ -207,7 +208,7 @@ def fingerprint(db: Path, integrations: Iterable[str] | None = None) -> dict[str
 
 def leftovers(db: Path) -> dict[str, int]:
     """What a finished sync must not leave behind: staging rows, locks, runs still 'running'."""
-    conn = _connect_ro(db)
+    conn = connect_ro(db)
     try:
         staging = [
             row[0]
@@ -228,7 +229,7 @@ def leftovers(db: Path) -> dict[str, int]:
 
 
 def integrity(db: Path) -> str:
-    conn = _connect_ro(db)
+    conn = connect_ro(db)
     try:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
     finally:
