@@ -6,26 +6,21 @@ step returns a small dict (counts, ids, timestamps), which is what the Prefect t
 
 from __future__ import annotations
 
-import gc
 import queue
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from stagewatch.client import KomboClient
 from stagewatch.errors import StagewatchError
 from stagewatch.models import Page
+from stagewatch.runtime import listing_runtime
 from stagewatch.timeutil import format_ts, utcnow
 
 PageCallback = Callable[[int, int], None]
 T = TypeVar("T")
 READ_AHEAD_PAGES = 2
-# While a listing runs, a thread waiting on the network gets the GIL back within this many seconds
-# of its answer instead of CPython's default 5 ms (see `listing_runtime`).
-LISTING_SWITCH_INTERVAL = 0.0005
 
 
 class SyncFailed(StagewatchError):
@@ -43,43 +38,6 @@ class RunRef(Protocol):
     id: int
     integration_id: str
     started_at: datetime
-
-
-_listing_lock = threading.Lock()
-_listings = 0
-_switch_saved = 0.0
-
-
-@contextmanager
-def listing_runtime(interval: float = LISTING_SWITCH_INTERVAL) -> Iterator[None]:
-    """Tune the interpreter while any listing in this process runs; the first listing to enter
-    sets both, the last to leave restores them, so concurrent integrations share one setting.
-
-    - The heap is frozen (`gc.freeze`). A listing allocates millions of short-lived objects; each
-      full GC pass they trigger would also walk everything already on the heap (about 300k
-      objects once Prefect is imported), which more than doubled parsing time. Frozen objects
-      are only skipped by the collector, never freed.
-    - CPython's thread switch interval is shortened. A listing has three threads: one waits for
-      Kombo, one parses, one stages. Parsing and staging hold the GIL for long stretches, and a
-      thread whose response has arrived waits for the holder to let go: up to the switch interval,
-      5 ms by default. Measured on a 100k listing, the next request started 4.6 ms (median) after
-      it was handed to its thread, about a third of the time per page; at 0.5 ms, after 0.6 ms.
-    """
-    global _listings, _switch_saved
-    with _listing_lock:
-        if _listings == 0:
-            gc.freeze()
-            _switch_saved = sys.getswitchinterval()
-            sys.setswitchinterval(min(interval, _switch_saved))
-        _listings += 1
-    try:
-        yield
-    finally:
-        with _listing_lock:
-            _listings -= 1
-            if _listings == 0:
-                sys.setswitchinterval(_switch_saved)
-                gc.unfreeze()
 
 
 def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]:

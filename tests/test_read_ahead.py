@@ -9,7 +9,8 @@ import threading
 
 import pytest
 
-from stagewatch.sync import listing_runtime, read_ahead
+from stagewatch.runtime import listing_runtime
+from stagewatch.sync import read_ahead
 
 
 def test_items_arrive_in_order_from_another_thread():
