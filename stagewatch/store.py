@@ -21,8 +21,8 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -35,6 +35,7 @@ from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.errors import StagewatchError
 from stagewatch.migrations import MIGRATION_NAMES, MIGRATION_SET, migrations
 from stagewatch.models import Application, Job, Quarantined
+from stagewatch.runtime import listing_runtime
 from stagewatch.timeutil import format_ts, parse_ts, utcnow
 
 __all__ = [
@@ -158,22 +159,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-# One row, a JSON object {id: hash}: every index seek runs inside a single sqlite3 step, which
-# releases the GIL, so a stager's lookup thread needs the GIL only to start and to decode the result.
-_LIVE_HASHES = """
-SELECT json_group_object(application_id, content_hash) FROM applications
-WHERE integration_id = ? AND deleted_observed_at IS NULL
-    AND application_id IN (SELECT value FROM json_each(?))
+# A batch arrives as a JSON array of [id, hash] pairs. One row comes back, the JSON array of the
+# positions whose hash the live snapshot does not hold: every index seek runs inside a single
+# sqlite3 step, which releases the GIL, and the GIL is needed only for the few changed records.
+_CHANGED_POSITIONS = """
+SELECT json_group_array(b.key) FROM json_each(?2) AS b
+WHERE NOT EXISTS (
+    SELECT 1 FROM applications AS a INDEXED BY applications_content
+    WHERE a.integration_id = ?1 AND a.application_id = json_extract(b.value, '$[0]')
+        AND a.content_hash = json_extract(b.value, '$[1]') AND a.deleted_observed_at IS NULL
+)
 """
 
 _RESERVE_SEQ = """
 UPDATE sync_runs SET staged_records = staged_records + ? WHERE id = ? RETURNING staged_records
 """
 
-# One statement per batch: the ids arrive as a JSON array, each id's seq is first + its position.
+# One statement per batch: each [id, hash] pair's seq is first + its position.
 _STAGE_SEEN = """
 INSERT INTO staged_seen (run_id, application_id, seq)
-SELECT ?1, value, ?2 + key FROM json_each(?3)
+SELECT ?1, json_extract(value, '$[0]'), ?2 + key FROM json_each(?3)
 """
 
 
@@ -202,16 +207,24 @@ _INSERT_STAGED = """INSERT INTO staged_applications (
 # cost as much as serialising the record. The expressions mirror `Application.stage_id`,
 # `stage_name` and `effective_job_id`. SQLite's json_extract cuts a string at an escaped NUL, so a
 # record holding one takes `_STAGE_CHANGED_FROM_MODEL` instead.
+# A batch's records arrive as one JSON array of [seq, id, hash, raw] in one statement: a stager's
+# worker would otherwise wait for the GIL once per row (executemany steps each row) while the
+# caller's thread serialises the next batch.
 _STAGE_CHANGED = f"""
+WITH batch AS MATERIALIZED (
+    SELECT json_extract(value, '$[0]') AS seq, json_extract(value, '$[1]') AS application_id,
+        json_extract(value, '$[2]') AS content_hash, json_extract(value, '$[3]') AS r
+    FROM json_each(?2)
+)
 {_INSERT_STAGED}
-SELECT ?1, ?2, ?3, ?4, r, json_extract(r, '$.remote_id'),
+SELECT ?1, seq, application_id, content_hash, r, json_extract(r, '$.remote_id'),
     coalesce(nullif(json_extract(r, '$.job_id'), ''), json_extract(r, '$.job.id')),
     coalesce(json_extract(r, '$.current_stage.id'), json_extract(r, '$.current_stage_id')),
     json_extract(r, '$.current_stage.name'), json_extract(r, '$.outcome'),
     json_extract(r, '$.rejection_reason_name'), {_stamp_from_json("$.rejected_at")},
     {_stamp_from_json("$.remote_deleted_at")}, {_stamp_from_json("$.changed_at")},
     {_stamp_from_json("$.remote_created_at")}, {_stamp_from_json("$.remote_updated_at")}
-FROM (SELECT ?5 AS r)
+FROM batch
 """
 
 _STAGE_CHANGED_FROM_MODEL = f"""
@@ -265,23 +278,31 @@ def _encode(apps: Iterable[Application]) -> list[tuple[Application, bytes, str]]
     return encoded
 
 
-def _live_hashes(conn: sqlite3.Connection, integration_id: str, ids: str) -> dict[str, str]:
-    """The stored hash of each live application among `ids` (a JSON array)."""
-    return json.loads(conn.execute(_LIVE_HASHES, (integration_id, ids)).fetchone()[0])
+def _pairs(encoded: list[tuple[Application, bytes, str]]) -> str:
+    """The batch's [id, hash] pairs as JSON, in staging order."""
+    return json.dumps([(app.id, digest) for app, _, digest in encoded])
+
+
+def _changed_positions(conn: sqlite3.Connection, integration_id: str, pairs: str) -> list[int]:
+    """Where in `pairs` (see `_pairs`) a record differs from the live snapshot, or is new to it."""
+    return json.loads(conn.execute(_CHANGED_POSITIONS, (integration_id, pairs)).fetchone()[0])
 
 
 class ApplicationStager:
     """Stages pages of applications in batches, one transaction per batch instead of per page: a
-    batch is written once it holds `batch_records` records or `flush_seconds` after the last one.
+    batch is handed over once it holds `batch_records` records or `flush_seconds` after the last one.
 
-    While this thread serialises and hashes a batch, a lookup thread with its own read connection
-    fetches the stored hashes of the batch's ids: the index seeks run in SQLite, outside the GIL, on
-    the other core. Reading outside the write transaction is safe: the run holds its integration's
-    lock, so no other run can change that integration's snapshot, and the write checks the lock.
+    The caller's thread serialises and hashes a batch (pydantic, holding the GIL); a worker thread
+    with its own two connections then looks up the stored hashes of the batch's ids and writes it,
+    while the caller serialises the next one. The worker's SQLite statements run outside the GIL,
+    on the other core. At most one batch is with the worker at a time. Reading outside the write
+    transaction is safe: the run holds its integration's lock, so no other run can change that
+    integration's snapshot, and the write checks the lock.
 
-    Records still buffered when the listing fails are simply never staged: an unfinished listing is
-    discarded at commit and listed again by the retry, so `flush` is for a listing that ended.
-    Use it as a context manager (or call `close`) to stop the lookup thread.
+    `flush` hands over what is buffered and returns once everything is written; it raises what a
+    write raised. Records still buffered when the listing fails are never staged: an unfinished
+    listing is discarded at commit and listed again by the retry, so `flush` is for a listing that
+    ended. Use it as a context manager (or call `close`) to stop the worker.
     """
 
     def __init__(
@@ -302,14 +323,22 @@ class ApplicationStager:
         self._monotonic = monotonic
         self._flushed_at = monotonic()
         self._pending: list[Application] = []
-        self._lookup: ThreadPoolExecutor | None = None
+        self._worker: ThreadPoolExecutor | None = None
+        self._runtime = ExitStack()
+        self._written: Future[None] | None = None
         self._reader: sqlite3.Connection | None = None
+        self._writer: sqlite3.Connection | None = None
 
     def __enter__(self) -> ApplicationStager:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+    @property
+    def buffered(self) -> int:
+        """Records waiting for their batch to fill (not yet handed to the worker)."""
+        return len(self._pending)
 
     def __call__(self, run_id: int, apps: Iterable[Application]) -> None:
         if run_id != self._run_id:
@@ -319,38 +348,57 @@ class ApplicationStager:
             len(self._pending) >= self._batch_records
             or self._monotonic() - self._flushed_at >= self._flush_seconds
         ):
-            self.flush()
+            self._hand_over()
 
     def flush(self) -> None:
+        """Write everything buffered and wait until the worker is done."""
+        self._hand_over()
+        self._wait()
+
+    def _hand_over(self) -> None:
         self._flushed_at = self._monotonic()
         if not self._pending:
             return
         pending, self._pending = self._pending, []
-        latest = {app.id: app for app in pending}
-        ids = json.dumps(list(latest))
-        live = None
-        if str(self._store.path) != ":memory:":  # a second connection would see another database
-            if self._lookup is None:
-                self._lookup = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-hashes")
-            live = self._lookup.submit(self._read_live_hashes, ids)
-        encoded = _encode(latest.values())
-        self._store._stage_encoded(self._run_id, ids, encoded, live and live.result())
+        encoded = _encode({app.id: app for app in pending}.values())
+        if str(self._store.path) == ":memory:":  # a second connection would see another database
+            self._store._stage_encoded(
+                self._store._conn, self._run_id, encoded, _pairs(encoded), None
+            )
+            return
+        self._wait()
+        if self._worker is None:
+            self._runtime.enter_context(listing_runtime())
+            self._worker = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-stager")
+        self._written = self._worker.submit(self._write, encoded)
 
-    def _read_live_hashes(self, ids: str) -> dict[str, str]:
-        """Runs in the lookup thread, on the reader connection it opens on first use."""
-        if self._reader is None:
+    def _wait(self) -> None:
+        written, self._written = self._written, None
+        if written is not None:
+            written.result()
+
+    def _write(self, encoded: list[tuple[Application, bytes, str]]) -> None:
+        """Runs in the worker, on the connections it opens on first use."""
+        if self._writer is None:
             self._reader = self._store._open_reader()
-        return _live_hashes(self._reader, self._integration_id, ids)
+            self._writer = self._store._open_writer()
+        pairs = _pairs(encoded)
+        changed = _changed_positions(self._reader, self._integration_id, pairs)
+        self._store._stage_encoded(self._writer, self._run_id, encoded, pairs, changed)
 
     def close(self) -> None:
-        """Stop the lookup thread; records not flushed are dropped."""
+        """Stop the worker once its batch is written (a failure is for `flush` to raise, so it is
+        dropped here); records not handed over are dropped."""
         self._pending = []
-        if self._lookup is not None:
-            self._lookup.shutdown()
-            self._lookup = None
-        if self._reader is not None:
-            self._reader.close()
-            self._reader = None
+        if self._worker is not None:
+            self._worker.shutdown()
+            self._worker = None
+        self._written = None
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer = None
+        self._runtime.close()
 
 
 class Store:
@@ -432,24 +480,29 @@ class Store:
                     "open it once with a command that writes (a sync) to upgrade it"
                 )
         else:
-            # NORMAL in WAL mode survives any process crash; a power cut can lose the last
-            # commits but never corrupts the file.
             self._enable_wal()
-            self._conn.execute("PRAGMA synchronous = NORMAL")
-            # Debian's SQLite (this machine's too) is built with SECURE_DELETE, which overwrites
-            # every freed page with zeros: clearing a 1M first sync's staging wrote about 1 GB of
-            # zeros through the WAL (commit_run 29.7 s -> 22.6 s without it). FAST still purges
-            # deleted rows from the pages a write touches anyway, so only whole freed pages keep
-            # old bytes. What this store deletes is staging and scratch rows: listed records,
-            # scrubbed like the snapshot's raw (no remote_data, no contact data, never the key).
-            self._conn.execute("PRAGMA secure_delete = FAST")
-            self._conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            self._tune(self._conn)
             if pending:
                 self._migrate()
         # Bounded caches: scratch tables and sorts spill to temporary files rather than grow.
         self._conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")
         self._conn.execute(f"PRAGMA temp.cache_size = -{TEMP_CACHE_SIZE_KIB}")
         diff.register_functions(self._conn)
+
+    @staticmethod
+    def _tune(conn: sqlite3.Connection) -> None:
+        """The settings of a connection that writes (each connection keeps its own)."""
+        # NORMAL in WAL mode survives any process crash; a power cut can lose the last
+        # commits but never corrupts the file.
+        conn.execute("PRAGMA synchronous = NORMAL")
+        # Debian's SQLite (this machine's too) is built with SECURE_DELETE, which overwrites
+        # every freed page with zeros: clearing a 1M first sync's staging wrote about 1 GB of
+        # zeros through the WAL (commit_run 29.7 s -> 22.6 s without it). FAST still purges
+        # deleted rows from the pages a write touches anyway, so only whole freed pages keep
+        # old bytes. What this store deletes is staging and scratch rows: listed records,
+        # scrubbed like the snapshot's raw (no remote_data, no contact data, never the key).
+        conn.execute("PRAGMA secure_delete = FAST")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
 
     def _enable_wal(self) -> None:
         """Switch to WAL, waiting like a write would: SQLite answers "database is locked" at once,
@@ -489,15 +542,17 @@ class Store:
         self.close()
 
     @contextmanager
-    def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE ... COMMIT; anything raised (COMMIT's own failure too) rolls back."""
-        self._conn.execute("BEGIN IMMEDIATE")
+    def _transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT on `conn` (the store's own by default); anything raised
+        (COMMIT's own failure too) rolls back."""
+        conn = conn or self._conn
+        conn.execute("BEGIN IMMEDIATE")
         try:
-            yield self._conn
-            self._conn.execute("COMMIT")
+            yield conn
+            conn.execute("COMMIT")
         except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
 
     # -- runs and locks ------------------------------------------------------------------------
@@ -696,33 +751,35 @@ class Store:
         """
         latest = {app.id: app for app in apps}
         if latest:
-            ids = json.dumps(list(latest))
-            self._stage_encoded(run_id, ids, _encode(latest.values()), None)
+            encoded = _encode(latest.values())
+            self._stage_encoded(self._conn, run_id, encoded, _pairs(encoded), None)
 
     def _stage_encoded(
         self,
+        conn: sqlite3.Connection,
         run_id: int,
-        ids: str,
         encoded: list[tuple[Application, bytes, str]],
-        live: dict[str, str] | None,
+        pairs: str,
+        changed: list[int] | None,
     ) -> None:
-        """Write one batch: `ids` (JSON) as seen, and each record `live` (the stored hashes, read
-        here when None) does not already hold."""
-        with self._transaction() as conn:
+        """Write one batch on `conn`: every record as seen, and the content of those at the
+        `changed` positions of `pairs` (looked up here when None: see `_changed_positions`)."""
+        with self._transaction(conn):
             integration_id = self._running(conn, run_id)
-            if live is None:
-                live = _live_hashes(conn, integration_id, ids)
+            if changed is None:
+                changed = _changed_positions(conn, integration_id, pairs)
             first = conn.execute(_RESERVE_SEQ, (len(encoded), run_id)).fetchone()[0] - len(encoded)
-            conn.execute(_STAGE_SEEN, (run_id, first, ids))
+            conn.execute(_STAGE_SEEN, (run_id, first, pairs))
             from_json, from_model = [], []
-            for seq, (app, raw, digest) in enumerate(encoded, start=first):
-                if live.get(app.id) == digest:
-                    continue
+            for position in changed:
+                app, raw, digest = encoded[position]
+                seq = first + position
                 if _ESCAPED_NUL in raw:
                     from_model.append(_row_from_model(run_id, seq, app, digest, raw))
                 else:
-                    from_json.append((run_id, seq, app.id, digest, raw.decode()))
-            conn.executemany(_STAGE_CHANGED, from_json)
+                    from_json.append((seq, app.id, digest, raw.decode()))
+            if from_json:
+                conn.execute(_STAGE_CHANGED, (run_id, json.dumps(from_json)))
             if from_model:
                 conn.executemany(_STAGE_CHANGED_FROM_MODEL, from_model)
         _crash_point("stage:after_insert")
@@ -733,6 +790,14 @@ class Store:
         conn.execute("PRAGMA query_only = ON")
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         conn.execute(f"PRAGMA cache_size = -{READER_CACHE_SIZE_KIB}")
+        return conn
+
+    def _open_writer(self) -> sqlite3.Connection:
+        """Another connection that writes like this one, usable from any one other thread."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        self._tune(conn)
         return conn
 
     def application_stager(

@@ -21,6 +21,7 @@ from stagewatch.diff import EVENT_FIELDS
 from stagewatch.errors import StagewatchError
 from stagewatch.migrations import migrations
 from stagewatch.models import Quarantined
+from stagewatch.runtime import LISTING_SWITCH_INTERVAL
 from stagewatch.store import LockedError, Store, StoreError
 from stagewatch.timeutil import format_ts
 from tests.test_store_fixtures import (
@@ -322,18 +323,22 @@ def test_a_stager_writes_whole_batches_and_the_last_listing_of_an_application_wi
     stage = store.application_stager(run.id, batch_records=2, flush_seconds=3600)
     moved = application("app-1", stage=("st-interview", "Interview"))
     stage(run.id, [moved])
-    assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]  # still buffered
-    stage(run.id, [application("app-3")])  # the batch is full: written at once
-    assert rows(path, "SELECT application_id FROM staged_seen ORDER BY seq") == [
-        ("app-1",),
-        ("app-3",),
-    ]
+    assert stage.buffered == 1
+    stage(run.id, [application("app-3")])  # the batch is full: handed to the worker at once
+    assert stage.buffered == 0
     stage(run.id, [application("app-1")])  # app-1 listed again, back where it was
+    assert stage.buffered == 1
     stage.flush()
+    assert rows(path, "SELECT application_id, seq FROM staged_seen ORDER BY seq") == [
+        ("app-1", 0),
+        ("app-3", 1),
+        ("app-1", 2),
+    ]
     stage.flush()  # nothing left: a second flush writes nothing
     assert rows(path, "SELECT count(*) FROM staged_seen") == [(3,)]
     with pytest.raises(StoreError, match="stages run 2, not run 1"):
         stage(first.id, [application("app-9")])
+    stage.close()
 
     # app-2 was not listed: deleted. app-1's last listing matches the snapshot: no move.
     assert store.commit_run(run.id, observed_at=at(1)) == counts(first_seen=1, deleted=1)
@@ -346,8 +351,9 @@ def test_a_stager_stages_the_content_of_changed_records_only_and_stops_its_threa
     with store.application_stager(run.id, batch_records=3, flush_seconds=3600) as stage:
         moved = application("app-2", stage=("st-interview", "Interview"))
         stage(run.id, [application("app-1"), moved, application("app-3")])
-        lookups = [t for t in threading.enumerate() if t.name.startswith("stagewatch-hashes")]
-        assert len(lookups) == 1
+        workers = [t for t in threading.enumerate() if t.name.startswith("stagewatch-stager")]
+        assert len(workers) == 1
+        stage.flush()
         # All three were seen; app-1's stored hash matched, so only app-2 and app-3 carry content.
         assert rows(path, "SELECT application_id FROM staged_seen ORDER BY seq") == [
             ("app-1",),
@@ -357,7 +363,7 @@ def test_a_stager_stages_the_content_of_changed_records_only_and_stops_its_threa
         assert rows(
             path, "SELECT application_id, stage_id FROM staged_applications ORDER BY seq"
         ) == [("app-2", "st-interview"), ("app-3", "st-applied")]
-    assert not lookups[0].is_alive()
+    assert not workers[0].is_alive()
     assert store.commit_run(run.id, observed_at=at(1)) == counts(first_seen=1, stage_changed=1)
 
 
@@ -449,6 +455,31 @@ def test_a_stager_of_an_in_memory_store_looks_hashes_up_in_its_own_connection():
             assert first_seen == (1 if hour == 0 else 0)
 
 
+def test_a_stagers_flush_raises_what_its_worker_could_not_write(store, path):
+    _, run = _second_full_run_over(store, [application("app-1")])
+    stage = store.application_stager(run.id, batch_records=1, flush_seconds=3600)
+    stage(run.id, [application("app-2")])
+    stage.flush()
+    with Store(path) as other:  # e.g. an operator marks the run failed from another process
+        other.fail_run(run.id, error="stopped by hand")
+    stage(run.id, [application("app-3")])  # handed over: the worker's write is refused
+    with pytest.raises(StoreError, match=f"sync run {run.id} is failed, not running"):
+        stage.flush()
+    stage.close()
+    assert rows(path, "SELECT count(*) FROM staged_seen WHERE application_id = 'app-3'") == [(0,)]
+
+
+def test_a_stager_holds_the_listing_runtime_while_its_worker_runs(store):
+    interval = sys.getswitchinterval()
+    _, run = _second_full_run_over(store, [application("app-1")])
+    with store.application_stager(run.id, batch_records=1, flush_seconds=3600) as stage:
+        assert sys.getswitchinterval() == interval  # nothing handed over yet: no worker
+        stage(run.id, [application("app-2")])
+        assert sys.getswitchinterval() == pytest.approx(LISTING_SWITCH_INTERVAL)
+        stage.flush()
+    assert sys.getswitchinterval() == interval
+
+
 def test_a_stager_also_writes_what_it_holds_once_its_interval_has_passed(path):
     now = [0.0]
     store = Store(path, monotonic=lambda: now[0])
@@ -457,13 +488,19 @@ def test_a_stager_also_writes_what_it_holds_once_its_interval_has_passed(path):
     stage(run.id, [application("app-1")])
     now[0] = 0.1
     stage(run.id, [application("app-2")])
-    assert rows(path, "SELECT count(*) FROM staged_seen") == [(0,)]
-    now[0] = 0.25  # 0.2 s since the stager began: both pages go out together
+    assert stage.buffered == 2
+    now[0] = 0.25  # 0.2 s since the stager began: the three pages go out together
     stage(run.id, [application("app-3")])
-    assert rows(path, "SELECT count(*) FROM staged_seen") == [(3,)]
+    assert stage.buffered == 0
     now[0] = 0.3
-    stage(run.id, [application("app-4")])  # the interval starts again at the last write
-    assert rows(path, "SELECT count(*) FROM staged_seen") == [(3,)]
+    stage(run.id, [application("app-4")])  # the interval starts again at the last hand-over
+    assert stage.buffered == 1
+    stage.close()  # app-4 was never handed over: a closed stager drops it
+    assert rows(path, "SELECT application_id FROM staged_seen ORDER BY seq") == [
+        ("app-1",),
+        ("app-2",),
+        ("app-3",),
+    ]
     store.close()
 
 
