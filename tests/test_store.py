@@ -22,7 +22,7 @@ from stagewatch.errors import StagewatchError
 from stagewatch.migrations import migrations
 from stagewatch.models import Quarantined
 from stagewatch.runtime import LISTING_SWITCH_INTERVAL
-from stagewatch.store import LockedError, Store, StoreError
+from stagewatch.store import LockedError, Store, StoreError, wait_for_checkpoints
 from stagewatch.timeutil import format_ts
 from tests.test_store_fixtures import (
     CONTRACT_FIELDS,
@@ -478,6 +478,32 @@ def test_a_stager_holds_the_listing_runtime_while_its_worker_runs(store):
         assert sys.getswitchinterval() == pytest.approx(LISTING_SWITCH_INTERVAL)
         stage.flush()
     assert sys.getswitchinterval() == interval
+
+
+def test_commit_run_leaves_its_checkpoint_to_a_thread_that_fills_the_database_file(
+    store, path, tmp_path
+):
+    _, run = _second_full_run_over(store, [application("app-1")])
+    store.stage_applications(run.id, [application("app-1"), application("app-2")])
+    store.commit_run(run.id, observed_at=at(1))
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
+    wait_for_checkpoints()
+    # The database file alone, without its WAL, holds the commit once the checkpoint is done.
+    alone = tmp_path / "alone.db"
+    alone.write_bytes(path.read_bytes())
+    assert rows(alone, "SELECT application_id FROM applications ORDER BY 1") == [
+        ("app-1",),
+        ("app-2",),
+    ]
+
+
+def test_a_failed_commit_restores_the_automatic_checkpoint(store):
+    first = store.begin_run(INTEGRATION, "full", started_at=at(1))
+    store.commit_run(first.id, observed_at=at(1))
+    late = store.begin_run(INTEGRATION, "full", started_at=at(2))
+    with pytest.raises(StoreError, match="earlier than"):
+        store.commit_run(late.id, observed_at=at(0))
+    assert store._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000
 
 
 def test_a_stager_also_writes_what_it_holds_once_its_interval_has_passed(path):

@@ -31,7 +31,7 @@ from stagewatch import report, sync
 from stagewatch.client import KomboClient
 from stagewatch.errors import KomboError
 from stagewatch.report import SyncOutcome
-from stagewatch.store import Store
+from stagewatch.store import Store, wait_for_checkpoints
 
 KOMBO_URL = (
     "https://api.kombo.dev/v1"  # in-process transports answer it; nothing leaves the process
@@ -307,7 +307,9 @@ class SecretScanner:
         self._count(label, data)
 
     def path(self, path: Path) -> None:
-        """A file, or every file under a directory (database, -wal and -shm files included)."""
+        """A file, or every file under a directory (database, -wal and -shm files included), once
+        this process's background checkpoints have moved what they move from a WAL into its file."""
+        wait_for_checkpoints()
         files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
         for file in files:
             try:
