@@ -548,6 +548,11 @@ class Store:
             migrations.apply(db)
 
     def close(self) -> None:
+        """Close the connection once this store's background checkpoint, if one runs, is done."""
+        with self._checkpoint_lock:
+            checkpointer = self._checkpointer
+        if checkpointer is not None:
+            checkpointer.join()
         self._conn.close()
 
     def __enter__(self) -> Store:
@@ -562,8 +567,8 @@ class Store:
         every page the transaction wrote from the WAL into the database file before COMMIT returns
         (1.2 s of a 1M-application commit_run, which writes about 400 MB of WAL). A thread with
         its own connection runs that checkpoint after the commit instead, while the caller goes
-        on (a flow publishes its report). It is a non-daemon thread: the process finishes it before
-        exiting, and a process killed meanwhile leaves a longer WAL, which SQLite checkpoints later.
+        on (a flow publishes its report). `close` waits for it; a process killed meanwhile only
+        leaves a longer WAL, which a later checkpoint copies.
         """
         if str(self.path) == ":memory:":
             yield
@@ -595,8 +600,11 @@ class Store:
     def _checkpoint(self) -> None:
         """A PASSIVE checkpoint: it copies what no reader still needs and never blocks a writer."""
         try:
-            conn = self._open_writer()
+            # mode=rw: a file removed meanwhile is not created again.
+            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=rw", uri=True)
             try:
+                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+                conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 conn.close()
