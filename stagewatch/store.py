@@ -74,12 +74,6 @@ STAGING_BATCH_RECORDS = 5000
 # and `stagewatch status` readers see how far a listing got).
 STAGING_FLUSH_SECONDS = 0.2
 
-# remote_data is never stored; Candidate already drops contact data at parse time.
-_APPLICATION_EXCLUDE: Any = {
-    "remote_data": True,
-    "current_stage": {"remote_data"},
-    "job": {"remote_data"},
-}
 _CANDIDATE_KEEP = ("id", "remote_id", "first_name", "last_name")
 
 
@@ -269,7 +263,7 @@ INSERT INTO staged_jobs (
 def _encode(apps: Iterable[Application]) -> list[tuple[Application, bytes, str]]:
     """Each record with its stored form and that form's hash.
 
-    The stored form is pydantic's JSON of the parsed record minus remote_data: fields in model
+    The stored form is pydantic's JSON of the parsed record (the models leave remote_data out): fields in model
     order, timestamps normalised to UTC, so one record always gives the same bytes and hash (sorting
     keys too would cost three times as much). Serialising and hashing are most of staging's cost,
     so the loop stays flat, without a helper call per record.
@@ -277,7 +271,7 @@ def _encode(apps: Iterable[Application]) -> list[tuple[Application, bytes, str]]
     sha1 = hashlib.sha1
     encoded = []
     for app in apps:
-        raw = app.__pydantic_serializer__.to_json(app, exclude=_APPLICATION_EXCLUDE)
+        raw = app.__pydantic_serializer__.to_json(app)
         encoded.append((app, raw, sha1(raw, usedforsecurity=False).hexdigest()))
     return encoded
 
