@@ -7,7 +7,9 @@ integration takes over the dead run's lock and discards its staging.
 
 Threads: a `Store` owns one SQLite connection and must stay in the thread that opened it (sqlite3
 enforces this). Open one `Store(path)` per thread: runs of different integrations may share the file
-from several threads or processes; WAL lets readers proceed while one writer commits.
+from several threads or processes; WAL lets readers proceed while one writer commits. A store also
+runs helper threads with connections of their own: an application stager's worker (stopped by the
+stager's `close`) and the checkpoint after `commit_run` (waited for by the store's `close`).
 """
 
 from __future__ import annotations
@@ -263,9 +265,9 @@ INSERT INTO staged_jobs (
 def _encode(apps: Iterable[Application]) -> list[tuple[Application, bytes, str]]:
     """Each record with its stored form and that form's hash.
 
-    The stored form is pydantic's JSON of the parsed record (the models leave remote_data out): fields in model
-    order, timestamps normalised to UTC, so one record always gives the same bytes and hash (sorting
-    keys too would cost three times as much). Serialising and hashing are most of staging's cost,
+    The stored form is pydantic's JSON of the parsed record (the models leave remote_data out):
+    fields in model order, timestamps normalised to UTC, so one record always gives the same bytes
+    and hash (sorting keys too would cost three times as much). Serialising and hashing are most of staging's cost,
     so the loop stays flat, without a helper call per record.
     """
     sha1 = hashlib.sha1
