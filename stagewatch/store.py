@@ -596,11 +596,8 @@ class Store:
     def _checkpoint(self) -> None:
         """A PASSIVE checkpoint: it copies what no reader still needs and never blocks a writer."""
         try:
-            # mode=rw: a file removed meanwhile is not created again.
-            conn = sqlite3.connect(self.path.resolve().as_uri() + "?mode=rw", uri=True)
+            conn = self._open_writer()
             try:
-                conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-                conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
                 conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
             finally:
                 conn.close()
@@ -859,8 +856,10 @@ class Store:
         return conn
 
     def _open_writer(self) -> sqlite3.Connection:
-        """Another connection that writes like this one, usable from any one other thread."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        """Another connection that writes like this one, usable from any one other thread. It
+        opens the file with mode=rw: a file removed meanwhile is never created again."""
+        uri = self.path.resolve().as_uri() + "?mode=rw"
+        conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         self._tune(conn)
