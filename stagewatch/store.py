@@ -61,9 +61,9 @@ WAL_SWITCH_POLL_SECONDS = 0.02
 # 1M first sync from 233 to 169 MB with no slower commit (store_bench at 1M: 5.3-5.5 s vs 5.7-7.5 s).
 CACHE_SIZE_KIB = 32 * 1024
 TEMP_CACHE_SIZE_KIB = 16 * 1024
-# A stager's hash lookups seek at random through the live index; a bigger cache barely helps them
-# (1M applications: 3.5 s of seeks with a 64 MiB cache, 3.0 s with 1 GiB).
-READER_CACHE_SIZE_KIB = 16 * 1024
+# A stager's worker: its hash lookups seek at random through the live index; a bigger cache barely
+# helps them (1M applications: 3.5 s of seeks with a 64 MiB cache, 3.0 s with 1 GiB).
+STAGER_CACHE_SIZE_KIB = 16 * 1024
 WAL_SIZE_LIMIT = 64 * 1024 * 1024  # bytes the WAL file keeps after a checkpoint
 WAL_AUTOCHECKPOINT_PAGES = 1000  # SQLite's default
 CHECKPOINT_THREAD = "stagewatch-checkpoint"
@@ -267,8 +267,8 @@ def _encode(apps: Iterable[Application]) -> list[tuple[Application, bytes, str]]
 
     The stored form is pydantic's JSON of the parsed record (the models leave remote_data out):
     fields in model order, timestamps normalised to UTC, so one record always gives the same bytes
-    and hash (sorting keys too would cost three times as much). Serialising and hashing are most of staging's cost,
-    so the loop stays flat, without a helper call per record.
+    and hash (sorting keys too would cost three times as much). Serialising and hashing are most of
+    staging's cost, so the loop stays flat, without a helper call per record.
     """
     sha1 = hashlib.sha1
     encoded = []
@@ -301,7 +301,7 @@ class ApplicationStager:
     batch is handed over once it holds `batch_records` records or `flush_seconds` after the last one.
 
     The caller's thread serialises and hashes a batch (pydantic, holding the GIL); a worker thread
-    with its own two connections then looks up the stored hashes of the batch's ids and writes it,
+    with its own connection then looks up the stored hashes of the batch's ids and writes it,
     while the caller serialises the next one. The worker's SQLite statements run outside the GIL,
     on the other core. At most one batch is with the worker at a time. Reading outside the write
     transaction is safe: the run holds its integration's lock, so no other run can change that
@@ -334,7 +334,6 @@ class ApplicationStager:
         self._worker: ThreadPoolExecutor | None = None
         self._runtime = ExitStack()
         self._written: Future[None] | None = None
-        self._reader: sqlite3.Connection | None = None
         self._writer: sqlite3.Connection | None = None
 
     def __enter__(self) -> ApplicationStager:
@@ -369,7 +368,7 @@ class ApplicationStager:
             return
         pending, self._pending = self._pending, []
         encoded = _encode({app.id: app for app in pending}.values())
-        if str(self._store.path) == ":memory:":  # a second connection would see another database
+        if self._store._in_memory:  # a second connection would see another database
             self._store._stage_encoded(
                 self._store._conn, self._run_id, encoded, _pairs(encoded), None
             )
@@ -386,12 +385,13 @@ class ApplicationStager:
             written.result()
 
     def _write(self, encoded: list[tuple[Application, bytes, str]]) -> None:
-        """Runs in the worker, on the connections it opens on first use."""
+        """Runs in the worker, on the connection it opens on first use. The lookup runs before the
+        write transaction, so other writers are not kept waiting for it."""
         if self._writer is None:
-            self._reader = self._store._open_reader()
             self._writer = self._store._open_writer()
+            self._writer.execute(f"PRAGMA cache_size = -{STAGER_CACHE_SIZE_KIB}")
         pairs = _pairs(encoded)
-        changed = _changed_positions(self._reader, self._integration_id, pairs)
+        changed = _changed_positions(self._writer, self._integration_id, pairs)
         self._store._stage_encoded(self._writer, self._run_id, encoded, pairs, changed)
 
     def close(self) -> None:
@@ -402,10 +402,9 @@ class ApplicationStager:
             self._worker.shutdown()
             self._worker = None
         self._written = None
-        for conn in (self._reader, self._writer):
-            if conn is not None:
-                conn.close()
-        self._reader = self._writer = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
         self._runtime.close()
 
 
@@ -543,6 +542,11 @@ class Store:
         with self._transaction():
             migrations.apply(db)
 
+    @property
+    def _in_memory(self) -> bool:
+        """An in-memory database: no other connection can see it."""
+        return str(self.path) == ":memory:"
+
     def close(self) -> None:
         """Close the connection once this store's background checkpoint, if one runs, is done."""
         with self._checkpoint_lock:
@@ -566,7 +570,7 @@ class Store:
         on (a flow publishes its report). `close` waits for it; a process killed meanwhile only
         leaves a longer WAL, which a later checkpoint copies.
         """
-        if str(self.path) == ":memory:":
+        if self._in_memory:
             yield
             return
         self._conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -846,14 +850,6 @@ class Store:
             if from_model:
                 conn.executemany(_STAGE_CHANGED_FROM_MODEL, from_model)
         _crash_point("stage:after_insert")
-
-    def _open_reader(self) -> sqlite3.Connection:
-        """A second, read-only connection to this file, usable from any one other thread."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA query_only = ON")
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute(f"PRAGMA cache_size = -{READER_CACHE_SIZE_KIB}")
-        return conn
 
     def _open_writer(self) -> sqlite3.Connection:
         """Another connection that writes like this one, usable from any one other thread. It
