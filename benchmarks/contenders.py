@@ -75,6 +75,17 @@ class Floor(Contender):
         return cmd + (["--incremental"] if job.incremental else [])
 
 
+class Pager(Floor):
+    """The floor with nothing to do: it pages the same way, reads only each page's cursor and
+    stores nothing. It bounds (c) from below on this machine: what the simulator's rendering and
+    loopback add to the latency, which no contender can avoid."""
+
+    name = "pager"
+
+    def command(self, job: Job) -> list[str]:
+        return [*super().command(job), "--pages-only"]
+
+
 class Dlt(Contender):
     name = "dlt"
 
@@ -140,4 +151,5 @@ def flow_run_times(prefect_db: Path) -> tuple[float, dict[str, float]]:
     return _seconds(flow[2], flow[3]), phases
 
 
-CONTENDERS: dict[str, Contender] = {c.name: c for c in (Stagewatch(), Floor(), Dlt())}
+CONTENDERS: dict[str, Contender] = {c.name: c for c in (Stagewatch(), Floor(), Dlt(), Pager())}
+COMPARED = ("stagewatch", "floor", "dlt")  # what every workload runs; the pager only runs (c)

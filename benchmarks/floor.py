@@ -6,7 +6,10 @@ price of what it adds. Fetching runs in worker threads (one per integration, at 
 once) and one writer thread owns the database, so network waits overlap with writes.
 
     KOMBO_API_KEY=... python -m benchmarks.floor --base-url URL --db out.db --integration ID [...]
-           [--incremental] [--concurrency 8]
+           [--incremental] [--concurrency 8] [--pages-only]
+
+`--pages-only` is the bound under the floor: it pages the same way but reads nothing of a page except
+its cursor and stores nothing, so its time is what the simulator and loopback alone cost.
 
 Prints one JSON line: {"rows": ..., "requests": ..., "integrations": ..., "seconds": ...}.
 """
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import sqlite3
 import sys
 import threading
@@ -69,10 +73,27 @@ class FloorResult:
     seconds: float
 
 
+# A page's cursor, read off its bytes when the body names "next" once (then it is the envelope's).
+_NEXT = re.compile(rb'"next":\s*(?:null|"((?:[^"\\]|\\.)*)")')
+
+
+def _next_cursor(body: bytes) -> str | None:
+    found = _NEXT.findall(body)
+    if len(found) != 1:
+        return json.loads(body)["data"]["next"]
+    return json.loads(b'"' + found[0] + b'"') or None
+
+
 def iter_pages(
-    http: httpx.Client, integration_id: str, updated_after: str | None, counter: list[int]
+    http: httpx.Client,
+    integration_id: str,
+    updated_after: str | None,
+    counter: list[int],
+    *,
+    records: bool = True,
 ) -> Iterator[list[dict[str, Any]]]:
-    """Follow `data.next` to the end; `counter[0]` counts requests (one list per thread is enough)."""
+    """Follow `data.next` to the end; `counter[0]` counts requests (one list per thread is enough).
+    With `records=False` every page is read for its cursor only and yields nothing."""
     params: dict[str, str] = {"page_size": str(PAGE_SIZE), "include_deleted": "true"}
     if updated_after:
         params["updated_after"] = updated_after
@@ -83,9 +104,12 @@ def iter_pages(
         response = http.get("/ats/applications", params=page_params, headers=headers)
         counter[0] += 1
         response.raise_for_status()
-        data = response.json()["data"]
-        yield data["results"]
-        cursor = data["next"]
+        if records:
+            data = response.json()["data"]
+            yield data["results"]
+            cursor = data["next"]
+        else:
+            cursor = _next_cursor(response.content)
         if not cursor:
             return
 
@@ -117,8 +141,10 @@ def sync(
     incremental: bool = False,
     concurrency: int = DEFAULT_CONCURRENCY,
     transport: httpx.BaseTransport | None = None,
+    pages_only: bool = False,
 ) -> FloorResult:
-    """Fetch every integration's applications and store them in one transaction."""
+    """Fetch every integration's applications and store them in one transaction (with
+    `pages_only`, page through them and store nothing)."""
     started = time.perf_counter()
     db = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False)
     for pragma in PRAGMAS:
@@ -138,7 +164,8 @@ def sync(
     def fetch(index: int) -> None:
         iid = integration_ids[index]
         try:
-            for records in iter_pages(http, iid, after[iid], counters[index]):
+            listing = iter_pages(http, iid, after[iid], counters[index], records=not pages_only)
+            for records in listing:
                 pages.put([_row(iid, app) for app in records])
         except BaseException as exc:
             pages.put(exc)
@@ -181,6 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--integration", action="append", required=True, dest="integrations")
     parser.add_argument("--incremental", action="store_true")
     parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
+    parser.add_argument(
+        "--pages-only", action="store_true", help="read each page's cursor only; store nothing"
+    )
     args = parser.parse_args(argv)
     api_key = os.environ.get("KOMBO_API_KEY")
     if not api_key:
@@ -192,6 +222,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.db,
         incremental=args.incremental,
         concurrency=args.concurrency,
+        pages_only=args.pages_only,
     )
     print(json.dumps(result.__dict__), flush=True)
     return 0

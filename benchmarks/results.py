@@ -12,7 +12,7 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-CONTENDERS = ("stagewatch", "floor", "dlt")
+CONTENDERS = ("stagewatch", "floor", "dlt", "pager")
 SUBJECT = "stagewatch"
 FULL = "a full"
 INCREMENTAL = "b incremental 1%"
@@ -208,7 +208,7 @@ def verdicts(rows: Sequence[Row], *, concurrency: int) -> list[str]:
     """One line per target, with the figure that decides it; targets with no data are skipped."""
     lines = []
     for size in ("100k", "1M"):
-        sw, floor, dlt = (find(rows, FULL, size, c) for c in CONTENDERS)
+        sw, floor, dlt = (find(rows, FULL, size, c) for c in ("stagewatch", "floor", "dlt"))
         if sw and floor:
             ratio = sw.work.median / floor.work.median
             lines.append(
@@ -256,11 +256,14 @@ def verdicts(rows: Sequence[Row], *, concurrency: int) -> list[str]:
             continue
         ratio = row.ratios["work/ideal"]
         within = (row.max_concurrency or 0) <= concurrency and row.throttled == 0
-        floor = find(rows, row.workload, row.size, "floor")
-        bound = (
-            f", the floor's {floor.work.median / floor.ideal.median:.2f}"
-            if floor and floor.ideal
-            else ""
+        others = {
+            label: find(rows, row.workload, row.size, name)
+            for name, label in (("floor", "the floor's"), ("pager", "a client that only pages"))
+        }
+        bound = "".join(
+            f", {label} {other.work.median / other.ideal.median:.2f}"
+            for label, other in others.items()
+            if other and other.ideal
         )
         lines.append(
             f"({row.workload[0]}) {row.workload[2:]}: flow / ideal = {ratio:.2f} "
@@ -308,7 +311,9 @@ children (Prefect's server). Requests, max concurrency and 429s are counted by t
 CPU* is what the simulator spent rendering the answers: when it is close to *work*, the simulator, not
 the contender, sets the pace. (c) runs {concurrency} integrations at a time in every contender, with
 {latency_ms:.0f} ms added to each response and a rate limit of {rate_limit} requests per 60 s; its
-ideal is requests x latency / {concurrency}.
+ideal is requests x latency / {concurrency}. (c) also runs *pager*, the floor with nothing to do: it
+reads only each page's cursor and stores nothing, so its ratio to the ideal is what the simulator and
+loopback alone add, a bound no contender can beat on this machine.
 
 ## Ratios (stagewatch / other, medians)
 

@@ -7,7 +7,8 @@ Workloads, against `stagewatch simulator` in its own process on loopback:
 (a) first full sync of one integration (2k jobs) at each size; (b) incremental sync after about 1% of
 the applications changed (simulated time advanced through `POST /_sim/advance`), and once more with
 nothing changed, which shows each contender's fixed start-up cost; (c) many integrations of 2k
-applications each behind a simulated per-request latency, synced with the same concurrency by all.
+applications each behind a simulated per-request latency, synced with the same concurrency by all,
+and by a pager that only reads each page's cursor (the machine's bound for (c)).
 Contenders alternate in a rotating order within each repetition. Results go to
 `benchmarks/RESULTS.md`; raw samples to `benchmarks/out/samples.json`.
 """
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import machine, results
-from benchmarks.contenders import CONTENDERS, REPO, Job
+from benchmarks.contenders import COMPARED, CONTENDERS, REPO, Job
 from benchmarks.measure import ContenderFailed, run_measured
 from benchmarks.simulator_process import SimulatorProcess, count_changed
 
@@ -41,6 +42,7 @@ FAN_OUT_LATENCY_MS = 30.0
 FAN_OUT_RATE_LIMIT = (
     1_200  # requests per 60 s window: above what one run needs, so 429s mean bursts
 )
+BOUND = "pager"  # (c) only: the least a client can take, see `contenders.Pager`
 CONCURRENCY = 4  # stagewatch sync-many's default max_concurrency; floor and dlt get the same
 RESULTS_PATH = REPO / "benchmarks" / "RESULTS.md"
 OUT_DIR = REPO / "benchmarks" / "out"
@@ -63,7 +65,7 @@ FULL_PLAN = Plan(
     fan_out_integrations=50,
     fan_out_applications=2_000,
     fan_out_reps=2,
-    contenders=tuple(CONTENDERS),
+    contenders=COMPARED,
 )
 QUICK_PLAN = Plan(
     sizes=("10k",),
@@ -71,7 +73,7 @@ QUICK_PLAN = Plan(
     fan_out_integrations=8,
     fan_out_applications=500,
     fan_out_reps=1,
-    contenders=tuple(CONTENDERS),
+    contenders=COMPARED,
 )
 
 
@@ -231,7 +233,7 @@ class Bench:
 
         for rep in range(plan.fan_out_reps):
             self.say(f"{label}: repetition {rep + 1}/{plan.fan_out_reps}")
-            for name in self.order(rep):
+            for name in [*self.order(rep), BOUND]:
                 # A fresh simulator per run: the rate-limit window counts this run alone.
                 with SimulatorProcess(
                     api_key=API_KEY,
@@ -286,7 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10k, one repetition")
     parser.add_argument("--sizes", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--reps", type=int, help="repetitions for every size and for (c)")
-    parser.add_argument("--contenders", help=f"comma-separated, from {', '.join(CONTENDERS)}")
+    parser.add_argument("--contenders", help=f"comma-separated, from {', '.join(COMPARED)}")
     parser.add_argument("--skip-sizes", action="store_true", help="leave out workloads (a), (b)")
     parser.add_argument("--skip-fan-out", action="store_true", help="leave out workload (c)")
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="results markdown file")
@@ -308,9 +310,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = dataclasses.replace(plan, reps={s: plan.reps.get(s, 1) for s in plan.sizes})
     if args.contenders:
         names = tuple(c.strip() for c in args.contenders.split(","))
-        unknown = [c for c in names if c not in CONTENDERS]
+        unknown = [c for c in names if c not in COMPARED]
         if unknown:
-            parser.error(f"unknown contender(s) {unknown}; choose from {list(CONTENDERS)}")
+            parser.error(f"unknown contender(s) {unknown}; choose from {list(COMPARED)}")
         plan = dataclasses.replace(plan, contenders=names)
 
     # SIGTERM unwinds like Ctrl-C, so the simulator and any running contender are stopped.

@@ -113,6 +113,34 @@ def test_floor_incremental_brings_changed_applications_up_to_date(served, tmp_pa
     assert all(stored[key][4] is not None for key in purged)
 
 
+def test_pager_reads_every_page_to_the_end_and_stores_nothing(served, tmp_path):
+    world, base_url = served
+    ids = list(world.integrations)
+    db_path = tmp_path / "pager.db"
+
+    result = floor.sync(base_url, KEY, ids, str(db_path), concurrency=2, pages_only=True)
+
+    # 600 applications per integration at 250 a page: the same 6 requests the floor makes.
+    assert (result.rows, result.requests, result.integrations) == (0, 6, 2)
+    assert _stats(base_url)["requests"] == {"GET /ats/applications": 6}
+    assert _stored(db_path) == {}
+
+
+@pytest.mark.parametrize(
+    ("body", "cursor"),
+    [
+        (b'{"status":"success","data":{"next":null,"results":[]}}', None),
+        (b'{"status":"success","data":{"next":"YWJj\\/IjE=","results":[]}}', "YWJj/IjE="),
+        # "next" inside a string is no key; a record with a "next" key sends the pager to parse.
+        (b'{"data":{"results":[{"note":"\\"next\\":\\"x\\""}],"next":"c2"}}', "c2"),
+        (b'{"data":{"results":[{"next":"x"}],"next":null}}', None),
+    ],
+)
+def test_pager_cursor_is_the_envelopes(body, cursor):
+    assert floor._next_cursor(body) == cursor
+    assert floor._next_cursor(body) == json.loads(body)["data"]["next"]
+
+
 def _sample(
     contender: str, work: float, wall: float, rss: float = 100.0, **extra
 ) -> results.Sample:
@@ -152,6 +180,8 @@ def test_results_medians_ratios_and_verdicts():
             max_concurrency=4,
             throttled=0,
         ),
+        _sample("floor", 6.0, 6.2, workload="c 50x2k @30ms", requests=400, ideal=3.0),
+        _sample("pager", 5.0, 5.1, workload="c 50x2k @30ms", requests=400, ideal=3.0),
     ]
 
     rows = results.summarize(samples)
@@ -161,6 +191,8 @@ def test_results_medians_ratios_and_verdicts():
         ("a full", "floor"),
         ("a full", "dlt"),
         ("c 50x2k @30ms", "stagewatch"),
+        ("c 50x2k @30ms", "floor"),
+        ("c 50x2k @30ms", "pager"),
     ]
     stagewatch = rows[0]
     assert stagewatch.work == results.Spread(median=14.0, low=13.0, high=16.0, n=3)
@@ -175,7 +207,7 @@ def test_results_medians_ratios_and_verdicts():
         "| workload | size | work / floor | work / dlt | wall / floor | wall / dlt | work / ideal |",
         "|---|---|---|---|---|---|---|",
         "| a full | 100k | 1.27 | 0.37 | 1.83 | 0.54 |  |",
-        "| c 50x2k @30ms | 100k |  |  |  |  | 1.19 |",
+        "| c 50x2k @30ms | 100k | 0.67 |  | 0.97 |  | 1.19 |",
     ]
     assert results.markdown_table(rows).splitlines()[2] == (
         "| a full | 100k | stagewatch | 14.00 (13.00-16.00) | 21.00 (20.00-23.00) | 180 (170-190) "
@@ -184,6 +216,7 @@ def test_results_medians_ratios_and_verdicts():
     assert results.verdicts(rows, concurrency=4) == [
         "(a) 100k: stagewatch flow / floor = 1.27 (target <= 1.5): met",
         "(a) 100k: dlt / stagewatch flow = 2.71x (target >= 2.0x): met",
-        "(c) 50x2k @30ms: flow / ideal = 1.19 (ideal 3.38 s; target <= 1.3): met; "
+        "(c) 50x2k @30ms: flow / ideal = 1.19 (ideal 3.38 s, the floor's 2.00, a client that "
+        "only pages 1.67; target <= 1.3): met; "
         "max concurrency 4 (limit 4), 0 429s: met",
     ]
