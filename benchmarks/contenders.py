@@ -141,10 +141,10 @@ def flow_run_times(prefect_db: Path) -> tuple[float, dict[str, float]]:
             raise ValueError(f"the latest flow run in {prefect_db} did not complete: {flow}")
         tasks = db.execute(
             "SELECT name, start_time, end_time FROM task_run WHERE flow_run_id = ? "
-            "AND start_time IS NOT NULL AND end_time IS NOT NULL",
+            "AND start_time IS NOT NULL AND end_time IS NOT NULL ORDER BY start_time",
             (flow[0],),
         ).fetchall()
-    phases: dict[str, float] = {}
+    phases: dict[str, float] = {}  # in the order the tasks first ran: the results table's columns
     for name, start, end in tasks:
         phase = name.rsplit("-", 1)[0]  # Prefect appends a short hash to task run names
         phases[phase] = phases.get(phase, 0.0) + _seconds(start, end)
