@@ -43,6 +43,8 @@ class Sample:
     ideal: float | None = None  # requests x latency / concurrency, for latency-bound workloads
     server_cpu: float = 0.0  # CPU seconds the simulator spent serving this run
     phases: dict[str, float] = field(default_factory=dict)  # stagewatch's task run seconds
+    cpu_main: float = 0.0  # CPU seconds of the contender's own process
+    cpu_tree: float = 0.0  # ... and of its children (Prefect's server)
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,8 @@ class Row:
     rss_main_mb: Spread
     rss_tree_mb: Spread
     server_cpu: Spread
+    cpu_main: Spread
+    cpu_tree: Spread
     requests: tuple[int, ...]
     rows: tuple[int, ...]
     max_concurrency: int | None
@@ -101,6 +105,8 @@ def summarize(samples: Iterable[Sample]) -> list[Row]:
                 rss_main_mb=Spread.of([s.rss_main_mb for s in group]),
                 rss_tree_mb=Spread.of([s.rss_tree_mb for s in group]),
                 server_cpu=Spread.of([s.server_cpu for s in group]),
+                cpu_main=Spread.of([s.cpu_main for s in group]),
+                cpu_tree=Spread.of([s.cpu_tree for s in group]),
                 requests=tuple(sorted({s.requests for s in group})),
                 rows=tuple(sorted({s.rows for s in group})),
                 max_concurrency=max(concurrency) if concurrency else None,
@@ -152,8 +158,8 @@ def _cells(r: Row) -> tuple[str, ...]:
     concurrency = "" if r.max_concurrency is None else str(r.max_concurrency)
     return (
         r.workload, r.size, r.contender, r.work.fmt(), r.wall.fmt(), r.rss_main_mb.fmt(0),
-        r.rss_tree_mb.fmt(0), r.server_cpu.fmt(1), _ints(r.requests), _ints(r.rows), concurrency,
-        str(r.throttled),
+        r.rss_tree_mb.fmt(0), f"{r.cpu_main.median:.1f} / {r.cpu_tree.median:.1f}",
+        r.server_cpu.fmt(1), _ints(r.requests), _ints(r.rows), concurrency, str(r.throttled),
     )  # fmt: skip
 
 
@@ -161,7 +167,7 @@ def markdown_table(rows: Sequence[Row]) -> str:
     """Every measured row: seconds as median (min-max), memory in MB."""
     head = (
         "workload", "size", "contender", "work s", "wall s", "RSS main MB", "RSS tree MB",
-        "server CPU s", "requests", "rows stored", "max conc.", "429s",
+        "CPU s main / tree", "server CPU s", "requests", "rows stored", "max conc.", "429s",
     )  # fmt: skip
     return _table(head, (_cells(r) for r in rows))
 
@@ -307,11 +313,13 @@ loopback, sharing the 2 cores). *work* is the contender's own start-to-end time 
 Prefect flow run; floor: its `sync()`; dlt: `pipeline.run`), *wall* the whole process including
 interpreter start, imports and, for stagewatch, Prefect's ephemeral API server. Times are medians in
 seconds with (min-max) over the repetitions. RSS main is the contender's own process, RSS tree adds its
-children (Prefect's server). Requests, max concurrency and 429s are counted by the simulator. *server
-CPU* is what the simulator spent rendering the answers: when it is close to *work*, the simulator, not
-the contender, sets the pace. (c) runs {concurrency} integrations at a time in every contender, with
-{latency_ms:.0f} ms added to each response and a rate limit of {rate_limit} requests per 60 s; its
-ideal is requests x latency / {concurrency}. (c) also runs *pager*, the floor with nothing to do: it
+children (Prefect's server); *CPU s main / tree* counts their CPU seconds (medians) the same two ways.
+Requests, max concurrency and 429s are counted by the simulator. *server CPU* is what the simulator
+spent rendering the answers: when it is close to *work*, the simulator, not the contender, sets the
+pace. On 2 cores, when *CPU s tree* plus *server CPU* come near twice *wall*, the machine is full.
+(c) runs {concurrency} integrations at a time in every contender, with {latency_ms:.0f} ms added to
+each response and a rate limit of {rate_limit} requests per 60 s; its ideal is
+requests x latency / {concurrency}. (c) also runs *pager*, the floor with nothing to do: it
 reads only each page's cursor and stores nothing, so its ratio to the ideal is what the simulator and
 loopback alone add, a bound no contender can beat on this machine.
 

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
+import re
 import shutil
 import signal
 import sys
@@ -134,6 +135,8 @@ class Bench:
             work=report.work,
             rss_main_mb=measured.rss_main_mb,
             rss_tree_mb=measured.rss_tree_mb,
+            cpu_main=measured.cpu_main,
+            cpu_tree=measured.cpu_tree,
             requests=requests,
             rows=report.rows,
             max_concurrency=stats["max_concurrent"],
@@ -145,7 +148,8 @@ class Bench:
         self.samples.append(sample)
         self.say(
             f"{workload} {size} {name}: work {sample.work:.2f} s, wall {sample.wall:.2f} s, "
-            f"RSS {sample.rss_main_mb:.0f}/{sample.rss_tree_mb:.0f} MB, {requests} requests, "
+            f"RSS {sample.rss_main_mb:.0f}/{sample.rss_tree_mb:.0f} MB, "
+            f"CPU {sample.cpu_main:.1f}/{sample.cpu_tree:.1f} s, {requests} requests, "
             f"{sample.rows} rows, server CPU {sample.server_cpu:.1f} s"
         )
         return sample
@@ -291,6 +295,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--contenders", help=f"comma-separated, from {', '.join(COMPARED)}")
     parser.add_argument("--skip-sizes", action="store_true", help="leave out workloads (a), (b)")
     parser.add_argument("--skip-fan-out", action="store_true", help="leave out workload (c)")
+    parser.add_argument(
+        "--fan-out",
+        metavar="NxM",
+        help="workload (c) with N integrations of M applications each (default 50x2000)",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS_PATH, help="results markdown file")
     args = parser.parse_args(argv)
 
@@ -308,6 +317,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             plan, reps=dict.fromkeys(plan.sizes, args.reps), fan_out_reps=args.reps
         )
     plan = dataclasses.replace(plan, reps={s: plan.reps.get(s, 1) for s in plan.sizes})
+    if args.fan_out:
+        shape = re.fullmatch(r"([1-9][0-9]*)x([1-9][0-9]*)", args.fan_out)
+        if not shape:
+            parser.error(f"--fan-out wants NxM with N, M >= 1, e.g. 200x100; got {args.fan_out!r}")
+        plan = dataclasses.replace(
+            plan, fan_out_integrations=int(shape[1]), fan_out_applications=int(shape[2])
+        )
     if args.contenders:
         names = tuple(c.strip() for c in args.contenders.split(","))
         unknown = [c for c in names if c not in COMPARED]

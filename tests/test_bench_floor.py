@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 
 import httpx
 import pytest
 
 from benchmarks import floor, results
+from benchmarks.measure import run_measured
 from stagewatch.simulator import World, render, serve_in_thread
 
 KEY = "sk_bench_test"
@@ -89,7 +91,7 @@ def test_floor_stores_exactly_the_served_applications(served, tmp_path):
         rows=result.rows,
     )
     cells = results.markdown_table(results.summarize([sample])).splitlines()[-1].split(" | ")
-    assert cells[8:10] == ["6", "1,200"]
+    assert cells[9:11] == ["6", "1,200"]
 
 
 def test_floor_incremental_brings_changed_applications_up_to_date(served, tmp_path):
@@ -161,13 +163,13 @@ def _sample(
 def test_results_medians_ratios_and_verdicts():
     samples = [
         _sample("floor", 10.0, 10.5),
-        _sample("stagewatch", 13.0, 20.0, rss=180),
+        _sample("stagewatch", 13.0, 20.0, rss=180, cpu_main=9.0, cpu_tree=20.0),
         _sample("dlt", 40.0, 41.0),
         _sample("floor", 12.0, 12.5),
-        _sample("stagewatch", 16.0, 23.0, rss=190),
+        _sample("stagewatch", 16.0, 23.0, rss=190, cpu_main=11.0, cpu_tree=24.0),
         _sample("dlt", 38.0, 39.0),
         _sample("floor", 11.0, 11.5),
-        _sample("stagewatch", 14.0, 21.0, rss=170),
+        _sample("stagewatch", 14.0, 21.0, rss=170, cpu_main=10.0, cpu_tree=21.0),
         _sample("dlt", 36.0, 37.0),
         _sample(
             "stagewatch",
@@ -211,7 +213,7 @@ def test_results_medians_ratios_and_verdicts():
     ]
     assert results.markdown_table(rows).splitlines()[2] == (
         "| a full | 100k | stagewatch | 14.00 (13.00-16.00) | 21.00 (20.00-23.00) | 180 (170-190) "
-        "| 330 (320-340) | 0.0 | 400 | 100,000 |  | 0 |"
+        "| 330 (320-340) | 10.0 / 21.0 | 0.0 | 400 | 100,000 |  | 0 |"
     )
     assert results.verdicts(rows, concurrency=4) == [
         "(a) 100k: stagewatch flow / floor = 1.27 (target <= 1.5): met",
@@ -220,3 +222,22 @@ def test_results_medians_ratios_and_verdicts():
         "only pages 1.67; target <= 1.3): met; "
         "max concurrency 4 (limit 4), 0 429s: met",
     ]
+
+
+# Burns `seconds` of its own CPU time (not wall time: a busy machine only makes it take longer).
+_BURN = "import time\nt = time.process_time()\nwhile time.process_time() - t < {seconds}: pass\n"
+
+
+def test_run_measured_counts_the_cpu_of_the_process_and_of_its_children():
+    child = _BURN.format(seconds=0.6)
+    parent = (
+        "import subprocess, sys\n"
+        f"subprocess.run([sys.executable, '-c', {child!r}], check=True)\n"
+        + _BURN.format(seconds=0.3)
+    )
+
+    measured = run_measured([sys.executable, "-c", parent])
+
+    # The parent burned 0.3 s itself (plus its start-up); the child's 0.6 s counts in the tree only.
+    assert 0.3 - 0.1 <= measured.cpu_main < 0.3 + 0.5  # polled: it may miss the last 50 ms
+    assert measured.cpu_tree >= measured.cpu_main + 0.6
