@@ -10,6 +10,7 @@ while the same tasks in threads took 0.3-0.6 s. Task runs report through events;
 from __future__ import annotations
 
 import contextvars
+import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from typing import Annotated, Any, Literal
 import httpx
 from prefect import flow, get_run_logger
 from prefect.context import FlowRunContext
+from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
@@ -40,6 +42,13 @@ from tasks.sync import (
     fetch_jobs_task,
     open_run_task,
 )
+
+# PREFECT_LOGGING_EXTRA_LOGGERS=stagewatch (set by the CLI, serve.py and prefect.yaml) gives the
+# `stagewatch` logger Prefect's API handler but no level: it inherited the root logger's WARNING, and
+# the client's INFO retry notes never reached a run's logs. It takes Prefect's level instead.
+_library_logger = logging.getLogger("stagewatch")
+if _library_logger.level == logging.NOTSET:
+    _library_logger.setLevel(PREFECT_LOGGING_LEVEL.value())
 
 IntegrationId = Annotated[
     str,

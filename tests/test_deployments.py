@@ -2,6 +2,9 @@
 the same three deployments, so a broken entrypoint, schedule, parameter or limit fails here."""
 
 import asyncio
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -98,3 +101,23 @@ def test_served_deployments_reject_bad_integration_ids():
 
     with pytest.raises(ValueError, match="integration_ids"):
         build_deployments(["{{ prefect.variables.unset }}"])
+
+
+def test_the_clients_retry_notes_reach_a_runs_logs():
+    """With the extra-logger setting every entry point uses, a retry note from the client passes
+    the `stagewatch` logger's level and reaches Prefect's API handler (a fresh interpreter: Prefect
+    configures logging once, on import)."""
+    code = (
+        "import logging\n"
+        "import flows.sync\n"
+        "log = logging.getLogger('stagewatch.client')\n"
+        "handlers = [type(h).__name__ for h in logging.getLogger('stagewatch').handlers]\n"
+        "print(log.isEnabledFor(logging.INFO), log.isEnabledFor(logging.DEBUG), *handlers)\n"
+    )
+    env = {**os.environ, "PREFECT_LOGGING_EXTRA_LOGGERS": "stagewatch"}
+    env.pop("PREFECT_LOGGING_LEVEL", None)
+    done = subprocess.run(
+        [sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True, check=True
+    )
+
+    assert done.stdout.split() == ["True", "False", "APILogHandler"]
