@@ -152,4 +152,3 @@ def flow_run_times(prefect_db: Path) -> tuple[float, dict[str, float]]:
 
 
 CONTENDERS: dict[str, Contender] = {c.name: c for c in (Stagewatch(), Floor(), Dlt(), Pager())}
-COMPARED = ("stagewatch", "floor", "dlt")  # what every workload runs; the pager only runs (c)

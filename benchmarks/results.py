@@ -12,7 +12,8 @@ import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
-CONTENDERS = ("stagewatch", "floor", "dlt", "pager")
+COMPARED = ("stagewatch", "floor", "dlt")  # what every workload runs
+CONTENDERS = (*COMPARED, "pager")  # the pager only runs (c): see `contenders.Pager`
 SUBJECT = "stagewatch"
 FULL = "a full"
 INCREMENTAL = "b incremental 1%"
@@ -214,7 +215,7 @@ def verdicts(rows: Sequence[Row], *, concurrency: int) -> list[str]:
     """One line per target, with the figure that decides it; targets with no data are skipped."""
     lines = []
     for size in ("100k", "1M"):
-        sw, floor, dlt = (find(rows, FULL, size, c) for c in ("stagewatch", "floor", "dlt"))
+        sw, floor, dlt = (find(rows, FULL, size, c) for c in COMPARED)
         if sw and floor:
             ratio = sw.work.median / floor.work.median
             lines.append(
@@ -319,8 +320,8 @@ spent rendering the answers: when it is close to *work*, the simulator, not the 
 pace. On 2 cores, when *CPU s tree* plus *server CPU* come near twice *wall*, the machine is full.
 (c) runs {concurrency} integrations at a time in every contender, with {latency_ms:.0f} ms added to
 each response and a rate limit of {rate_limit} requests per 60 s; its ideal is
-requests x latency / {concurrency}. (c) also runs *pager*, the floor with nothing to do: it
-reads only each page's cursor and stores nothing, so its ratio to the ideal is what the simulator and
+requests x latency / {concurrency}. (c) also runs *pager*, the floor with nothing to do: it reads
+only each page's cursor and stores nothing, so its ratio to the ideal is what the simulator and
 loopback alone add, a bound no contender can beat on this machine.
 
 ## Ratios (stagewatch / other, medians)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import machine, results
-from benchmarks.contenders import COMPARED, CONTENDERS, REPO, Job
+from benchmarks.contenders import CONTENDERS, REPO, Job
 from benchmarks.measure import ContenderFailed, run_measured
 from benchmarks.simulator_process import SimulatorProcess, count_changed
 
@@ -66,7 +66,7 @@ FULL_PLAN = Plan(
     fan_out_integrations=50,
     fan_out_applications=2_000,
     fan_out_reps=2,
-    contenders=COMPARED,
+    contenders=results.COMPARED,
 )
 QUICK_PLAN = Plan(
     sizes=("10k",),
@@ -74,7 +74,7 @@ QUICK_PLAN = Plan(
     fan_out_integrations=8,
     fan_out_applications=500,
     fan_out_reps=1,
-    contenders=COMPARED,
+    contenders=results.COMPARED,
 )
 
 
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10k, one repetition")
     parser.add_argument("--sizes", help=f"comma-separated, from {', '.join(SIZES)}")
     parser.add_argument("--reps", type=int, help="repetitions for every size and for (c)")
-    parser.add_argument("--contenders", help=f"comma-separated, from {', '.join(COMPARED)}")
+    parser.add_argument("--contenders", help=f"comma-separated, from {', '.join(results.COMPARED)}")
     parser.add_argument("--skip-sizes", action="store_true", help="leave out workloads (a), (b)")
     parser.add_argument("--skip-fan-out", action="store_true", help="leave out workload (c)")
     parser.add_argument(
@@ -326,9 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     if args.contenders:
         names = tuple(c.strip() for c in args.contenders.split(","))
-        unknown = [c for c in names if c not in COMPARED]
+        unknown = [c for c in names if c not in results.COMPARED]
         if unknown:
-            parser.error(f"unknown contender(s) {unknown}; choose from {list(COMPARED)}")
+            parser.error(f"unknown contender(s) {unknown}; choose from {list(results.COMPARED)}")
         plan = dataclasses.replace(plan, contenders=names)
 
     # SIGTERM unwinds like Ctrl-C, so the simulator and any running contender are stopped.
