@@ -8,8 +8,9 @@ once) and one writer thread owns the database, so network waits overlap with wri
     KOMBO_API_KEY=... python -m benchmarks.floor --base-url URL --db out.db --integration ID [...]
            [--incremental] [--concurrency 8] [--pages-only]
 
-`--pages-only` is the bound under the floor: it pages the same way but reads nothing of a page except
-its cursor and stores nothing, so its time is what the simulator and loopback alone cost.
+`--pages-only` is the bound under the floor: it pages the same way but reads only each page's cursor
+(parsing just the last page, which has none) and stores nothing, so its time is what the simulator
+and loopback alone cost.
 
 Prints one JSON line: {"rows": ..., "requests": ..., "integrations": ..., "seconds": ...}.
 """
@@ -20,7 +21,6 @@ import argparse
 import json
 import os
 import queue
-import re
 import sqlite3
 import sys
 import threading
@@ -73,15 +73,13 @@ class FloorResult:
     seconds: float
 
 
-# A page's cursor, read off its bytes when the body names "next" once (then it is the envelope's).
-_NEXT = re.compile(rb'"next":\s*(?:null|"((?:[^"\\]|\\.)*)")')
+def _next_cursor(response: httpx.Response) -> str | None:
+    """The page's cursor read off its bytes, as stagewatch's client reads it to send ahead; the
+    body is parsed only when that cannot tell (the last page, or a record with a "next" key)."""
+    # Imported here: the floor itself must not pay for importing stagewatch.
+    from stagewatch.client import early_next_cursor
 
-
-def _next_cursor(body: bytes) -> str | None:
-    found = _NEXT.findall(body)
-    if len(found) != 1:
-        return json.loads(body)["data"]["next"]
-    return json.loads(b'"' + found[0] + b'"') or None
+    return early_next_cursor(response) or response.json()["data"]["next"]
 
 
 def iter_pages(
@@ -109,7 +107,7 @@ def iter_pages(
             yield data["results"]
             cursor = data["next"]
         else:
-            cursor = _next_cursor(response.content)
+            cursor = _next_cursor(response)
         if not cursor:
             return
 

@@ -139,8 +139,9 @@ def test_pager_reads_every_page_to_the_end_and_stores_nothing(served, tmp_path):
     ],
 )
 def test_pager_cursor_is_the_envelopes(body, cursor):
-    assert floor._next_cursor(body) == cursor
-    assert floor._next_cursor(body) == json.loads(body)["data"]["next"]
+    response = httpx.Response(200, content=body)
+    assert floor._next_cursor(response) == cursor
+    assert floor._next_cursor(response) == json.loads(body)["data"]["next"]
 
 
 def _sample(
