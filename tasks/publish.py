@@ -39,9 +39,11 @@ def emit_change_events(
     per label in one `stagewatch.sync.events-capped` event, so automations on hires still fire
     on a run with a million first sightings (and those rows are never read).
 
-    An integration's first run (its baseline) emits no first sightings one by one: they are what
-    existed before stagewatch looked, and an automation on `first-seen` wants new applications.
-    They are counted in the same event, whose payload then says `baseline: true`.
+    An integration's first run (its baseline) emits no change one by one. Every application in it
+    is seen for the first time, so its changes are what existed before stagewatch looked: first
+    sightings, and applications the ATS had deleted long before. An automation on `first-seen` or
+    `deleted` wants news. They are counted in the same event, whose payload then says
+    `baseline: true`.
 
     Returns once the events have left this process, so a run marked published afterwards has
     really sent them. Every id is derived from what it stands for (`report.prefect_event`,
@@ -49,9 +51,7 @@ def emit_change_events(
     emitted: Counter[str] = Counter()
     sent = False
     baseline = store.is_baseline(outcome.run_id)
-    for kinds in EMIT_ORDER:
-        if baseline and kinds == ("first_seen",):
-            continue
+    for kinds in () if baseline else EMIT_ORDER:
         remaining = max_events - emitted.total()
         if remaining <= 0:
             break
