@@ -547,11 +547,15 @@ class Store:
         """An in-memory database: no other connection can see it."""
         return str(self.path) == ":memory:"
 
-    def close(self) -> None:
-        """Close the connection once this store's background checkpoint, if one runs, is done."""
+    def close(self, *, wait_for_checkpoint: bool = True) -> None:
+        """Close the connection, once this store's background checkpoint, if one runs, is done.
+
+        Without `wait_for_checkpoint` the checkpoint goes on in its own connection after this
+        returns. Its thread is not a daemon, so the process waits for it before exiting;
+        `wait_for_checkpoints` waits for it sooner (before copying or deleting the file)."""
         with self._checkpoint_lock:
             checkpointer = self._checkpointer
-        if checkpointer is not None:
+        if checkpointer is not None and wait_for_checkpoint:
             checkpointer.join()
         self._conn.close()
 
@@ -567,8 +571,8 @@ class Store:
         every page the transaction wrote from the WAL into the database file before COMMIT returns
         (1.2 s of a 1M-application commit_run, which writes about 400 MB of WAL). A thread with
         its own connection runs that checkpoint after the commit instead, while the caller goes
-        on (a flow publishes its report). `close` waits for it; a process killed meanwhile only
-        leaves a longer WAL, which a later checkpoint copies.
+        on (a flow publishes its report and ends). `close` waits for it unless told not to; a
+        process killed meanwhile only leaves a longer WAL, which a later checkpoint copies.
         """
         if self._in_memory:
             yield

@@ -6,6 +6,7 @@ end to end and checks everything it shows (artifacts, events, store, request cou
 
 import json
 import sqlite3
+import threading
 import uuid
 from collections import Counter
 from datetime import timedelta
@@ -31,7 +32,7 @@ import tasks.sync
 from stagewatch import report
 from stagewatch.errors import AuthenticationError, NotReadyError, TransientError
 from stagewatch.simulator import FaultConfig, SimulatorTransport, World
-from stagewatch.store import Store
+from stagewatch.store import CHECKPOINT_THREAD, Store, wait_for_checkpoints
 from stagewatch.timeutil import format_ts, parse_ts
 from tests.reliability.harness import sync_in_process
 
@@ -231,7 +232,9 @@ def test_artifacts_events_and_jobs_cache_over_three_runs(simulate, recorded_even
     assert (after_full["jobs_from_cache"], after_full["status"]) == (True, "synced")
     assert transport.stats()["requests"]["GET /ats/jobs"] == 3
     # A database recreated at the same path starts run ids over: the cached listing of run 1 of
-    # the old file must not pass for this file's run 1.
+    # the old file must not pass for this file's run 1. (The flow runs leave their checkpoints
+    # running: a file is deleted only once nothing has it open.)
+    wait_for_checkpoints()
     for suffix in ("", "-wal", "-shm"):
         Path(f"{db}{suffix}").unlink(missing_ok=True)
     fresh = flows.sync.sync_integration(params(normal, db), return_state=True).result()[0]
@@ -282,6 +285,37 @@ class DownOnce(httpx.BaseTransport):
             if self.pages == 2:
                 return httpx.Response(503, text="upstream connect error")
         return self.inner.handle_request(request)
+
+
+def test_a_flow_run_ends_without_waiting_for_its_commits_checkpoint(
+    simulate, monkeypatch, tmp_path
+):
+    world = World(seed=17, applications=50, jobs=3, api_key=KEY, scenarios=("normal",))
+    simulate(world)
+    release = threading.Event()
+    checkpoint = Store._checkpoint
+
+    def held_checkpoint(self):  # the real checkpoint, once the test lets it start
+        release.wait(30)
+        checkpoint(self)
+
+    monkeypatch.setattr(Store, "_checkpoint", held_checkpoint)
+    db = tmp_path / "sw.db"
+    try:
+        state = flows.sync.sync_integration(
+            params(world.normal_integration_id, db), return_state=True
+        )
+        assert state.is_completed(), state.message
+        # The flow run is over, its commit visible, and the checkpoint still held back.
+        assert not release.is_set()
+        assert [t.is_alive() for t in threading.enumerate() if t.name == CHECKPOINT_THREAD] == [
+            True
+        ]
+        with Store(db, readonly=True) as store:
+            assert store.live_applications(world.normal_integration_id) == 50
+    finally:
+        release.set()
+        wait_for_checkpoints()
 
 
 def test_listing_starts_again_once_the_client_gives_up(simulate, monkeypatch, tmp_path):

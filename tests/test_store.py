@@ -497,6 +497,33 @@ def test_commit_run_leaves_its_checkpoint_to_a_thread_that_fills_the_database_fi
     ]
 
 
+def test_a_store_closed_without_waiting_leaves_its_checkpoint_running_to_the_end(
+    path, tmp_path, monkeypatch
+):
+    release = threading.Event()
+    checkpoint = Store._checkpoint
+
+    def held_checkpoint(self):  # the real checkpoint, once the test lets it start
+        release.wait(30)
+        checkpoint(self)
+
+    monkeypatch.setattr(Store, "_checkpoint", held_checkpoint)
+    store = Store(path)
+    _, run = _second_full_run_over(store, [application("app-1")])
+    store.stage_applications(run.id, [application("app-1"), application("app-2")])
+    store.commit_run(run.id, observed_at=at(1))
+    store.close(wait_for_checkpoint=False)  # returns while the checkpoint has not even begun
+    (thread,) = [t for t in threading.enumerate() if t.name == "stagewatch-checkpoint"]
+    assert thread.is_alive() and not thread.daemon  # so the process waits for it at exit
+    # The commit is durable and visible before the checkpoint: readers find it in the WAL.
+    assert len(rows(path, "SELECT application_id FROM applications")) == 2
+    release.set()
+    wait_for_checkpoints()
+    alone = tmp_path / "alone.db"
+    alone.write_bytes(path.read_bytes())
+    assert len(rows(alone, "SELECT application_id FROM applications")) == 2
+
+
 def test_a_failed_commit_restores_the_automatic_checkpoint(store):
     first = store.begin_run(INTEGRATION, "full", started_at=at(1))
     store.commit_run(first.id, observed_at=at(1))
