@@ -322,8 +322,14 @@ def _job(job_id: Any, job_names: Mapping[str, str]) -> str:
     return escape_md(name) if name else _id(job_id)
 
 
-def _notes(outcome: SyncOutcome) -> list[str]:
+def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
     notes = []
+    if baseline:
+        notes.append(
+            "**Baseline:** the first sync of this integration. Its applications are what existed "
+            "before stagewatch looked, so they are counted, not listed in a table or sent as "
+            f"events; `stagewatch changes --integration {_id(outcome.integration_id)}` lists them."
+        )
     if outcome.status == "not_ready":
         notes.append(
             f"**Not ready:** Kombo has not finished setting up this integration "
@@ -372,10 +378,12 @@ def integration_markdown(
     job_names: Mapping[str, str] | None = None,
     candidate_names: Mapping[str, str] | None = None,
     cap: int = DEFAULT_LIST_CAP,
+    baseline: bool = False,
 ) -> str:
     """The per-integration artifact: window, counts, hires and declines, stage moves, transitions,
     notes and run statistics. Counts come from `outcome.counts`; `events` needs only the run's
-    outcome and stage changes (LISTED_KINDS). `candidate_names` is None unless names may show."""
+    outcome and stage changes (LISTED_KINDS). `candidate_names` is None unless names may show;
+    `baseline` says the run is its integration's first (`Store.is_baseline`)."""
     job_names = job_names or {}
     counts = outcome.counts
     digest = _Digest(cap)
@@ -452,7 +460,7 @@ def integration_markdown(
             lines.append(f"\n…and {len(digest.transitions) - len(top)} more transitions.")
         lines.append("")
 
-    notes = _notes(outcome)
+    notes = _notes(outcome, baseline)
     if notes:
         lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
     lines += ["## Run statistics", "", *_statistics(outcome)]

@@ -34,12 +34,13 @@ def emit_change_events(
     max_events: int,
     job_names: dict[str, str],
     candidate_names: dict[str, str] | None,
+    baseline: bool,
 ) -> tuple[int, dict[str, int]]:
     """Emit up to `max_events` change events, most important kinds first; the rest are counted
     per label in one `stagewatch.sync.events-capped` event, so automations on hires still fire
     on a run with a million first sightings (and those rows are never read).
 
-    An integration's first run (its baseline) emits no change one by one. Every application in it
+    An integration's first run (its `baseline`) emits no change one by one. Every application in it
     is seen for the first time, so its changes are what existed before stagewatch looked: first
     sightings, and applications the ATS had deleted long before. An automation on `first-seen` or
     `deleted` wants news. They are counted in the same event, whose payload then says
@@ -50,7 +51,6 @@ def emit_change_events(
     `report.capped_event`), so sending a run again sends the same events."""
     emitted: Counter[str] = Counter()
     sent = False
-    baseline = store.is_baseline(outcome.run_id)
     for kinds in () if baseline else EMIT_ORDER:
         remaining = max_events - emitted.total()
         if remaining <= 0:
@@ -99,12 +99,15 @@ def publish_outcome(
 
     job_names: dict[str, str] = {}
     names: dict[str, str] | None = None
+    # An integration's first run lists what existed before stagewatch looked, not changes: its
+    # rows are only counted (a table of its first 500 of 2,000 first sightings was 360 KB).
+    baseline = committed and store.is_baseline(outcome.run_id)
     if committed:
         job_names = store.job_names(outcome.integration_id)
         if show_candidate_names:
             names = store.candidate_names(outcome.integration_id, _application_ids(listed()))
     markdown = report.integration_markdown(
-        outcome, listed(), job_names=job_names, candidate_names=names
+        outcome, listed(), job_names=job_names, candidate_names=names, baseline=baseline
     )
     late = ""
     if outcome.published_late_by is not None:
@@ -123,7 +126,9 @@ def publish_outcome(
         "events_emitted": 0,
         "events_not_emitted": {},
     }
-    if committed and outcome.changes:
+    if not (committed and outcome.changes):
+        return result
+    if not baseline:
         cap = report.DEFAULT_TABLE_CAP
         rows = report.event_table(store.events(run_id=outcome.run_id, limit=cap), cap=cap)
         total = outcome.changes
@@ -138,11 +143,16 @@ def publish_outcome(
                 ),
             )
         )
-        emitted, left_out = emit_change_events(
-            store, outcome, max_events=max_events, job_names=job_names, candidate_names=names
-        )
-        result["events_emitted"] = emitted
-        result["events_not_emitted"] = left_out
+    emitted, left_out = emit_change_events(
+        store,
+        outcome,
+        max_events=max_events,
+        job_names=job_names,
+        candidate_names=names,
+        baseline=baseline,
+    )
+    result["events_emitted"] = emitted
+    result["events_not_emitted"] = left_out
     return result
 
 

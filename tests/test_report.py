@@ -224,6 +224,17 @@ def test_notes_cover_quarantine_retries_and_incomplete_listings():
     assert "**Incomplete listing:** no deletions inferred, watermark not advanced." in text
 
 
+def test_a_baseline_says_its_first_sightings_are_counted_and_where_to_find_them():
+    first = integration_markdown(outcome(counts={"first seen": 3}), [], baseline=True)
+    assert (
+        r"- **Baseline:** the first sync of this integration. Its applications are what existed "
+        "before stagewatch looked, so they are counted, not listed in a table or sent as events; "
+        r"`stagewatch changes --integration greenhouse\:AbC` lists them."
+    ) in first
+    assert "| first seen | 3 |" in first
+    assert "Baseline" not in integration_markdown(outcome(counts={"first seen": 3}), [])
+
+
 def test_full_listing_window():
     text = integration_markdown(outcome(window_start=None, mode="full"), [])
     assert "**Window:** full listing, started 2026-01-06T09:00:00.000Z" in text

@@ -141,12 +141,15 @@ def artifact_markdown(db: Path, outcome: SyncOutcome, *, show_candidate_names: b
         committed = outcome.status == "synced" and outcome.run_id is not None
         events = list(store.events(run_id=outcome.run_id)) if committed else []
         job_names = store.job_names(outcome.integration_id) if committed else {}
+        baseline = committed and store.is_baseline(outcome.run_id)
         names = None
         if committed and show_candidate_names:
             names = store.candidate_names(
                 outcome.integration_id, {e["application_id"] for e in events}
             )
-    return report.integration_markdown(outcome, events, job_names=job_names, candidate_names=names)
+    return report.integration_markdown(
+        outcome, events, job_names=job_names, candidate_names=names, baseline=baseline
+    )
 
 
 # -- store fingerprints -----------------------------------------------------------------------------
