@@ -328,7 +328,7 @@ def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
         notes.append(
             "**Baseline:** the first sync of this integration. Its applications are what existed "
             "before stagewatch looked, so they are counted, not listed in a table or sent as "
-            f"events; `stagewatch changes --integration {_id(outcome.integration_id)}` lists them."
+            "events; `stagewatch changes --integration` with this integration's id lists them."
         )
     if outcome.status == "not_ready":
         notes.append(

@@ -229,7 +229,7 @@ def test_a_baseline_says_its_first_sightings_are_counted_and_where_to_find_them(
     assert (
         r"- **Baseline:** the first sync of this integration. Its applications are what existed "
         "before stagewatch looked, so they are counted, not listed in a table or sent as events; "
-        r"`stagewatch changes --integration greenhouse\:AbC` lists them."
+        "`stagewatch changes --integration` with this integration's id lists them."
     ) in first
     assert "| first seen | 3 |" in first
     assert "Baseline" not in integration_markdown(outcome(counts={"first seen": 3}), [])
