@@ -306,6 +306,7 @@ def test_a_flow_run_ends_without_waiting_for_its_commits_checkpoint(
         release.wait(30)
         checkpoint(self)
 
+    wait_for_checkpoints()  # another test's, so that the one found below is this flow's
     monkeypatch.setattr(Store, "_checkpoint", held_checkpoint)
     db = tmp_path / "sw.db"
     try:

@@ -507,6 +507,7 @@ def test_a_store_closed_without_waiting_leaves_its_checkpoint_running_to_the_end
         release.wait(30)
         checkpoint(self)
 
+    wait_for_checkpoints()  # another test's, so that the one found below is this store's
     monkeypatch.setattr(Store, "_checkpoint", held_checkpoint)
     store = Store(path)
     _, run = _second_full_run_over(store, [application("app-1")])
