@@ -4,6 +4,7 @@ rest of the suite never starts a Prefect server."""
 from __future__ import annotations
 
 import os
+import threading
 
 import pytest
 
@@ -37,3 +38,24 @@ def prefect_harness(tmp_path_factory):
         prefect_test_harness(),
     ):
         yield results
+
+
+@pytest.fixture
+def held_checkpoint(monkeypatch):
+    """Every store's background checkpoint, held back until the test sets the event it yields; the
+    real checkpoint runs then. Other tests' checkpoints are waited for first, so any checkpoint
+    thread the test finds is its own; on teardown the hold is released and waited for."""
+    from stagewatch.store import Store, wait_for_checkpoints
+
+    release = threading.Event()
+    checkpoint = Store._checkpoint
+
+    def held(self):
+        release.wait(30)
+        checkpoint(self)
+
+    wait_for_checkpoints()
+    monkeypatch.setattr(Store, "_checkpoint", held)
+    yield release
+    release.set()
+    wait_for_checkpoints()

@@ -295,35 +295,18 @@ class DownOnce(httpx.BaseTransport):
 
 
 def test_a_flow_run_ends_without_waiting_for_its_commits_checkpoint(
-    simulate, monkeypatch, tmp_path
+    simulate, held_checkpoint, tmp_path
 ):
     world = World(seed=17, applications=50, jobs=3, api_key=KEY, scenarios=("normal",))
     simulate(world)
-    release = threading.Event()
-    checkpoint = Store._checkpoint
-
-    def held_checkpoint(self):  # the real checkpoint, once the test lets it start
-        release.wait(30)
-        checkpoint(self)
-
-    wait_for_checkpoints()  # another test's, so that the one found below is this flow's
-    monkeypatch.setattr(Store, "_checkpoint", held_checkpoint)
     db = tmp_path / "sw.db"
-    try:
-        state = flows.sync.sync_integration(
-            params(world.normal_integration_id, db), return_state=True
-        )
-        assert state.is_completed(), state.message
-        # The flow run is over, its commit visible, and the checkpoint still held back.
-        assert not release.is_set()
-        assert [t.is_alive() for t in threading.enumerate() if t.name == CHECKPOINT_THREAD] == [
-            True
-        ]
-        with Store(db, readonly=True) as store:
-            assert store.live_applications(world.normal_integration_id) == 50
-    finally:
-        release.set()
-        wait_for_checkpoints()
+    state = flows.sync.sync_integration(params(world.normal_integration_id, db), return_state=True)
+    assert state.is_completed(), state.message
+    # The flow run is over, its commit visible, and the checkpoint still held back.
+    assert not held_checkpoint.is_set()
+    assert [t.is_alive() for t in threading.enumerate() if t.name == CHECKPOINT_THREAD] == [True]
+    with Store(db, readonly=True) as store:
+        assert store.live_applications(world.normal_integration_id) == 50
 
 
 def test_listing_starts_again_once_the_client_gives_up(simulate, monkeypatch, tmp_path):

@@ -22,7 +22,13 @@ from stagewatch.errors import StagewatchError
 from stagewatch.migrations import migrations
 from stagewatch.models import Quarantined
 from stagewatch.runtime import LISTING_SWITCH_INTERVAL
-from stagewatch.store import LockedError, Store, StoreError, wait_for_checkpoints
+from stagewatch.store import (
+    CHECKPOINT_THREAD,
+    LockedError,
+    Store,
+    StoreError,
+    wait_for_checkpoints,
+)
 from stagewatch.timeutil import format_ts
 from tests.test_store_fixtures import (
     CONTRACT_FIELDS,
@@ -498,27 +504,18 @@ def test_commit_run_leaves_its_checkpoint_to_a_thread_that_fills_the_database_fi
 
 
 def test_a_store_closed_without_waiting_leaves_its_checkpoint_running_to_the_end(
-    path, tmp_path, monkeypatch
+    path, tmp_path, held_checkpoint
 ):
-    release = threading.Event()
-    checkpoint = Store._checkpoint
-
-    def held_checkpoint(self):  # the real checkpoint, once the test lets it start
-        release.wait(30)
-        checkpoint(self)
-
-    wait_for_checkpoints()  # another test's, so that the one found below is this store's
-    monkeypatch.setattr(Store, "_checkpoint", held_checkpoint)
     store = Store(path)
     _, run = _second_full_run_over(store, [application("app-1")])
     store.stage_applications(run.id, [application("app-1"), application("app-2")])
     store.commit_run(run.id, observed_at=at(1))
     store.close(wait_for_checkpoint=False)  # returns while the checkpoint has not even begun
-    (thread,) = [t for t in threading.enumerate() if t.name == "stagewatch-checkpoint"]
+    (thread,) = [t for t in threading.enumerate() if t.name == CHECKPOINT_THREAD]
     assert thread.is_alive() and not thread.daemon  # so the process waits for it at exit
     # The commit is durable and visible before the checkpoint: readers find it in the WAL.
     assert len(rows(path, "SELECT application_id FROM applications")) == 2
-    release.set()
+    held_checkpoint.set()
     wait_for_checkpoints()
     alone = tmp_path / "alone.db"
     alone.write_bytes(path.read_bytes())
