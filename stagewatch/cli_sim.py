@@ -8,7 +8,8 @@ import sys
 
 import typer
 
-from stagewatch.simulator import FAULT_KINDS, FaultConfig, World, create_app, scenarios_with
+from stagewatch.simulator import FaultConfig, World, create_app, scenarios_with
+from stagewatch.simulator.faults import FAULT_KINDS, RECORD_KINDS
 from stagewatch.simulator.render import format_ms
 from stagewatch.simulator.server import bind_loopback, build_server
 
@@ -40,7 +41,11 @@ def simulator(
     ),
     fault_rate: float = typer.Option(0.0, min=0.0, max=1.0, help="Share of requests to fail."),
     fault_kinds: str = typer.Option(
-        "", help=f"Comma-separated fault kinds (default: all): {', '.join(FAULT_KINDS)}."
+        "",
+        help=(
+            f"Comma-separated fault kinds (default: every transport fault: {', '.join(FAULT_KINDS)}; "
+            f"also {', '.join(RECORD_KINDS)})."
+        ),
     ),
     latency_ms: float = typer.Option(0.0, min=0.0, help="Added to every Kombo response."),
     rate_limit: int | None = typer.Option(

@@ -694,6 +694,11 @@ def test_each_limitation_scenario_answers_as_documented(api, world):
     }
     assert {r["current_stage"] is not None for r in outcomeless} == {True}
 
+    no_jobs = world.integration_for("no-jobs")
+    assert error_of(api.get("/ats/jobs", no_jobs))[:2] == (400, "INTEGRATION.MODEL_NOT_AVAILABLE")
+    jobless = api.list_all("/ats/applications", no_jobs, include_deleted="true")
+    assert jobless and all(r["current_stage"]["name"] for r in jobless if r["current_stage"])
+
 
 def test_the_world_serves_one_integration_per_scenario_with_kombo_shaped_ids(world):
     assert list(world.integrations.values()) == [
@@ -703,6 +708,7 @@ def test_the_world_serves_one_integration_per_scenario_with_kombo_shaped_ids(wor
         "no-stages",
         "setup-pending",
         "permission-missing",
+        "no-jobs",
     ]
     for integration_id in world.integrations:
         tool, _, key = integration_id.partition(":")

@@ -127,6 +127,28 @@ def test_a_dropped_connection_and_a_truncated_body():
         truncated.json()
 
 
+def test_record_faults_drop_or_spoil_one_record_of_a_page_but_never_drop_from_a_lookup():
+    w = world()
+    intact = get_page(client(SimulatorTransport(w)), w).json()["data"]
+    skipped = get_page(client(SimulatorTransport(world(), only("skip-record"))), w).json()["data"]
+    assert skipped["next"] == intact["next"]  # the cursor moves on past the missing record
+    missing = [r for r in intact["results"] if r not in skipped["results"]]
+    assert len(missing) == 1 and len(skipped["results"]) == len(intact["results"]) - 1
+    spoiled = get_page(client(SimulatorTransport(world(), only("bad-record"))), w).json()["data"]
+    changed = [(a, b) for a, b in zip(intact["results"], spoiled["results"], strict=True) if a != b]
+    assert [(b["id"], b["remote_created_at"]) for _, b in changed] == [
+        (changed[0][0]["id"], "not a timestamp")
+    ]
+    ids = ",".join(r["id"] for r in intact["results"][:3])
+    lookup = client(SimulatorTransport(world(), only("skip-record"))).get(
+        "/ats/applications",
+        params={"ids": ids},
+        headers={"X-Integration-Id": w.normal_integration_id},
+    )
+    assert [r["id"] for r in lookup.json()["data"]["results"]] == ids.split(",")
+    assert "skip-record" not in FAULT_KINDS  # asked for by name only, never in the default storm
+
+
 def test_fixed_latency_is_added_to_every_kombo_answer_but_not_to_control_calls():
     w = world()
     sleeps = Sleeps()

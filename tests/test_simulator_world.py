@@ -85,7 +85,7 @@ def _session(seed: int) -> list[tuple[int, list, bytes]]:
 
 def test_same_seed_and_same_calls_give_byte_identical_answers():
     first, second = _session(3), _session(3)
-    assert len(first) == 16
+    assert len(first) == 17
     assert first == second
     other = _session(4)
     assert [a[2] for a in other] != [a[2] for a in first]
@@ -101,6 +101,7 @@ def test_worlds_do_not_depend_on_the_process_hash_seed():
         "factorial:tC3TixFE5PHa7kbPNeHPakiB",
         "workday:3UbmG58BoXru1YiBffeD8rMt",
         "lever:auMFb65WjDwbux5WcqaMWs3W",
+        "softgarden:RcZ6TLFsKAAn94KfaE8bBXwX",
     ]
 
 
@@ -160,6 +161,7 @@ def test_sizes_per_scenario_and_extra_normal_integrations():
         ("no-stages", 500, 20),
         ("setup-pending", 0, 0),
         ("permission-missing", 0, 0),
+        ("no-jobs", 500, 20),
     }
     assert list(world.integrations.values()).count("normal") == 3
     assert world.normal_integration_id == next(iter(world.integrations))

@@ -387,6 +387,10 @@ def _job_rows(integ: Integration, params: dict[str, str]) -> set[int] | None:
 
 def list_jobs(integ: Integration, pairs: Iterable[tuple[str, str]]) -> dict[str, Any]:
     params = parse_query(pairs, JOB_PARAMS, "GET /ats/jobs")
+    if not integ.has_jobs:
+        raise ApiError(
+            "INTEGRATION.MODEL_NOT_AVAILABLE", f"The {integ.tool} integration does not offer jobs."
+        )
     page_size, after_seq, updated_after, include_deleted, _ = _common("jobs", integ, params)
     jobs = integ.jobs
     predicates: list[Callable[[int], bool]] = []

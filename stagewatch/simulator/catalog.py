@@ -126,4 +126,5 @@ SCENARIO_TOOLS = {
     "no-stages": "factorial",
     "setup-pending": "workday",
     "permission-missing": "lever",
+    "no-jobs": "softgarden",
 }

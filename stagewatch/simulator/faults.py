@@ -16,9 +16,16 @@ TIMEOUT = "timeout"  # slower than the client's read timeout
 DISCONNECT = "disconnect"  # connection dropped mid-body
 TRUNCATED = "truncated"  # 200 with half a JSON body
 
+# Kinds where a listing page arrives intact but its records are not what they should be. Only asked
+# for by name: they test what stagewatch concludes from a listing, not how it survives transport.
+SKIP_RECORD = "skip-record"  # a page without one of its records, as if it moved while paged
+BAD_RECORD = "bad-record"  # a page with one record whose timestamp no parser accepts
+
 REFUSING_KINDS = (RATE_LIMIT, RATE_LIMIT_NO_RETRY_AFTER, HTML_500, EMPTY_502, UNAVAILABLE_503)
 DELIVERY_KINDS = (TIMEOUT, DISCONNECT, TRUNCATED)
-FAULT_KINDS = REFUSING_KINDS + DELIVERY_KINDS
+RECORD_KINDS = (SKIP_RECORD, BAD_RECORD)
+FAULT_KINDS = REFUSING_KINDS + DELIVERY_KINDS  # the default: every transport fault
+ALL_FAULT_KINDS = FAULT_KINDS + RECORD_KINDS
 
 DEFAULT_RETRY_AFTER_SECONDS = 2
 DEFAULT_SLOW_SECONDS = 60.0
@@ -43,9 +50,11 @@ class FaultConfig:
         if not (isinstance(self.rate, int | float) and 0.0 <= self.rate <= 1.0):
             raise ValueError(f"fault rate must be between 0 and 1, got {self.rate!r}")
         kinds = tuple(self.kinds)
-        unknown = [k for k in kinds if k not in FAULT_KINDS]
+        unknown = [k for k in kinds if k not in ALL_FAULT_KINDS]
         if unknown:
-            raise ValueError(f"unknown fault kind(s) {unknown}; choose from {list(FAULT_KINDS)}")
+            raise ValueError(
+                f"unknown fault kind(s) {unknown}; choose from {list(ALL_FAULT_KINDS)}"
+            )
         if self.rate and not kinds:
             raise ValueError("a fault rate above 0 needs at least one fault kind")
         if self.retry_after_seconds < 0:
@@ -56,7 +65,7 @@ class FaultConfig:
 
     @classmethod
     def parse_kinds(cls, text: str) -> tuple[str, ...]:
-        """`"timeout,html-500"` -> kinds; blank means every kind."""
+        """`"timeout,html-500"` -> kinds; blank means every transport kind."""
         kinds = tuple(k.strip() for k in text.split(",") if k.strip())
         return kinds or FAULT_KINDS
 

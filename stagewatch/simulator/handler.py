@@ -244,6 +244,8 @@ class Simulator:
                 response.disconnect = True
             elif fault == faults.TRUNCATED:
                 response.body = response.body[: len(response.body) // 2]
+            elif fault in faults.RECORD_KINDS:
+                response.body = self._spoil_records(fault, response, query)
             response.fault = fault
         response.delay += self.latency
         # Date on the simulated clock, as Kombo's Date is on Kombo's: stagewatch reads the listing
@@ -252,6 +254,27 @@ class Simulator:
         with self._stats_lock:
             self._stats.statuses[str(response.status)] += 1
         return response
+
+    def _spoil_records(
+        self, fault: str, response: SimResponse, query: list[tuple[str, str]]
+    ) -> bytes:
+        """A listing page with one record dropped or made unparseable. A lookup by `ids` is one
+        unpaged answer, so nothing can move past it: no record is dropped from it."""
+        if response.status != 200:
+            return response.body
+        payload = json.loads(response.body)
+        results = payload.get("data", {}).get("results")
+        if not isinstance(results, list) or not results:
+            return response.body
+        with self._stats_lock:
+            position = self._fault_rng.randrange(len(results))
+        if fault == faults.SKIP_RECORD:
+            if any(name == "ids" for name, _ in query):
+                return response.body
+            del results[position]
+        else:
+            results[position] = {**results[position], "remote_created_at": "not a timestamp"}
+        return _dumps(payload)
 
     def _route(self, method: str, path: str) -> tuple[str | None, dict[str, str], bool]:
         known_path = False

@@ -35,6 +35,7 @@ SCENARIOS = (
     "no-stages",
     "setup-pending",
     "permission-missing",
+    "no-jobs",
 )
 DEFAULT_SCENARIOS = SCENARIOS
 DEFAULT_START = datetime(2026, 1, 5, tzinfo=UTC)
@@ -182,6 +183,7 @@ class Integration:
         self.has_stages = scenario != "no-stages"
         self.has_outcomes = scenario != "no-outcomes"
         self.has_applications = scenario != "no-applications"
+        self.has_jobs = scenario != "no-jobs"  # /ats/jobs answers MODEL_NOT_AVAILABLE
         seed = world.seed
         self._rng = random.Random(f"stagewatch-sim:{seed}:{number}:events")
         ids_rng = random.Random(f"stagewatch-sim:{seed}:{number}:ids")
