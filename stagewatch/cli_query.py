@@ -33,6 +33,7 @@ HISTORY_FIELDS = (
     "entered_at",
     "entered_after",
     "left_at",
+    "left_by",
     "seconds_in_stage",
     "is_current",
     "sync_run_id",
@@ -141,6 +142,12 @@ def describe(event: Mapping[str, Any]) -> str:
     return "back in the listing"
 
 
+def _left(stay: Mapping[str, Any]) -> str:
+    if stay["left_at"] is None:
+        return "(current)"
+    return _short(stay["left_at"]) + (" (deleted)" if stay["left_by"] == "deleted" else "")
+
+
 def _duration(seconds: float | None) -> str:
     if seconds is None:
         return ""
@@ -234,7 +241,7 @@ def history(
                 stay["integration_id"],
                 _stage(stay["stage_name"], stay["stage_id"]),
                 _short(stay["entered_at"]),
-                _short(stay["left_at"]) or "(current)",
+                _left(stay),
                 _duration(stay["seconds_in_stage"]),
                 stay["job_id"] or "",
             )

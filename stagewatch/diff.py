@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+from dataclasses import dataclass
 
 EVENT_KINDS = (
     "first_seen",
@@ -130,7 +131,7 @@ CREATE TEMP TABLE IF NOT EXISTS sw_diff (
     rejection_reason_name TEXT, rejected_at TEXT, remote_deleted_at TEXT,
     old_version INTEGER, old_job_id TEXT, old_stage_id TEXT, old_stage_name TEXT,
     old_outcome TEXT, old_deleted_observed_at TEXT, old_deleted_reason TEXT,
-    old_version_observed_at TEXT, old_first_seen_at TEXT,
+    old_version_observed_at TEXT, old_first_seen_at TEXT, is_live INTEGER,
     is_first_seen INTEGER, is_restored INTEGER, is_job_changed INTEGER, is_stage_changed INTEGER,
     is_outcome_changed INTEGER, is_deleted INTEGER, is_tracked INTEGER
 )
@@ -172,9 +173,11 @@ FROM (
         x.old_version IS NULL AS is_first_seen,
         x.old_version IS NOT NULL AND x.old_deleted_observed_at IS NOT NULL
             AND x.remote_deleted_at IS NULL AS is_restored,
-        x.old_version IS NOT NULL AND x.old_job_id IS NOT x.job_id AS is_job_changed,
-        x.old_version IS NOT NULL AND x.old_stage_id IS NOT x.stage_id AS is_stage_changed,
-        x.old_version IS NOT NULL AND x.old_outcome IS NOT x.outcome AS is_outcome_changed,
+        x.is_live AND x.old_job_id IS NOT x.job_id AS is_job_changed,
+        x.is_live AND x.old_stage_id IS NOT x.stage_id AS is_stage_changed,
+        x.is_live AND x.old_outcome IS NOT x.outcome
+            OR x.old_version IS NULL AND NOT :baseline
+                AND upper(x.outcome) IN ('HIRED', 'DECLINED') AS is_outcome_changed,
         x.remote_deleted_at IS NOT NULL
             AND (x.old_version IS NULL OR x.old_deleted_observed_at IS NULL) AS is_deleted
     FROM (
@@ -191,7 +194,8 @@ FROM (
             a.deleted_observed_at AS old_deleted_observed_at,
             a.deleted_reason AS old_deleted_reason,
             a.version_observed_at AS old_version_observed_at,
-            a.first_seen_at AS old_first_seen_at
+            a.first_seen_at AS old_first_seen_at,
+            a.version IS NOT NULL AND a.deleted_observed_at IS NULL AS is_live
         FROM staged_applications AS s
         JOIN temp.sw_seen AS seen ON seen.application_id = s.application_id AND seen.seq = s.seq
         LEFT JOIN applications AS a
@@ -267,7 +271,19 @@ _EVENT_INSERTS = (
         _DIFF_SOURCE,
         "d.is_first_seen",
     ),
-    _insert_events("restored", {}, _DIFF_SOURCE, "d.is_restored"),
+    # A restore says where the application came back to; what changed while it was deleted is not
+    # news (Kombo anonymises deleted records), so no other event is written for it.
+    _insert_events(
+        "restored",
+        {
+            "to_stage_id": "d.stage_id",
+            "to_stage_name": "d.stage_name",
+            "to_outcome": "d.outcome",
+            "to_job_id": "d.job_id",
+        },
+        _DIFF_SOURCE,
+        "d.is_restored",
+    ),
     _insert_events(
         "job_changed",
         {"from_job_id": "d.old_job_id", "to_job_id": "d.job_id"},
@@ -393,6 +409,15 @@ def apply_jobs(
     conn.execute(_APPLY_JOB_STAGES, params)
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What applying a run's applications found: distinct applications listed, and (full
+    listings) live ones missing from the listing, now recorded as deleted."""
+
+    listed: int
+    absent: int
+
+
 def apply_applications(
     conn: sqlite3.Connection,
     *,
@@ -401,18 +426,21 @@ def apply_applications(
     observed_at: str,
     previous_observed_at: str | None,
     full: bool,
-) -> int:
-    """Write the run's events and bring the application snapshot up to date; returns how many
-    distinct applications the run listed.
+) -> Applied:
+    """Write the run's events and bring the application snapshot up to date.
 
-    A full listing also marks every live application it did not contain as deleted. Jobs must be
-    applied first: stage directions and fallback stage names come from the job snapshot.
+    A full listing also marks every live application it did not contain as deleted (the caller
+    has looked them up by id first). Jobs must be applied first: stage directions and fallback
+    stage names come from the job snapshot. After the integration's first run, a first sighting
+    already hired or declined is also an outcome change (from none), so it is news like any hire.
     """
     params = {
         "run_id": run_id,
         "integration_id": integration_id,
         "observed_at": observed_at,
         "previous_observed_at": previous_observed_at,
+        # The integration's first run: what it sees existed before stagewatch looked.
+        "baseline": previous_observed_at is None,
     }
     # The scratch tables are temporary and transactional: a rollback leaves them as they were.
     conn.execute(_SEEN_TABLE)
@@ -423,12 +451,14 @@ def apply_applications(
     conn.execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
         conn.execute(statement, params)
+    absent = 0
     if full:
         conn.execute(_FILL_ABSENT, params)
+        absent = conn.execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
         conn.execute(_ABSENT_EVENTS, params)
         conn.execute(_MARK_ABSENT, params)
     conn.execute(_UPSERT_SNAPSHOT, params)
     conn.execute("DELETE FROM temp.sw_diff")
     conn.execute("DELETE FROM temp.sw_absent")
     conn.execute("DELETE FROM temp.sw_seen")
-    return seen
+    return Applied(seen, absent)

@@ -369,3 +369,101 @@ SELECT run_id, application_id, seq FROM staged_seen_0002 ORDER BY run_id, seq
 def m0003_staged_seen_append_only(db: Database) -> None:
     for statement in SEEN_APPEND_ONLY:
         db.execute(statement.strip())
+
+
+# Facts a run learns while it lists, kept so `status` and a late publish can say them: what the
+# ids lookup did to a full listing's missing applications, which jobs were fetched again, and
+# whether the ATS offers jobs at all. Rebuilt like 0002, so the new columns keep their comments.
+RUN_FACTS = [
+    "ALTER TABLE sync_runs RENAME TO sync_runs_0002",
+    """
+CREATE TABLE sync_runs ( -- One row per sync run: what it fetched, how it ended, what it cost.
+    id INTEGER PRIMARY KEY, -- Run id; events carry it as sync_run_id.
+    integration_id TEXT NOT NULL, -- Kombo integration id.
+    mode TEXT NOT NULL CHECK (mode IN ('incremental', 'full')), -- incremental (updated_after) or full listing.
+    status TEXT NOT NULL, -- running, succeeded, incomplete, failed, not_ready, unsupported or abandoned.
+    started_at TEXT NOT NULL, -- When the run began (took the integration's lock).
+    finished_at TEXT, -- When the run ended (NULL while running).
+    window_start TEXT, -- updated_after sent to Kombo; NULL for a full listing.
+    observed_at TEXT, -- When the listing was observed; every event of the run carries it.
+    next_watermark TEXT, -- Watermark the run set; NULL when it set none.
+    pid INTEGER NOT NULL, -- Process that ran it.
+    hostname TEXT NOT NULL, -- Host that ran it.
+    jobs_seen INTEGER, -- Distinct jobs listed.
+    applications_seen INTEGER, -- Distinct applications listed, unparseable ones included.
+    quarantined INTEGER, -- Records that could not be parsed.
+    events INTEGER, -- Events written, all kinds.
+    first_seen INTEGER, -- first_seen events written.
+    stage_changed INTEGER, -- stage_changed events written.
+    outcome_changed INTEGER, -- outcome_changed events written.
+    job_changed INTEGER, -- job_changed events written.
+    deleted INTEGER, -- deleted events written.
+    restored INTEGER, -- restored events written.
+    requests INTEGER, -- HTTP requests the client made.
+    retries INTEGER, -- Requests the client retried.
+    waited_seconds REAL, -- Seconds the client spent backing off.
+    staged_records INTEGER NOT NULL DEFAULT 0, -- Application records staged, repeats included.
+    error TEXT, -- Why the run did not succeed.
+    published_at TEXT, -- When a succeeded run's changes went out to Prefect (artifacts, events) or were settled without; NULL until then.
+    publish_note TEXT, -- How, when not by the run itself: published late by a later run, or not published (see the text).
+    absent_rescued INTEGER, -- Full listing: applications it missed that a lookup by id still found (treated as listed).
+    absent_deleted INTEGER, -- Full listing: applications missing from it and from the lookup by id, recorded as deleted.
+    jobs_refetched INTEGER, -- Jobs fetched again by id: an application's job or stage was not in the job snapshot.
+    jobs_unavailable TEXT -- Kombo's error code when the ATS offers no jobs: applications were tracked without stage order.
+)
+""",
+    """
+INSERT INTO sync_runs SELECT *, NULL, NULL, NULL, NULL FROM sync_runs_0002
+""",
+    "DROP TABLE sync_runs_0002",
+    "CREATE INDEX sync_runs_integration ON sync_runs (integration_id, id)",
+    """
+CREATE INDEX sync_runs_unpublished ON sync_runs (integration_id, id)
+    WHERE status = 'succeeded' AND published_at IS NULL
+""",
+    "DROP VIEW stage_history",
+    # A stay opens when the application is first seen, moves, or comes back from a deletion, and
+    # closes at the next of those or at its deletion: a deleted application is in no stage.
+    """
+CREATE VIEW stage_history AS -- One row per stay of an application in a stage (SCD type 2), from the events.
+SELECT
+    integration_id, -- Integration.
+    application_id, -- Application.
+    job_id, -- Job when the stage was entered.
+    stage_id, -- Stage.
+    stage_name, -- Stage name when entered.
+    entered_at, -- Observation that first saw the application in the stage (valid_from).
+    entered_after, -- The integration's previous observation: the move happened after it (NULL on its first run).
+    left_at, -- Observation that saw it in another stage or deleted (valid_to); NULL for the current stay.
+    left_by, -- What ended the stay: stage_changed or deleted; NULL for the current stay.
+    round((julianday(left_at) - julianday(entered_at)) * 86400.0, 3) AS seconds_in_stage, -- left_at minus entered_at; NULL for the current stay.
+    left_at IS NULL AS is_current, -- 1 for the application's current stay.
+    sync_run_id, -- Run that saw it enter.
+    event_id -- Event that opened the stay.
+FROM (
+    SELECT
+        id AS event_id,
+        kind,
+        integration_id,
+        application_id,
+        job_id,
+        to_stage_id AS stage_id,
+        to_stage_name AS stage_name,
+        observed_at AS entered_at,
+        previous_observed_at AS entered_after,
+        lead(observed_at) OVER stays AS left_at,
+        lead(kind) OVER stays AS left_by,
+        sync_run_id
+    FROM events
+    WHERE kind IN ('first_seen', 'stage_changed', 'restored', 'deleted')
+    WINDOW stays AS (PARTITION BY integration_id, application_id ORDER BY id)
+)
+WHERE kind != 'deleted'
+""",
+]
+
+
+@_migration("0005_run_facts_and_stays")
+def m0005_run_facts_and_stays(db: Database) -> None:
+    for statement in RUN_FACTS:
+        db.execute(statement.strip())

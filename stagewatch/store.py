@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import signal
@@ -51,7 +52,11 @@ __all__ = [
     "wait_for_checkpoints",
 ]
 
+log = logging.getLogger(__name__)
+
 MODES = ("incremental", "full")
+# What a listing learnt that the run row keeps beside its counts (see migration 0005).
+RUN_FACTS = ("absent_rescued", "jobs_refetched", "jobs_unavailable")
 FAILED_STATUSES = ("failed", "not_ready", "unsupported")
 BUSY_TIMEOUT_MS = 60_000
 LOCK_POLL_SECONDS = 0.2
@@ -162,9 +167,10 @@ def _pid_alive(pid: int) -> bool:
 # A batch arrives as a JSON array of [id, hash] pairs. One row comes back, the JSON array of the
 # positions whose hash the live snapshot does not hold: every index seek runs inside a single
 # sqlite3 step, which releases the GIL, and the GIL is needed only for the few changed records.
+# An unparseable record's pair has no hash: it is listed, but has nothing to stage.
 _CHANGED_POSITIONS = """
 SELECT json_group_array(b.key) FROM json_each(?2) AS b
-WHERE NOT EXISTS (
+WHERE json_type(b.value, '$[1]') = 'text' AND NOT EXISTS (
     SELECT 1 FROM applications AS a INDEXED BY applications_content
     WHERE a.integration_id = ?1 AND a.application_id = json_extract(b.value, '$[0]')
         AND a.content_hash = json_extract(b.value, '$[1]') AND a.deleted_observed_at IS NULL
@@ -254,6 +260,30 @@ def _row_from_model(run_id: int, seq: int, app: Application, digest: str, raw: b
     )
 
 
+_ABSENT = """
+SELECT application_id FROM applications INDEXED BY applications_content
+WHERE integration_id = ?1 AND deleted_observed_at IS NULL
+EXCEPT
+SELECT application_id FROM staged_seen WHERE run_id = ?2
+"""
+
+_STALE_JOBS = """
+WITH needed AS (
+    SELECT DISTINCT job_id, stage_id FROM staged_applications
+    WHERE run_id = ?2 AND job_id IS NOT NULL
+)
+SELECT DISTINCT n.job_id FROM needed AS n
+WHERE NOT EXISTS (SELECT 1 FROM staged_jobs AS s WHERE s.run_id = ?2 AND s.job_id = n.job_id)
+    AND (
+        NOT EXISTS (SELECT 1 FROM jobs AS j WHERE j.integration_id = ?1 AND j.job_id = n.job_id)
+        OR n.stage_id IS NOT NULL AND NOT EXISTS (
+            SELECT 1 FROM job_stages AS js
+            WHERE js.integration_id = ?1 AND js.job_id = n.job_id AND js.stage_id = n.stage_id
+        )
+    )
+ORDER BY n.job_id
+"""
+
 _STAGE_JOB = """
 INSERT INTO staged_jobs (
     run_id, job_id, remote_id, name, status, changed_at, remote_created_at, remote_updated_at,
@@ -278,9 +308,12 @@ def _encode(apps: Iterable[Application]) -> list[tuple[Application, bytes, str]]
     return encoded
 
 
-def _pairs(encoded: list[tuple[Application, bytes, str]]) -> str:
-    """The batch's [id, hash] pairs as JSON, in staging order."""
-    return json.dumps([(app.id, digest) for app, _, digest in encoded])
+def _pairs(encoded: list[tuple[Application, bytes, str]], unparsed: Iterable[str] = ()) -> str:
+    """The batch's [id, hash] pairs as JSON, in staging order, then [id, null] for each record
+    listed but unparseable: noted as listed, so no listing mistakes it for a vanished one."""
+    pairs: list[tuple[str, str | None]] = [(app.id, digest) for app, _, digest in encoded]
+    pairs.extend((record_id, None) for record_id in unparsed)
+    return json.dumps(pairs)
 
 
 def _changed_positions(conn: sqlite3.Connection, integration_id: str, pairs: str) -> list[int]:
@@ -330,7 +363,8 @@ class ApplicationStager:
         self._flush_seconds = flush_seconds
         self._monotonic = monotonic
         self._flushed_at = monotonic()
-        self._pending: list[Application] = []
+        # Application id -> its last record in this batch, or None when it was unparseable.
+        self._pending: dict[str, Application | None] = {}
         self._worker: ThreadPoolExecutor | None = None
         self._runtime = ExitStack()
         self._written: Future[None] | None = None
@@ -347,10 +381,18 @@ class ApplicationStager:
         """Records waiting for their batch to fill (not yet handed to the worker)."""
         return len(self._pending)
 
-    def __call__(self, run_id: int, apps: Iterable[Application]) -> None:
+    def __call__(
+        self, run_id: int, apps: Iterable[Application], unparsed_ids: Iterable[str] = ()
+    ) -> None:
+        """Buffer a page: its records, and the ids of its records that could not be parsed (noted
+        as listed, their stored snapshot kept)."""
         if run_id != self._run_id:
             raise StoreError(f"this stager stages run {self._run_id}, not run {run_id}")
-        self._pending.extend(apps)
+        pending = self._pending
+        for app in apps:
+            pending[app.id] = app
+        for record_id in unparsed_ids:
+            pending[record_id] = None
         if (
             len(self._pending) >= self._batch_records
             or self._monotonic() - self._flushed_at >= self._flush_seconds
@@ -366,38 +408,42 @@ class ApplicationStager:
         self._flushed_at = self._monotonic()
         if not self._pending:
             return
-        pending, self._pending = self._pending, []
-        encoded = _encode({app.id: app for app in pending}.values())
+        pending, self._pending = self._pending, {}
+        encoded = _encode(app for app in pending.values() if app is not None)
+        unparsed = [record_id for record_id, app in pending.items() if app is None]
         if self._store._in_memory:  # a second connection would see another database
+            pairs = _pairs(encoded, unparsed)
             self._store._stage_encoded(
-                self._store._conn, self._run_id, encoded, _pairs(encoded), None
+                self._store._conn, self._run_id, encoded, len(unparsed), pairs, None
             )
             return
         self._wait()
         if self._worker is None:
             self._runtime.enter_context(listing_runtime())
             self._worker = ThreadPoolExecutor(1, thread_name_prefix="stagewatch-stager")
-        self._written = self._worker.submit(self._write, encoded)
+        self._written = self._worker.submit(self._write, encoded, unparsed)
 
     def _wait(self) -> None:
         written, self._written = self._written, None
         if written is not None:
             written.result()
 
-    def _write(self, encoded: list[tuple[Application, bytes, str]]) -> None:
+    def _write(self, encoded: list[tuple[Application, bytes, str]], unparsed: list[str]) -> None:
         """Runs in the worker, on the connection it opens on first use. The lookup runs before the
         write transaction, so other writers are not kept waiting for it."""
         if self._writer is None:
             self._writer = self._store._open_writer()
             self._writer.execute(f"PRAGMA cache_size = -{STAGER_CACHE_SIZE_KIB}")
-        pairs = _pairs(encoded)
+        pairs = _pairs(encoded, unparsed)
         changed = _changed_positions(self._writer, self._integration_id, pairs)
-        self._store._stage_encoded(self._writer, self._run_id, encoded, pairs, changed)
+        self._store._stage_encoded(
+            self._writer, self._run_id, encoded, len(unparsed), pairs, changed
+        )
 
     def close(self) -> None:
         """Stop the worker once its batch is written (a failure is for `flush` to raise, so it is
         dropped here); records not handed over are dropped."""
-        self._pending = []
+        self._pending = {}
         if self._worker is not None:
             self._worker.shutdown()
             self._worker = None
@@ -440,16 +486,11 @@ class Store:
 
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
-            if not self.path.is_file():
-                raise StoreError(f"no stagewatch database at {self.path}")
-            # mode=rw never creates the file; query_only refuses every write. (mode=ro would leave
-            # empty -wal/-shm files behind, as a read-only connection cannot remove them.)
-            uri = self.path.resolve().as_uri() + "?mode=rw"
-            conn = sqlite3.connect(uri, uri=True, isolation_level=None)
-            conn.execute("PRAGMA query_only = ON")
+            conn = self._connect_readonly()
         else:
             if self.path.is_dir():
                 raise StoreError(f"{self.path} is a directory, not a database file")
+            self._check_writable()
             try:
                 conn = sqlite3.connect(self.path, isolation_level=None)
             except sqlite3.OperationalError as exc:
@@ -457,6 +498,48 @@ class Store:
         conn.row_factory = sqlite3.Row
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return conn
+
+    def _check_writable(self) -> None:
+        """A store that syncs writes the file and, beside it, its -wal and -shm files."""
+        if self._in_memory:
+            return
+        directory = self.path.resolve().parent
+        if not directory.is_dir():
+            raise StoreError(f"cannot create {self.path}: no directory {directory}")
+        if not os.access(directory, os.W_OK):
+            raise StoreError(
+                f"cannot write {self.path}: its directory {directory} is not writable (read-only "
+                "storage?); the read-only commands (changes, history, status, schema) still work"
+            )
+        if self.path.exists() and not os.access(self.path, os.W_OK):
+            raise StoreError(f"cannot write {self.path}: the file is read-only")
+
+    def _connect_readonly(self) -> sqlite3.Connection:
+        """A connection that never writes. mode=rw never creates the file and query_only refuses
+        every write (mode=ro would leave empty -wal/-shm files behind, which a read-only connection
+        cannot remove). On read-only storage, where SQLite cannot create the -shm file a WAL
+        database needs, the file is read as immutable: nothing there can change it, and with no
+        -wal file beside it the file alone holds every commit."""
+        if not self.path.is_file():
+            raise StoreError(f"no stagewatch database at {self.path}")
+        uri = self.path.resolve().as_uri()
+        conn = sqlite3.connect(f"{uri}?mode=rw", uri=True, isolation_level=None)
+        try:
+            conn.execute("PRAGMA query_only = ON")
+            conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            return conn
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            writable = os.access(self.path.resolve().parent, os.W_OK)
+            if writable or not isinstance(exc, sqlite3.OperationalError):
+                raise StoreError(f"{self.path} is not a SQLite database ({exc})") from None
+        wal = Path(f"{self.path}-wal")
+        if wal.exists() and wal.stat().st_size:
+            raise StoreError(
+                f"cannot read {self.path}: it is on read-only storage with an unfinished "
+                f"write-ahead log ({wal.name}); open it once where it is writable, or copy both"
+            )
+        return sqlite3.connect(f"{uri}?mode=ro&immutable=1", uri=True, isolation_level=None)
 
     def _prepare(self) -> None:
         try:
@@ -813,33 +896,42 @@ class Store:
             self._running(conn, run_id)
             conn.executemany(_STAGE_JOB, rows)
 
-    def stage_applications(self, run_id: int, apps: Iterable[Application]) -> None:
+    def stage_applications(
+        self, run_id: int, apps: Iterable[Application], unparsed_ids: Iterable[str] = ()
+    ) -> None:
         """Stage one page (a repeated id keeps its last record).
 
-        Every record is noted as seen; only one whose hash the live snapshot does not hold is staged
+        Every record is noted as seen, `unparsed_ids` too (records listed but unparseable, whose
+        stored snapshot stays); only one whose hash the live snapshot does not hold is staged
         with its content. The others cannot change anything: no other run of the integration can
         commit while this one holds the lock.
         """
-        latest = {app.id: app for app in apps}
+        latest: dict[str, Application | None] = {app.id: app for app in apps}
+        latest.update(dict.fromkeys(unparsed_ids))
         if latest:
-            encoded = _encode(latest.values())
-            self._stage_encoded(self._conn, run_id, encoded, _pairs(encoded), None)
+            encoded = _encode(app for app in latest.values() if app is not None)
+            unparsed = [record_id for record_id, app in latest.items() if app is None]
+            pairs = _pairs(encoded, unparsed)
+            self._stage_encoded(self._conn, run_id, encoded, len(unparsed), pairs, None)
 
     def _stage_encoded(
         self,
         conn: sqlite3.Connection,
         run_id: int,
         encoded: list[tuple[Application, bytes, str]],
+        unparsed: int,
         pairs: str,
         changed: list[int] | None,
     ) -> None:
-        """Write one batch on `conn`: every record as seen, and the content of those at the
-        `changed` positions of `pairs` (looked up here when None: see `_changed_positions`)."""
+        """Write one batch on `conn`: every record as seen (the `encoded` ones, then `unparsed`
+        unparseable ones), and the content of those at the `changed` positions of `pairs` (looked
+        up here when None: see `_changed_positions`)."""
+        listed = len(encoded) + unparsed
         with self._transaction(conn):
             integration_id = self._running(conn, run_id)
             if changed is None:
                 changed = _changed_positions(conn, integration_id, pairs)
-            first = conn.execute(_RESERVE_SEQ, (len(encoded), run_id)).fetchone()[0] - len(encoded)
+            first = conn.execute(_RESERVE_SEQ, (listed, run_id)).fetchone()[0] - listed
             conn.execute(_STAGE_SEEN, (run_id, first, pairs))
             from_json, from_model = [], []
             for position in changed:
@@ -876,6 +968,20 @@ class Store:
         listing ends."""
         return ApplicationStager(self, run_id, batch_records, flush_seconds, self._monotonic)
 
+    def absent_applications(self, run_id: int) -> list[str]:
+        """Live applications of the run's integration that the run has not listed (yet): what a
+        full listing would record as deleted."""
+        integration_id = self.run(run_id)["integration_id"]
+        rows = self._conn.execute(_ABSENT, (integration_id, run_id))
+        return [row[0] for row in rows]
+
+    def stale_job_ids(self, run_id: int) -> list[str]:
+        """Jobs of the run's staged applications that neither this run listed nor the job snapshot
+        holds with the application's stage: their stage order must be fetched before the diff."""
+        integration_id = self.run(run_id)["integration_id"]
+        rows = self._conn.execute(_STALE_JOBS, (integration_id, run_id))
+        return [row[0] for row in rows]
+
     def quarantine(self, run_id: int, integration_id: str, items: Iterable[Quarantined]) -> None:
         now = format_ts(self._clock())
         rows = [
@@ -911,22 +1017,27 @@ class Store:
         next_watermark: datetime | None = None,
         stats: Mapping[str, Any] | Any | None = None,
         error: str | None = None,
+        facts: Mapping[str, Any] | None = None,
     ) -> dict[str, int]:
         """Apply the run in one transaction and return its event counts per kind.
 
         `complete=False` (the listing ended early) discards what was staged: partial data cannot
         tell a deletion from a page not fetched, and the next run fetches it again. Nothing but
-        the run row changes; the watermark stays.
+        the run row changes; the watermark stays. `next_watermark` is where the run proposes the
+        next listing to start (see `_advance_watermark` for when it moves there); `facts` are
+        counts the listing learnt, kept on the run row (`RUN_FACTS`).
 
         The commit is durable when this returns; copying it from the WAL into the database file
         goes on in a background thread (see `_checkpoint_in_background`, `wait_for_checkpoints`).
         """
-        observed = format_ts(observed_at)
-        counts = dict.fromkeys(EVENT_KINDS, 0)
+        unknown = set(facts or ()) - set(RUN_FACTS)
+        if unknown:
+            raise StoreError(f"unknown run facts {sorted(unknown)}; known: {list(RUN_FACTS)}")
         _crash_point("commit:start")
         with self._checkpoint_in_background(), self._transaction() as conn:
             integration_id = self._running(conn, run_id)
             if not complete:
+                counts = dict.fromkeys(EVENT_KINDS, 0)
                 self._finish(
                     conn,
                     run_id,
@@ -934,51 +1045,13 @@ class Store:
                     "incomplete",
                     error=error or "listing ended early; staged records discarded",
                     stats=stats,
-                    values={"observed_at": observed, "events": 0, **counts},
+                    values={"observed_at": format_ts(observed_at), "events": 0, **counts},
                 )
                 return counts
-            mode = conn.execute("SELECT mode FROM sync_runs WHERE id = ?", (run_id,)).fetchone()[0]
-            previous = conn.execute(
-                "SELECT observed_at FROM sync_runs WHERE integration_id = ? AND status = "
-                "'succeeded' ORDER BY id DESC LIMIT 1",
-                (integration_id,),
-            ).fetchone()
-            previous_observed = previous[0] if previous else None
-            if previous_observed is not None and observed < previous_observed:
-                raise StoreError(
-                    f"observed_at {observed} is earlier than the previous run's {previous_observed}"
-                )
-            diff.apply_jobs(
-                conn, run_id=run_id, integration_id=integration_id, observed_at=observed
+            values = self._apply(conn, run_id, integration_id, observed_at)
+            values["next_watermark"] = self._advance_watermark(
+                conn, run_id, integration_id, _ts(next_watermark)
             )
-            applications_seen = diff.apply_applications(
-                conn,
-                run_id=run_id,
-                integration_id=integration_id,
-                observed_at=observed,
-                previous_observed_at=previous_observed,
-                full=mode == "full",
-            )
-            _crash_point("commit:after_diff")
-            for kind, count in conn.execute(
-                "SELECT kind, count(*) FROM events WHERE sync_run_id = ? GROUP BY kind", (run_id,)
-            ):
-                counts[kind] = count
-            watermark = _ts(next_watermark)
-            if watermark is not None:
-                conn.execute(
-                    "INSERT INTO watermarks (integration_id, watermark, run_id, updated_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (integration_id) DO UPDATE SET "
-                    "watermark = excluded.watermark, run_id = excluded.run_id, "
-                    "updated_at = excluded.updated_at",
-                    (integration_id, watermark, run_id, format_ts(self._clock())),
-                )
-            seen = {
-                "jobs_seen": conn.execute(
-                    "SELECT count(DISTINCT job_id) FROM staged_jobs WHERE run_id = ?", (run_id,)
-                ).fetchone()[0],
-                "applications_seen": applications_seen,
-            }
             self._finish(
                 conn,
                 run_id,
@@ -986,16 +1059,93 @@ class Store:
                 "succeeded",
                 error=None,
                 stats=stats,
-                values={
-                    "observed_at": observed,
-                    "next_watermark": watermark,
-                    "events": sum(counts.values()),
-                    **counts,
-                    **seen,
-                },
+                values={**values, **(facts or {})},
             )
             _crash_point("commit:before_commit")
-        return counts
+        return {kind: values[kind] for kind in EVENT_KINDS}
+
+    def _apply(
+        self, conn: sqlite3.Connection, run_id: int, integration_id: str, observed_at: datetime
+    ) -> dict[str, Any]:
+        """Diff the run's staging into the change log and snapshot; returns the run row's counts.
+
+        The run is observed no earlier than the integration's previous run: a clock that ran ahead
+        (no `Date` header from Kombo) must neither fail every later run nor date a change before
+        the observation it follows.
+        """
+        mode = conn.execute("SELECT mode FROM sync_runs WHERE id = ?", (run_id,)).fetchone()[0]
+        previous = conn.execute(
+            "SELECT max(observed_at) FROM sync_runs WHERE integration_id = ? "
+            "AND status = 'succeeded'",
+            (integration_id,),
+        ).fetchone()[0]
+        observed = format_ts(observed_at)
+        if previous is not None and observed < previous:
+            log.warning(
+                "run %d of %s observed at %s, before the previous run's %s (a clock ahead?); "
+                "recorded at %s",
+                run_id, integration_id, observed, previous, previous,
+            )  # fmt: skip
+            observed = previous
+        diff.apply_jobs(conn, run_id=run_id, integration_id=integration_id, observed_at=observed)
+        applied = diff.apply_applications(
+            conn,
+            run_id=run_id,
+            integration_id=integration_id,
+            observed_at=observed,
+            previous_observed_at=previous,
+            full=mode == "full",
+        )
+        _crash_point("commit:after_diff")
+        counts = dict.fromkeys(EVENT_KINDS, 0)
+        counts.update(
+            conn.execute(
+                "SELECT kind, count(*) FROM events WHERE sync_run_id = ? GROUP BY kind", (run_id,)
+            ).fetchall()
+        )
+        jobs_seen = conn.execute(
+            "SELECT count(DISTINCT job_id) FROM staged_jobs WHERE run_id = ?", (run_id,)
+        ).fetchone()[0]
+        return {
+            "observed_at": observed,
+            "events": sum(counts.values()),
+            **counts,
+            "jobs_seen": jobs_seen,
+            "applications_seen": applied.listed,
+            "absent_deleted": applied.absent if mode == "full" else None,
+        }
+
+    def _advance_watermark(
+        self, conn: sqlite3.Connection, run_id: int, integration_id: str, proposed: str | None
+    ) -> str | None:
+        """Move the integration's watermark to `proposed` when that loses nothing; returns the
+        watermark the run set, None when it set none.
+
+        It never moves backwards, and never past a gap no run listed: a run that listed from a
+        `since` later than the stored watermark (or with no watermark yet) leaves it where it is,
+        so incremental runs still list what changed in between.
+        """
+        if proposed is None:
+            return None
+        window_start = conn.execute(
+            "SELECT window_start FROM sync_runs WHERE id = ?", (run_id,)
+        ).fetchone()[0]
+        row = conn.execute(
+            "SELECT watermark FROM watermarks WHERE integration_id = ?", (integration_id,)
+        ).fetchone()
+        stored = row[0] if row else None
+        if window_start is not None and (stored is None or window_start > stored):
+            return None
+        if stored is not None and proposed <= stored:
+            return None
+        conn.execute(
+            "INSERT INTO watermarks (integration_id, watermark, run_id, updated_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (integration_id) DO UPDATE SET "
+            "watermark = excluded.watermark, run_id = excluded.run_id, "
+            "updated_at = excluded.updated_at",
+            (integration_id, proposed, run_id, format_ts(self._clock())),
+        )
+        return proposed
 
     def fail_run(
         self,

@@ -211,6 +211,7 @@ def test_history_shows_each_stay(db):
             "entered_at": H0,
             "entered_after": None,
             "left_at": H30,
+            "left_by": "stage_changed",
             "seconds_in_stage": 108000.0,
             "is_current": 0,
             "sync_run_id": 1,
@@ -225,6 +226,7 @@ def test_history_shows_each_stay(db):
             "entered_at": H30,
             "entered_after": H0,
             "left_at": None,
+            "left_by": None,
             "seconds_in_stage": None,
             "is_current": 1,
             "sync_run_id": 2,
@@ -374,6 +376,6 @@ def test_history_as_csv(db):
     assert result.exit_code == 0, result.output
     assert result.output == (
         "integration_id,application_id,job_id,stage_id,stage_name,entered_at,entered_after,"
-        "left_at,seconds_in_stage,is_current,sync_run_id,event_id\n"
-        f"{INTEGRATION},app-2,job-1,st-screen,Phone screen,{H0},,,,1,1,2\n"
+        "left_at,left_by,seconds_in_stage,is_current,sync_run_id,event_id\n"
+        f"{INTEGRATION},app-2,job-1,st-screen,Phone screen,{H0},,,,,1,1,2\n"
     )

@@ -319,7 +319,17 @@ def test_vanishing_from_a_full_listing_deletes_but_not_from_an_incremental_one(s
             to_job_id="job-1",
         ),
         event("deleted", "app-2", H4, H2, 3, deleted_reason="missing_from_full_listing"),
-        event("restored", "app-2", H8, H6, 5),
+        event(
+            "restored",
+            "app-2",
+            H8,
+            H6,
+            5,
+            to_stage_id="st-applied",
+            to_stage_name="Applied",
+            to_outcome="PENDING",
+            to_job_id="job-1",
+        ),
     ]
     assert rows(
         store,
@@ -347,7 +357,17 @@ def test_remote_deletion_and_restore(store, runner):
             deleted_at="2026-01-05T10:30:00.000Z",
             deleted_reason="remote_deleted",
         ),
-        event("restored", "app-1", H6, H4, 4),
+        event(
+            "restored",
+            "app-1",
+            H6,
+            H4,
+            4,
+            to_stage_id="st-applied",
+            to_stage_name="Applied",
+            to_outcome="PENDING",
+            to_job_id="job-1",
+        ),
     ]
 
 
@@ -487,6 +507,7 @@ def test_stage_history_has_one_row_per_stay(store, runner):
             "entered_at": H0,
             "entered_after": None,
             "left_at": H2,
+            "left_by": "stage_changed",
             "seconds_in_stage": 7200.0,
             "is_current": 0,
             "sync_run_id": 1,
@@ -501,6 +522,7 @@ def test_stage_history_has_one_row_per_stay(store, runner):
             "entered_at": H2,
             "entered_after": H0,
             "left_at": "2026-01-06T11:00:00.000Z",
+            "left_by": "stage_changed",
             "seconds_in_stage": 86400.0,
             "is_current": 0,
             "sync_run_id": 2,
@@ -515,6 +537,7 @@ def test_stage_history_has_one_row_per_stay(store, runner):
             "entered_at": "2026-01-06T11:00:00.000Z",
             "entered_after": H2,
             "left_at": None,
+            "left_by": None,
             "seconds_in_stage": None,
             "is_current": 1,
             "sync_run_id": 3,
