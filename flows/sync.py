@@ -268,6 +268,8 @@ def _pipeline(
             else None
         ),
         progress_every=sync_tasks.PROGRESS_EVERY_PAGES,
+        confirm_absent=run.mode == "full",
+        refetch_jobs=jobs["unavailable"] is None,
     )
     committed = diff_stages_task(
         store,
@@ -275,6 +277,11 @@ def _pipeline(
         listed_at=listing["listed_at"],
         overlap=timedelta(minutes=options.overlap_minutes),
         stats=client.stats.model_dump(),
+        facts={
+            "absent_rescued": listing["rescued"],
+            "jobs_refetched": listing["jobs_refetched"],
+            "jobs_unavailable": jobs["unavailable"],
+        },
     )
     return {
         "status": "synced",
@@ -290,6 +297,10 @@ def _pipeline(
         "pages": listing["pages"],
         "quarantined": jobs["quarantined"] + listing["quarantined"],
         "task_retries": jobs["attempt"] - 1 + listing["attempt"] - 1,
+        "jobs_unavailable": jobs["unavailable"],
+        "jobs_refetched": listing["jobs_refetched"],
+        "absent_rescued": listing["rescued"],
+        "absent_deleted": store.run(run.id)["absent_deleted"] or 0,
     }
 
 

@@ -112,6 +112,19 @@ class SyncOutcome(BaseModel):
             "committed them stopped before publishing."
         ),
     )
+    jobs_unavailable: str | None = Field(
+        default=None,
+        description="Kombo's error code when the ATS offers no jobs (no stage order then).",
+    )
+    jobs_refetched: int = 0
+    absent_rescued: int = Field(
+        default=0,
+        description="Full listing: applications it missed that a lookup by id still found.",
+    )
+    absent_deleted: int = Field(
+        default=0,
+        description="Full listing: applications missing from it and from the lookup by id.",
+    )
 
     @property
     def changes(self) -> int:
@@ -149,6 +162,10 @@ def outcome_from_run(
         jobs=run["jobs_seen"] or 0,
         applications=run["applications_seen"] or 0,
         quarantined=run["quarantined"] or 0,
+        jobs_unavailable=run["jobs_unavailable"],
+        jobs_refetched=run["jobs_refetched"] or 0,
+        absent_rescued=run["absent_rescued"] or 0,
+        absent_deleted=run["absent_deleted"] or 0,
         requests=run["requests"] or 0,
         retries=run["retries"] or 0,
         waited_seconds=run["waited_seconds"] or 0.0,
@@ -344,10 +361,12 @@ def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
         notes.append(f"**Failed:** {escape_md(outcome.message, limit=300)}")
     if outcome.status == "synced" and not outcome.complete:
         notes.append("**Incomplete listing:** no deletions inferred, watermark not advanced.")
+    notes += _listing_notes(outcome)
     if outcome.quarantined:
         notes.append(
             f"**Quarantined:** {outcome.quarantined} record(s) could not be parsed and were kept "
-            "aside (`stagewatch status` lists them); the rest of the run is unaffected."
+            "aside (`stagewatch status` lists them). They count as listed: their stored state "
+            "stays and none is taken for deleted; the rest of the run is unaffected."
         )
     if outcome.retries:
         notes.append(
@@ -358,6 +377,30 @@ def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
         notes.append(f"**Task retries:** {outcome.task_retries} listing(s) started again.")
     if outcome.jobs_from_cache:
         notes.append("Jobs reused from a recent listing (fetch-jobs cache).")
+    return notes
+
+
+def _listing_notes(outcome: SyncOutcome) -> list[str]:
+    """What the listing could not see directly and how the run settled it."""
+    notes = []
+    if outcome.jobs_unavailable:
+        notes.append(
+            f"**Jobs unavailable:** the ATS does not offer jobs ({_id(outcome.jobs_unavailable)})."
+            " Applications were tracked anyway; without a stage order, stage moves have "
+            "direction unknown."
+        )
+    missing = outcome.absent_rescued + outcome.absent_deleted
+    if missing:
+        notes.append(
+            f"**Missing from the full listing:** {missing} application(s). Looked up by id, "
+            f"{outcome.absent_rescued} were still there (kept) and {outcome.absent_deleted} "
+            "were gone (recorded as deleted)."
+        )
+    if outcome.jobs_refetched:
+        notes.append(
+            f"**Jobs refreshed:** {outcome.jobs_refetched} job(s) fetched again by id: an "
+            "application was in a stage or job the cached job listing did not have."
+        )
     return notes
 
 

@@ -13,14 +13,16 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from stagewatch.client import KomboClient
-from stagewatch.errors import StagewatchError
+from stagewatch.errors import StagewatchError, UnsupportedError
 from stagewatch.models import Page
 from stagewatch.runtime import listing_runtime
-from stagewatch.timeutil import format_ts, utcnow
+from stagewatch.timeutil import format_ts, parse_ts, utcnow
 
 PageCallback = Callable[[int, int], None]
 T = TypeVar("T")
 READ_AHEAD_PAGES = 2
+# Ids per lookup request (`ids` filter): 100 Kombo ids keep the URL near 2.5 KB.
+IDS_PER_REQUEST = 100
 
 
 class SyncFailed(StagewatchError):
@@ -93,33 +95,59 @@ def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]
         worker.join()
 
 
-def _stage_page(
-    stage: Callable[[int, list], None], store: Any, run: RunRef, page: Page
-) -> tuple[int, int]:
-    """Stage a page's records with `stage` and quarantine its bad ones; returns both counts."""
-    if page.records:
-        stage(run.id, page.records)
+def _chunks(items: list[T], size: int) -> Iterator[list[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def _stage_applications(stager: Callable[..., None], store: Any, run: RunRef, page: Page) -> None:
+    """Stage a page of applications and quarantine its bad ones. A bad record Kombo returned with
+    an id is still listed: its stored snapshot stays, and no listing takes it for vanished."""
+    unparsed = [item.record_id for item in page.quarantined if item.record_id]
+    if page.records or unparsed:
+        stager(run.id, page.records, unparsed)
     if page.quarantined:
         store.quarantine(run.id, run.integration_id, page.quarantined)
-    return len(page.records), len(page.quarantined)
+
+
+def _stage_jobs(store: Any, run: RunRef, pages: Iterable[Page]) -> tuple[int, int, int]:
+    """Stage pages of jobs, quarantining bad ones; returns pages, jobs and quarantined counts."""
+    count = jobs = quarantined = 0
+    for page in pages:
+        count += 1
+        if page.records:
+            store.stage_jobs(run.id, page.records)
+        if page.quarantined:
+            store.quarantine(run.id, run.integration_id, page.quarantined)
+        jobs += len(page.records)
+        quarantined += len(page.quarantined)
+    return count, jobs, quarantined
 
 
 def fetch_jobs(
     client: KomboClient, store: Any, run: RunRef, *, page_size: int = 250
 ) -> dict[str, Any]:
-    """Stage every job of the integration (jobs carry the stage order the diff needs)."""
-    pages = jobs = quarantined = 0
-    for page in client.iter_job_pages(page_size=page_size, include_deleted=True):
-        pages += 1
-        staged, bad = _stage_page(store.stage_jobs, store, run, page)
-        jobs += staged
-        quarantined += bad
+    """Stage every job of the integration (jobs carry the stage order the diff needs).
+
+    An ATS without jobs (`INTEGRATION.MODEL_NOT_AVAILABLE` or `MODEL_DISABLED`) is tracked for what
+    it has: the result names the error code under `unavailable`, and applications are listed
+    anyway, their stage moves without a direction.
+    """
+    unavailable = None
+    try:
+        pages, jobs, quarantined = _stage_jobs(
+            store, run, client.iter_job_pages(page_size=page_size, include_deleted=True)
+        )
+    except UnsupportedError as exc:
+        pages = jobs = quarantined = 0
+        unavailable = exc.code or "unsupported"
     return {
         "run_id": run.id,
         "run_started_at": format_ts(run.started_at),
         "pages": pages,
         "jobs": jobs,
         "quarantined": quarantined,
+        "unavailable": unavailable,
     }
 
 
@@ -132,12 +160,20 @@ def fetch_applications(
     page_size: int = 250,
     clock: Callable[[], datetime] = utcnow,
     on_page: PageCallback | None = None,
+    confirm_absent: bool = False,
+    refetch_jobs: bool = True,
 ) -> dict[str, Any]:
-    """Stage the applications changed after `updated_after` (all of them when None).
+    """Stage the applications changed after `updated_after` (all of them when None), and what the
+    diff needs to judge them.
 
     Deleted ones are always asked for (`include_deleted=true`), or a soft delete would look like
     nothing happened. `listed_at` is when the listing started on Kombo's clock (the first page's
     `served_at`), falling back to our clock taken before the first request.
+
+    `confirm_absent` (full listings): applications the listing missed are looked up by id before
+    any is taken for deleted, since a record that changes while we page may be skipped.
+    `refetch_jobs`: jobs the job snapshot lacks, or lacks an application's stage for, are fetched
+    by id, so a stage added after a cached job listing still gets its direction.
     """
     filters: dict[str, Any] = {"include_deleted": True}
     if updated_after is not None:
@@ -145,25 +181,60 @@ def fetch_applications(
     started_here = clock()
     listed_at: datetime | None = None
     pages = applications = quarantined = 0
+    absent: dict[str, int] = {"absent": 0, "rescued": 0}
     with listing_runtime(), store.application_stager(run.id) as stager:
         listing = client.iter_application_pages(page_size=page_size, **filters)
         for page in read_ahead(listing):
             if listed_at is None:
                 listed_at = page.served_at or started_here
             pages += 1
-            staged, bad = _stage_page(stager, store, run, page)
-            applications += staged
-            quarantined += bad
+            _stage_applications(stager, store, run, page)
+            applications += len(page.records)
+            quarantined += len(page.quarantined)
             if on_page is not None:
                 on_page(pages, applications)
         stager.flush()
+        if confirm_absent:
+            absent = _confirm_absent(client, store, run, stager, page_size=page_size)
+    refetched = _refetch_jobs(client, store, run, page_size=page_size) if refetch_jobs else 0
     return {
         "run_id": run.id,
         "pages": pages,
         "applications": applications,
         "quarantined": quarantined,
         "listed_at": listed_at or started_here,
+        **absent,
+        "jobs_refetched": refetched,
     }
+
+
+def _confirm_absent(
+    client: KomboClient, store: Any, run: RunRef, stager: Any, *, page_size: int
+) -> dict[str, int]:
+    """Look up by id the live applications a full listing did not contain; those Kombo still
+    returns are staged as listed, so only the ones it no longer knows are recorded as deleted."""
+    missing = store.absent_applications(run.id)
+    found: set[str] = set()
+    for ids in _chunks(missing, IDS_PER_REQUEST):
+        pages = client.iter_application_pages(page_size=page_size, ids=ids, include_deleted=True)
+        for page in pages:
+            _stage_applications(stager, store, run, page)
+            found.update(app.id for app in page.records)
+            found.update(item.record_id for item in page.quarantined if item.record_id)
+    stager.flush()
+    return {"absent": len(missing), "rescued": len(found.intersection(missing))}
+
+
+def _refetch_jobs(client: KomboClient, store: Any, run: RunRef, *, page_size: int) -> int:
+    """Fetch by id the jobs whose stages the staged applications need but the snapshot lacks."""
+    stale = store.stale_job_ids(run.id)
+    for ids in _chunks(stale, IDS_PER_REQUEST):
+        _stage_jobs(
+            store,
+            run,
+            client.iter_job_pages(page_size=page_size, ids=ids, include_deleted=True),
+        )
+    return len(stale)
 
 
 def diff_stages(
@@ -174,15 +245,26 @@ def diff_stages(
     overlap: timedelta,
     stats: dict[str, Any],
     complete: bool = True,
+    facts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Commit the run: diff staging against the snapshot and write the change log, the new
-    snapshot and the next watermark (`listed_at - overlap`) in the store's one transaction."""
-    next_watermark = listed_at - overlap if complete else None
+    snapshot and the next watermark (`listed_at - overlap`, when the store may move it there) in
+    the store's one transaction. `facts` are the listing's counts the run row keeps."""
+    proposed = listed_at - overlap if complete else None
     counts = store.commit_run(
         run.id,
         observed_at=listed_at,
         complete=complete,
-        next_watermark=next_watermark,
+        next_watermark=proposed,
         stats=stats,
+        facts=facts,
     )
-    return {"run_id": run.id, "counts": dict(counts), "next_watermark": next_watermark}
+    return {
+        "run_id": run.id,
+        "counts": dict(counts),
+        "next_watermark": _parse(store.run(run.id)["next_watermark"]),
+    }
+
+
+def _parse(value: str | None) -> datetime | None:
+    return None if value is None else parse_ts(value)

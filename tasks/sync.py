@@ -194,12 +194,22 @@ def fetch_applications_task(
     page_size: int,
     estimate: Callable[[], int] | None = None,
     progress_every: int = PROGRESS_EVERY_PAGES,
+    confirm_absent: bool = False,
+    refetch_jobs: bool = True,
 ) -> dict[str, Any]:
-    """Stage the applications changed since `updated_after` (all of them when None). A retry
-    lists again from the start; staging keeps the last version of each application."""
+    """Stage the applications changed since `updated_after` (all of them when None), with what
+    the diff needs to judge them (see `stagewatch.sync.fetch_applications`). A retry lists
+    again from the start; staging keeps the last version of each application."""
     progress = ListingProgress(run.integration_id, estimate, progress_every)
     result = sync.fetch_applications(
-        client, store, run, updated_after, page_size=page_size, on_page=progress
+        client,
+        store,
+        run,
+        updated_after,
+        page_size=page_size,
+        on_page=progress,
+        confirm_absent=confirm_absent,
+        refetch_jobs=refetch_jobs,
     )
     progress.finish()
     return result | {"attempt": _attempt()}
@@ -207,8 +217,16 @@ def fetch_applications_task(
 
 @task(name="diff-stages", cache_policy=NO_CACHE)
 def diff_stages_task(
-    store: Any, run: Run, *, listed_at: datetime, overlap: timedelta, stats: dict[str, Any]
+    store: Any,
+    run: Run,
+    *,
+    listed_at: datetime,
+    overlap: timedelta,
+    stats: dict[str, Any],
+    facts: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Commit the run in the store's one transaction. Not retried here: a failure leaves staging
     in place, and a retry of the flow run resumes from it."""
-    return sync.diff_stages(store, run, listed_at=listed_at, overlap=overlap, stats=stats)
+    return sync.diff_stages(
+        store, run, listed_at=listed_at, overlap=overlap, stats=stats, facts=facts
+    )

@@ -351,7 +351,7 @@ def test_many_integrations_report_each_and_one_failure_stops_none(
 
     assert state.is_failed()
     lever = world.integration_for("permission-missing")
-    assert state.message.startswith(f"1 of 6 failed: {lever} (INTEGRATION.PERMISSION_MISSING")
+    assert state.message.startswith(f"1 of 7 failed: {lever} (INTEGRATION.PERMISSION_MISSING")
     outcomes = {o["integration_id"]: o for o in state.result(raise_on_failure=False).outcomes}
     expected = {
         "normal": "synced",
@@ -360,6 +360,7 @@ def test_many_integrations_report_each_and_one_failure_stops_none(
         "no-stages": "synced",
         "setup-pending": "not_ready",
         "permission-missing": "failed",
+        "no-jobs": "synced",
     }
     assert {world.integrations[i]: o["status"] for i, o in outcomes.items()} == expected
     with Store(db) as store:
@@ -371,7 +372,7 @@ def test_many_integrations_report_each_and_one_failure_stops_none(
 
     summary = artifacts(state, "stagewatch-sync-summary")[0].data
     assert summary.startswith(
-        "# stagewatch sync: 6 integrations (3 synced, 1 not ready, 1 unsupported, 1 failed)"
+        "# stagewatch sync: 7 integrations (4 synced, 1 not ready, 1 unsupported, 1 failed)"
     )
     for integration_id, outcome in outcomes.items():
         assert (

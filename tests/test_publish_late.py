@@ -42,6 +42,10 @@ RUN = {
     "error": None,
     "published_at": None,
     "publish_note": None,
+    "absent_rescued": None,
+    "absent_deleted": None,
+    "jobs_refetched": 3,
+    "jobs_unavailable": None,
 }
 OUTCOMES = [{"kind": "outcome_changed", "to_outcome": o} for o in ("HIRED", "HIRED", "DECLINED")]
 
@@ -65,6 +69,7 @@ def test_a_committed_runs_outcome_is_rebuilt_from_its_row():
         jobs=12,
         applications=340,
         quarantined=1,
+        jobs_refetched=3,
         requests=9,
         retries=2,
         waited_seconds=1.5,

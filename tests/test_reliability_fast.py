@@ -52,6 +52,15 @@ def test_a_week_under_a_fault_storm_leaves_the_fault_free_history(case, tmp_path
     assert scanner.where == []
 
 
+def test_full_listings_that_skip_and_spoil_records_delete_nothing_falsely(tmp_path, scanner):
+    case = faults.StormCase(seed=23, kinds=faults.LISTING_FAULT_KINDS, applications=200)
+    result = faults.run_listing_fault_case(case, tmp_path, KEY, scanner)
+    assert result.problems == []
+    assert result.info["false_deletions_or_restores"] == 0
+    assert result.info["rescued"] > 0 and result.info["quarantined"] > 0
+    assert scanner.where == []
+
+
 def test_the_corpus_holds_at_least_thirty_cases_each_with_an_expectation():
     files = badinput.case_files()
     assert len(files) >= 30

@@ -102,6 +102,15 @@ def drill_fault_storm(
         lambda c=c: faults.run_cli_storm_case(c, work / f"cli-{c.seed}", key, server, scanner)
         for c in cli_cases
     ]
+    # Full listings that skip records and serve unparseable ones: nothing falsely deleted.
+    listing_cases = [
+        faults.StormCase(seed=2001 + n, kinds=faults.LISTING_FAULT_KINDS)
+        for n in range(2 if quick else 6)
+    ]
+    runs += [
+        lambda c=c: faults.run_listing_fault_case(c, work / f"listing-{c.seed}", key, scanner)
+        for c in listing_cases
+    ]
     result = DrillResult("1 fault storm", _cases("fault storm", runs, progress), scanner)
     injected: dict[str, int] = {}
     for case in result.cases:

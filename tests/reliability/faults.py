@@ -16,6 +16,7 @@ from stagewatch.simulator import (
     World,
     serve_in_thread,
 )
+from stagewatch.simulator.faults import RECORD_KINDS
 from tests.reliability import cli
 from tests.reliability.harness import (
     CaseResult,
@@ -23,6 +24,7 @@ from tests.reliability.harness import (
     Sleeps,
     captured_logs,
     compare,
+    connect_ro,
     fingerprint,
     integrity,
     leftovers,
@@ -209,5 +211,87 @@ def run_cli_storm_case(
         result.check(integrity(db) == "ok", f"{db.name}: integrity_check {integrity(db)}")
         left = leftovers(db)
         result.check(not any(left.values()), f"{db.name} left behind {left}")
+    scanner.path(workdir)
+    return result
+
+
+# -- what a listing concludes when its records are not all there ------------------------------------
+
+LISTING_FAULT_KINDS = RECORD_KINDS
+
+
+def _deletions_and_restores(db: Path) -> Counter[tuple[str, str, str]]:
+    """Every absence-inferred deletion and every restore, per integration and application."""
+    conn = connect_ro(db)
+    try:
+        rows = conn.execute(
+            "SELECT integration_id, application_id, kind FROM events "
+            "WHERE deleted_reason = 'missing_from_full_listing' OR kind = 'restored'"
+        ).fetchall()
+    finally:
+        conn.close()
+    return Counter(tuple(row) for row in rows)
+
+
+def _current_states(db: Path) -> list[tuple]:
+    conn = connect_ro(db)
+    try:
+        return conn.execute(
+            "SELECT integration_id, application_id, job_id, stage_id, outcome, "
+            "deleted_observed_at IS NOT NULL FROM applications ORDER BY 1, 2"
+        ).fetchall()
+    finally:
+        conn.close()
+
+
+def run_listing_fault_case(
+    case: StormCase, workdir: Path, key: str, scanner: SecretScanner
+) -> CaseResult:
+    """A week of daily full syncs whose listings skip records and serve unparseable ones, against
+    the same week fault-free: no application is taken for deleted (or restored) that was not, and
+    once a fault-free full sync has run on both, every application's state is the same."""
+    result = CaseResult(f"seed {case.seed}: {','.join(case.kinds)} at {FAULT_RATE:.0%}, full")
+    workdir.mkdir(parents=True, exist_ok=True)
+    dbs = {"clean": workdir / "clean.db", "faulty": workdir / "faulty.db"}
+    worlds = {label: make_world(case, key) for label in dbs}
+    faults = FaultConfig(rate=FAULT_RATE, kinds=case.kinds, seed=case.seed)
+    transports = {
+        "clean": SimulatorTransport(worlds["clean"]),
+        "faulty": SimulatorTransport(worlds["faulty"], faults),
+    }
+    outcomes = []
+    with captured_logs() as logs:
+        for day in range(WEEK_DAYS + 1):
+            for label, world in worlds.items():
+                if day:
+                    world.advance(hours=24)
+                # The faulty store's last sync is fault-free: it settles what faults delayed.
+                transport = transports["clean" if day == WEEK_DAYS else label]
+                for integration_id in world.integrations:
+                    synced = sync_in_process(
+                        dbs[label], transport, integration_id, key, mode="full",
+                        page_size=case.page_size, rng_seed=case.seed,
+                    )  # fmt: skip
+                    outcomes.append((label, synced.outcome))
+    faulty = [o for label, o in outcomes if label == "faulty"]
+    injected = transports["faulty"].stats()["faults"]
+    result.info = {
+        "faults": injected,
+        "rescued": sum(o.absent_rescued for o in faulty),
+        "quarantined": sum(o.quarantined for o in faulty),
+        "confirmed_deleted": sum(o.absent_deleted for o in faulty),
+    }
+    result.check(set(injected) == set(case.kinds), f"kinds injected {sorted(injected)}")
+    result.check({o.status for _, o in outcomes} == {"synced"}, "a sync did not commit")
+    false = _deletions_and_restores(dbs["faulty"]) - _deletions_and_restores(dbs["clean"])
+    result.info["false_deletions_or_restores"] = sum(false.values())
+    result.check(not false, f"false deletions or restores, e.g. {list(false)[:3]}")
+    result.check(
+        _current_states(dbs["faulty"]) == _current_states(dbs["clean"]),
+        "after a fault-free full sync the stores still disagree on some application",
+    )
+    for db in dbs.values():
+        result.check(integrity(db) == "ok", f"{db.name}: integrity_check {integrity(db)}")
+    scanner.text(f"{result.name}: logs", logs.text)
     scanner.path(workdir)
     return result

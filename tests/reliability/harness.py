@@ -93,13 +93,26 @@ def sync_in_process(
         head = {"integration_id": integration_id, "mode": mode, "window_start": window}
         try:
             jobs = sync.fetch_jobs(client, store, run, page_size=page_size)
-            listing = sync.fetch_applications(client, store, run, window, page_size=page_size)
+            listing = sync.fetch_applications(
+                client,
+                store,
+                run,
+                window,
+                page_size=page_size,
+                confirm_absent=run.mode == "full",
+                refetch_jobs=jobs["unavailable"] is None,
+            )
             committed = sync.diff_stages(
                 store,
                 run,
                 listed_at=listing["listed_at"],
                 overlap=OVERLAP,
                 stats=client.stats.model_dump(),
+                facts={
+                    "absent_rescued": listing["rescued"],
+                    "jobs_refetched": listing["jobs_refetched"],
+                    "jobs_unavailable": jobs["unavailable"],
+                },
             )
         except KomboError as exc:
             store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
@@ -128,6 +141,10 @@ def sync_in_process(
             applications=listing["applications"],
             pages=listing["pages"],
             quarantined=jobs["quarantined"] + listing["quarantined"],
+            jobs_unavailable=jobs["unavailable"],
+            jobs_refetched=listing["jobs_refetched"],
+            absent_rescued=listing["rescued"],
+            absent_deleted=store.run(run.id)["absent_deleted"] or 0,
             requests=client.stats.requests,
             retries=client.stats.retries,
             waited_seconds=client.stats.waited_seconds,
