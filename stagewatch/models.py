@@ -80,6 +80,11 @@ class CurrentStage(KomboModel):
     remote_id: str | None = None
     name: str | None = None
     index: int | None = None
+    status: str | None = Field(
+        default=None,
+        description="ACTIVE or INACTIVE (open enum, kept as given), None when the ATS does not say "
+        "or the response predates the field. An application can sit in an INACTIVE stage.",
+    )
 
 
 class JobRef(KomboModel):

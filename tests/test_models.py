@@ -62,6 +62,7 @@ def test_spec_application_example_parses_to_the_fields_stagewatch_uses():
             "remote_id": "32",
             "name": "Initial Screening",
             "index": 2,
+            "status": None,
         },
         "job_id": "H5daSm8e85Dmvmne3wLeCPhX",
         "job": {"id": "H5daSm8e85Dmvmne3wLeCPhX", "remote_id": "32", "name": "Backend Engineer"},
@@ -170,6 +171,27 @@ def test_open_enums_keep_unknown_values_as_given():
         "On hold (pending budget)",
         "PAUSED",
     )
+
+
+def test_current_stage_status_parses_in_the_older_and_the_current_shape():
+    """The spec snapshot's current_stage has no status; Kombo's live API (SDK 1.4.0) sends it."""
+    stage = {"id": "s1", "remote_id": "7", "name": "Offer", "index": 3}
+    current = {"status": "INACTIVE", "custom_fields": {"category": "offer"}}
+    shapes = [stage, {**stage, **current}, {**stage, "status": None}, {**stage, "status": "HIDDEN"}]
+    parsed = [Application.model_validate({"id": "a1", "current_stage": s}) for s in shapes]
+    assert [a.current_stage.model_dump(mode="json") for a in parsed] == [
+        {"id": "s1", "remote_id": "7", "name": "Offer", "index": 3, "status": None},
+        {
+            "id": "s1",
+            "remote_id": "7",
+            "name": "Offer",
+            "index": 3,
+            "status": "INACTIVE",
+            "custom_fields": {"category": "offer"},
+        },
+        {"id": "s1", "remote_id": "7", "name": "Offer", "index": 3, "status": None},
+        {"id": "s1", "remote_id": "7", "name": "Offer", "index": 3, "status": "HIDDEN"},
+    ]
 
 
 def test_timestamps_become_aware_utc_whatever_form_they_come_in():

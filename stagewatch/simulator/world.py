@@ -54,6 +54,11 @@ STAGE_RENAMES_PER_JOB_DAY = 0.01
 JOB_RETITLES_PER_JOB_DAY = 0.004
 JOB_CLOSES_PER_JOB_DAY = 0.004
 RESTORE_PROBABILITY = 0.25
+# Stage attributes of newer Kombo responses, drawn per job pipeline: how often the ATS leaves every
+# stage's `status` null, sends null `custom_fields`, or fills them.
+STATUSLESS_PIPELINE_SHARE = 0.15
+NULL_STAGE_FIELDS_SHARE = 0.1
+FILLED_STAGE_FIELDS_SHARE = 0.4
 
 PENDING, HIRED, DECLINED = 0, 1, 2
 OUTCOMES = ("PENDING", "HIRED", "DECLINED")
@@ -86,6 +91,10 @@ def _cumulative(events: Sequence[tuple[str, int]]) -> tuple[tuple[str, ...], tup
 
 _WEIGHTS_WITH_STAGES = _cumulative(_EVENTS_WITH_STAGES)
 _WEIGHTS_WITHOUT_STAGES = _cumulative(_EVENTS_WITHOUT_STAGES)
+
+
+def _stage_category(name: str) -> str:
+    return next((kind for word, kind in catalog.STAGE_CATEGORIES if word in name), "other")
 
 
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
@@ -126,12 +135,22 @@ class Stage:
     has_index: bool  # some ATSs omit `index` entirely, others send null
     active: bool
     renames: int = 0
+    reports_status: bool = True  # False: the ATS leaves `status` null
+    custom_fields: dict[str, Any] | None = field(default_factory=dict)
 
     @property
     def name(self) -> str:
         if not self.renames:
             return self.base_name
         return self.base_name + catalog.RENAME_SUFFIX.format(n=self.renames + 1)
+
+    @property
+    def status(self) -> str | None:
+        """As Kombo serves it: None where the ATS does not say; an INACTIVE stage can still hold
+        applications."""
+        if not self.reports_status:
+            return None
+        return "ACTIVE" if self.active else "INACTIVE"
 
 
 @dataclass(slots=True)
@@ -199,6 +218,7 @@ class Integration:
         self.stage_by_id: dict[str, tuple[int, int]] = {}
         build_rng = random.Random(f"stagewatch-sim:{seed}:{number}:build")
         self.jobs = self._build_jobs(build_rng, jobs)
+        self._describe_stages(random.Random(f"stagewatch-sim:{seed}:{number}:stage-status"))
         self.job_by_id = {job.id: job.row for job in self.jobs}
         self.job_log = ChangeLog([job.changed_ms for job in self.jobs])
         self._open_jobs = [job.row for job in self.jobs if job.accepts_applications]
@@ -271,6 +291,22 @@ class Integration:
                 )
             )
         return jobs
+
+    def _describe_stages(self, rng: random.Random) -> None:
+        """Each stage's `status` reporting and `custom_fields`, from a stream of their own: drawn
+        from the build stream, they would change every world a seed gave before they existed."""
+        for job in self.jobs:
+            reports_status = rng.random() >= STATUSLESS_PIPELINE_SHARE
+            fields_habit = rng.random()
+            for stage in job.stages:
+                stage.reports_status = reports_status
+                if fields_habit < NULL_STAGE_FIELDS_SHARE:
+                    stage.custom_fields = None
+                elif fields_habit < NULL_STAGE_FIELDS_SHARE + FILLED_STAGE_FIELDS_SHARE:
+                    stage.custom_fields = {
+                        "category": _stage_category(stage.base_name),
+                        "target_days": rng.randrange(1, 15),
+                    }
 
     def _build_applications(self, rng: random.Random, count: int) -> None:
         start = self.world.start_ms
