@@ -38,6 +38,7 @@ ERROR_CODES = {
     ("permission-missing", "jobs"): "INTEGRATION.PERMISSION_MISSING",
     ("permission-missing", "applications"): "INTEGRATION.PERMISSION_MISSING",
     ("no-applications", "applications"): "INTEGRATION.MODEL_NOT_AVAILABLE",
+    ("no-jobs", "jobs"): "INTEGRATION.MODEL_NOT_AVAILABLE",
 }
 
 
