@@ -1,4 +1,8 @@
-"""Kombo's webhooks: verify, record, then act off the request path."""
+"""Kombo's webhooks: verify, record, then act off the request path.
+
+The receiver is library code: what it changes outside its ledger (Prefect events, the list of
+synced integrations) comes in as `SideEffects`; `deployments/receiver.py` supplies Prefect's.
+"""
 
 from stagewatch.webhooks.envelope import (
     KNOWN_TYPES,
@@ -10,7 +14,9 @@ from stagewatch.webhooks.envelope import (
     parse_delivery,
     plan,
 )
+from stagewatch.webhooks.ledger import Ledger, LedgerError
 from stagewatch.webhooks.signature import SIGNATURE_HEADER, sign, verify
+from stagewatch.webhooks.worker import SideEffects, Worker, perform
 
 __all__ = [
     "KNOWN_TYPES",
@@ -18,9 +24,14 @@ __all__ = [
     "WATCHED_MODELS",
     "Delivery",
     "EnvelopeError",
+    "Ledger",
+    "LedgerError",
     "Plan",
+    "SideEffects",
+    "Worker",
     "event_id",
     "parse_delivery",
+    "perform",
     "plan",
     "sign",
     "verify",
