@@ -66,6 +66,12 @@ def m0001_initial(db: Database) -> None:
         db.execute(statement.strip())
 
 
+def default_ledger_path(store: str | os.PathLike[str]) -> Path:
+    """Next to the store: `stagewatch.db` -> `stagewatch-webhooks.db`."""
+    store = Path(store)
+    return store.with_name(f"{store.stem}-webhooks.db")
+
+
 class LedgerError(StagewatchError):
     """The ledger cannot be read or written: the receiver answers 503 so Kombo delivers again."""
 
