@@ -5,13 +5,21 @@ the real receiver ending as a Prefect event and a changed variable."""
 from __future__ import annotations
 
 import json
+import os
+import re
+import signal
+import subprocess
+import sys
 import uuid
+from pathlib import Path
 
+import httpx
 import pytest
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.events.clients import AssertingPassthroughEventsClient
 from prefect.events.worker import EventsWorker
+from prefect.settings import PREFECT_API_URL
 from prefect.variables import Variable
 
 from deployments import receiver
@@ -53,6 +61,20 @@ def recorded_events(monkeypatch):
 
     yield drain
     worker.drain()
+
+
+def created_body(delivery_id: str) -> bytes:
+    data = {
+        "id": ID,
+        "tool": "greenhouse",
+        "category": "ATS",
+        "end_user": {
+            "organization_name": "Acme, Inc.",
+            "creator_email": "user@example.com",
+            "origin_id": "36123",
+        },
+    }
+    return json.dumps({"id": delivery_id, "type": "integration-created", "data": data}).encode()
 
 
 def test_the_secret_comes_from_the_environment_without_a_block(prefect_harness):
@@ -120,22 +142,7 @@ def test_a_delivery_becomes_a_prefect_event_and_a_listed_integration(
     variable, recorded_events, tmp_path
 ):
     """The real receiver with Prefect's side effects: integration-created, end to end."""
-    body = json.dumps(
-        {
-            "id": "Cbfk5sHtDxrSrJBRjsDtbaN9",
-            "type": "integration-created",
-            "data": {
-                "id": ID,
-                "tool": "greenhouse",
-                "category": "ATS",
-                "end_user": {
-                    "organization_name": "Acme, Inc.",
-                    "creator_email": "user@example.com",
-                    "origin_id": "36123",
-                },
-            },
-        }
-    ).encode()
+    body = created_body("Cbfk5sHtDxrSrJBRjsDtbaN9")
     with Ledger(tmp_path / "ledger.db") as ledger:
         app = create_app("whsec_e2e", ledger, receiver.side_effects(), run_worker=False)
         answer = Client(app).request(
@@ -162,3 +169,89 @@ def test_a_delivery_becomes_a_prefect_event_and_a_listed_integration(
         },
         [],
     )
+
+
+# -- `stagewatch webhooks`, as a user runs it ---------------------------------------------------
+
+STAGEWATCH = str(Path(sys.executable).parent / "stagewatch")
+CLI_SECRET = "whsec_cli_never_printed_41"
+
+
+def cli_env(tmp_path, **extra: str) -> dict[str, str]:
+    api_url = PREFECT_API_URL.value()
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("PREFECT_", "KOMBO_", "STAGEWATCH_"))
+    }
+    return env | {
+        "PREFECT_API_URL": api_url or "",
+        "PREFECT_HOME": str(tmp_path / "prefect-home"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "STAGEWATCH_DB": str(tmp_path / "data" / "stagewatch.db"),
+        **extra,
+    }
+
+
+def test_the_command_refuses_to_start_without_a_secret(prefect_harness, tmp_path):
+    done = subprocess.run(
+        [STAGEWATCH, "webhooks", "--port", "0"],
+        env=cli_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: no Kombo webhook secret: neither the Prefect Secret block 'kombo-webhook-secret' "
+        "nor the environment variable KOMBO_WEBHOOK_SECRET is set; the receiver refuses to start "
+        "without one"
+    )
+
+
+def test_the_command_needs_a_prefect_server(tmp_path):
+    env = cli_env(tmp_path, KOMBO_WEBHOOK_SECRET=CLI_SECRET)
+    del env["PREFECT_API_URL"]
+    done = subprocess.run(
+        [STAGEWATCH, "webhooks"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "set PREFECT_API_URL=http://127.0.0.1:4200/api" in done.stderr
+
+
+def test_the_command_receives_a_webhook_end_to_end(prefect_harness, variable, tmp_path):
+    """A subprocess on port 0 with the ledger defaulting next to STAGEWATCH_DB: a signed
+    integration-created is answered, recorded, and puts the integration into the variable."""
+    (tmp_path / "data").mkdir()
+    env = cli_env(tmp_path, KOMBO_WEBHOOK_SECRET=CLI_SECRET)
+    process = subprocess.Popen(
+        [STAGEWATCH, "webhooks", "--port", "0"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    lines: list[str] = []
+    try:
+        url = _wait_for(process, lines, r"Uvicorn running on (http://\S+)")
+        body = created_body("cli-1")
+        headers = {SIGNATURE_HEADER: sign(CLI_SECRET, body)}
+        answer = httpx.post(f"{url}/kombo/webhooks", content=body, headers=headers, timeout=10)
+        assert (answer.status_code, answer.json()) == (200, {"status": "accepted"})
+        _wait_for(process, lines, r"webhook cli-1 \(integration-created\): done")
+    finally:
+        process.send_signal(signal.SIGINT)
+        _, rest = process.communicate(timeout=30)
+    output = "\n".join(lines) + rest
+    assert process.returncode == 0, output
+    assert f"ledger {tmp_path / 'data' / 'stagewatch-webhooks.db'}" in output
+    assert CLI_SECRET not in output
+    assert Variable.get(variable) == [ID]
+    with Ledger(tmp_path / "data" / "stagewatch-webhooks.db") as ledger:
+        assert ledger.counts() == {"done": 1}
+
+
+def _wait_for(process: subprocess.Popen, lines: list[str], pattern: str) -> str:
+    """Read the command's stderr until a line matches; returns the first group, if any."""
+    for line in process.stderr:
+        lines.append(line)
+        match = re.search(pattern, line)
+        if match:
+            return match.group(1) if match.groups() else match.group(0)
+    raise AssertionError(f"the command exited before {pattern!r}:\n{''.join(lines)}")
