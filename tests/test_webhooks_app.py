@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import socket
 import sqlite3
 import statistics
@@ -13,6 +14,7 @@ import threading
 import time
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
@@ -20,8 +22,10 @@ from starlette.requests import Request
 
 from stagewatch.simulator.server import build_server
 from stagewatch.webhooks import (
+    KNOWN_TYPES,
     MAX_BODY_BYTES,
     SIGNATURE_HEADER,
+    WEBHOOK_PATH,
     Ledger,
     WebhookConfigError,
     create_app,
@@ -426,3 +430,32 @@ def test_request_path_latency_over_loopback(tmp_path, recorder):
         f"max {max(timings):.2f} ms"
     )
     assert sum(counts.values()) == 300
+
+
+# -- the README's Webhooks section ---------------------------------------------------------------
+
+
+def _readme_section() -> str:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    return readme.split("\n## Webhooks\n")[1].split("\n## ")[0]
+
+
+def test_the_readme_names_only_real_options_events_and_answers():
+    from typer.testing import CliRunner
+
+    from stagewatch.cli import app
+
+    section = _readme_section()
+    runner = CliRunner()
+    helps = "".join(
+        runner.invoke(app, [command, "--help"], terminal_width=200).output
+        for command in ("webhooks", "simulator")
+    )
+    options = set(re.findall(r"(--[a-z][a-z-]+)", section))
+    assert options >= {"--webhook-url", "--webhook-secret", "--ledger", "--host", "--port"}
+    assert {o for o in options if o not in helps} == set()
+    events = set(re.findall(r"kombo\.(?:[a-z]+-)+[a-z]+", section))
+    assert events == {f"kombo.{kind}" for kind in KNOWN_TYPES}
+    answers = [int(code) for code in re.findall(r"^\| (\d{3}) \|", section, re.MULTILINE)]
+    assert answers == [401, 413, 400, 202, 200, 503]
+    assert WEBHOOK_PATH in section and f"{MAX_BODY_BYTES // 1024 // 1024} MB" in section
