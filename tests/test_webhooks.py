@@ -4,6 +4,8 @@ functions with literal data."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -261,3 +263,15 @@ def test_unknown_fields_are_tolerated():
     assert plan(parse_delivery(envelope("data-changed", data))).payload["changed_models"] == [
         "ats_jobs"
     ]
+
+
+def test_the_receiver_and_its_command_import_without_prefect():
+    """Prefect's side lives in deployments/receiver.py, imported by the command when it runs."""
+    code = (
+        "import sys, stagewatch.webhooks, stagewatch.simulator.webhooks, stagewatch.cli;"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"
