@@ -24,6 +24,7 @@ from stagewatch.errors import StagewatchError
 from stagewatch.timeutil import utcnow
 from stagewatch.webhooks.envelope import (
     INTEGRATION_STATE_CHANGED,
+    Delivery,
     EnvelopeError,
     IntegrationStateChanged,
     parse_delivery,
@@ -69,6 +70,67 @@ def _answer(status: int, outcome: str, **extra: Any) -> JSONResponse:
     return JSONResponse({"status": outcome, **extra}, status_code=status)
 
 
+class _Receiver:
+    """The endpoints, over one ledger and its worker."""
+
+    def __init__(
+        self, key: bytes, ledger: Ledger, worker: Worker, clock: Callable[[], datetime]
+    ) -> None:
+        self.key = key
+        self.ledger = ledger
+        self.worker = worker
+        self.clock = clock
+
+    async def receive(self, request: Request) -> JSONResponse:
+        try:
+            body = await read_capped(request)
+        except _BodyTooLarge:
+            log.warning("webhook refused: body over %d bytes", MAX_BODY_BYTES)
+            return _answer(413, "too-large", limit_bytes=MAX_BODY_BYTES)
+        if not verify(self.key, body, request.headers.get(SIGNATURE_HEADER)):
+            log.warning("webhook refused: missing or wrong %s", SIGNATURE_HEADER)
+            return _answer(401, "unauthorized")
+        try:
+            delivery = parse_delivery(body)
+        except EnvelopeError as exc:
+            log.warning("webhook refused: %s", exc)
+            return _answer(400, "invalid", error=str(exc))
+        return await self._record(delivery)
+
+    async def _record(self, delivery: Delivery) -> JSONResponse:
+        """Write the delivery, then answer; only a written delivery gets a 2xx."""
+        work = plan(delivery)
+        state = None
+        if delivery.type == INTEGRATION_STATE_CHANGED and work.ignored is None:
+            state = state_fields(IntegrationStateChanged.model_validate(delivery.data))
+        status = "ignored" if work.ignored else "pending"
+        try:
+            new = await run_in_threadpool(
+                self.ledger.record, delivery, status=status, received_at=self.clock(), state=state
+            )
+        except LedgerError as exc:
+            log.error("webhook %s not recorded, asking Kombo to resend: %s", delivery.id, exc)
+            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+            return JSONResponse({"status": "unavailable"}, status_code=503, headers=headers)
+        what = f"webhook {delivery.id} ({delivery.type}, integration {delivery.integration_id})"
+        if not new:
+            log.info("%s: already received", what)
+            return _answer(200, "duplicate")
+        if work.ignored:
+            log.info("%s: ignored, %s", what, work.ignored)
+            return _answer(200 if delivery.known else 202, "ignored", reason=work.ignored)
+        self.worker.wake()
+        log.info("%s: accepted", what)
+        return _answer(200, "accepted")
+
+    async def healthz(self, request: Request) -> JSONResponse:
+        try:
+            counts = await run_in_threadpool(self.ledger.counts)
+        except LedgerError:
+            return _answer(503, "ledger-unavailable")
+        return _answer(200, "ok", pending=counts.get("pending", 0), failed=counts.get("failed", 0))
+
+
 def create_app(
     secret: str | SecretStr | None,
     ledger: Ledger,
@@ -86,53 +148,8 @@ def create_app(
             "Prefect Secret block 'kombo-webhook-secret' or KOMBO_WEBHOOK_SECRET to the "
             "'Kombo Webhook Secret' of your Kombo account"
         )
-    key = raw.strip().encode()
     worker = Worker(ledger, effects, clock=clock)
-
-    async def receive(request: Request) -> JSONResponse:
-        try:
-            body = await read_capped(request)
-        except _BodyTooLarge:
-            log.warning("webhook refused: body over %d bytes", MAX_BODY_BYTES)
-            return _answer(413, "too-large", limit_bytes=MAX_BODY_BYTES)
-        if not verify(key, body, request.headers.get(SIGNATURE_HEADER)):
-            log.warning("webhook refused: missing or wrong %s", SIGNATURE_HEADER)
-            return _answer(401, "unauthorized")
-        try:
-            delivery = parse_delivery(body)
-        except EnvelopeError as exc:
-            log.warning("webhook refused: %s", exc)
-            return _answer(400, "invalid", error=str(exc))
-        work = plan(delivery)
-        state = None
-        if delivery.type == INTEGRATION_STATE_CHANGED and work.ignored is None:
-            state = state_fields(IntegrationStateChanged.model_validate(delivery.data))
-        status = "ignored" if work.ignored else "pending"
-        try:
-            new = await run_in_threadpool(
-                ledger.record, delivery, status=status, received_at=clock(), state=state
-            )
-        except LedgerError as exc:
-            log.error("webhook %s not recorded, asking Kombo to resend: %s", delivery.id, exc)
-            headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
-            return JSONResponse({"status": "unavailable"}, status_code=503, headers=headers)
-        what = f"webhook {delivery.id} ({delivery.type}, integration {delivery.integration_id})"
-        if not new:
-            log.info("%s: already received", what)
-            return _answer(200, "duplicate")
-        if work.ignored:
-            log.info("%s: ignored, %s", what, work.ignored)
-            return _answer(200 if delivery.known else 202, "ignored", reason=work.ignored)
-        worker.wake()
-        log.info("%s: accepted", what)
-        return _answer(200, "accepted")
-
-    async def healthz(request: Request) -> JSONResponse:
-        try:
-            counts = await run_in_threadpool(ledger.counts)
-        except LedgerError:
-            return _answer(503, "ledger-unavailable")
-        return _answer(200, "ok", pending=counts.get("pending", 0), failed=counts.get("failed", 0))
+    receiver = _Receiver(raw.strip().encode(), ledger, worker, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -146,8 +163,8 @@ def create_app(
 
     app = Starlette(
         routes=[
-            Route(WEBHOOK_PATH, receive, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
+            Route(WEBHOOK_PATH, receiver.receive, methods=["POST"]),
+            Route("/healthz", receiver.healthz, methods=["GET"]),
         ],
         lifespan=lifespan,
     )
