@@ -52,7 +52,12 @@ def resolve_webhook_secret(environ: Mapping[str, str] = os.environ) -> SecretStr
 
 def emit_event(*, event: str, resource: dict[str, str], payload: dict[str, Any], id: UUID) -> None:
     """Emit one event and wait until it has left this process, so a delivery marked done has
-    really sent it. `emit_event` answers None instead of raising when it cannot send."""
+    really sent it. Prefect's events worker logs a failed send rather than raising, so the API is
+    asked first: an unreachable Prefect makes the delivery wait for a retry, not vanish."""
+    with get_client(sync_client=True) as client:
+        unreachable = client.api_healthcheck()
+    if unreachable is not None:
+        raise EventNotSent(f"the Prefect API does not answer ({type(unreachable).__name__})")
     sent = prefect_emit_event(event=event, resource=resource, payload=payload, id=id)
     if sent is None:
         raise EventNotSent(

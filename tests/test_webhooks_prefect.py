@@ -19,7 +19,7 @@ from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.events.clients import AssertingPassthroughEventsClient
 from prefect.events.worker import EventsWorker
-from prefect.settings import PREFECT_API_URL
+from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
 from deployments import receiver
@@ -136,6 +136,19 @@ def test_a_variable_of_another_shape_is_left_alone(variable):
     with pytest.raises(StagewatchError, match="holds dict, not a list of integration ids"):
         receiver.add_integration("lever:a1")
     assert Variable.get(variable) == {"ids": [ID]}
+
+
+def test_an_unreachable_prefect_is_a_retry_not_a_lost_event():
+    """Prefect's events worker would only log the failed send; the receiver's worker must see it."""
+    unreachable = temporary_settings({PREFECT_API_URL: "http://127.0.0.1:9/api"})
+    refused = pytest.raises(receiver.EventNotSent, match=r"does not answer \(ConnectError\)")
+    with unreachable, refused:
+        receiver.emit_event(
+            event="kombo.data-changed",
+            resource={"prefect.resource.id": f"kombo.integration.{ID}"},
+            payload={},
+            id=event_id("d-1"),
+        )
 
 
 def test_a_delivery_becomes_a_prefect_event_and_a_listed_integration(
