@@ -215,4 +215,7 @@ class WebhookSender:
             self._lock.notify_all()
         if self._thread is not None:
             self._thread.join(timeout)
+            if self._thread.is_alive():  # still retrying: leave it its client, the process ends
+                log.warning("%d webhooks not delivered", len(self._queue) + self._in_flight)
+                return
         self._client.close()

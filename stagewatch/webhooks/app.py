@@ -1,8 +1,8 @@
 """The receiver over HTTP: `POST /kombo/webhooks` and `GET /healthz`, for uvicorn.
 
 The request path verifies, parses, writes one ledger row and answers; everything that talks to
-Prefect happens later, in the worker. The secret lives in this closure only, and neither it nor a
-body is ever logged: a log line names a delivery by id, type and integration.
+Prefect happens later, in the worker. Only the receiver object holds the secret, and neither it nor
+a body is ever logged: a log line names a delivery by id, type and integration.
 """
 
 from __future__ import annotations
