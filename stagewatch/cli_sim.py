@@ -12,6 +12,7 @@ from stagewatch.simulator import FaultConfig, World, create_app, scenarios_with
 from stagewatch.simulator.faults import FAULT_KINDS, RECORD_KINDS
 from stagewatch.simulator.render import format_ms
 from stagewatch.simulator.server import bind_loopback, build_server
+from stagewatch.simulator.webhooks import WebhookSender
 
 
 def _loopback_host(host: str) -> str:
@@ -22,6 +23,16 @@ def _loopback_host(host: str) -> str:
     if not loopback:
         raise typer.BadParameter(f"the simulator serves loopback only; got {host!r}")
     return host
+
+
+def _webhook_sender(world: World, url: str | None, secret: str | None) -> WebhookSender | None:
+    if not url:
+        return None  # a KOMBO_WEBHOOK_SECRET in the environment alone sends nothing
+    if not secret:
+        raise typer.BadParameter("--webhook-url needs --webhook-secret (or KOMBO_WEBHOOK_SECRET)")
+    if not url.startswith(("http://", "https://")):
+        raise typer.BadParameter(f"--webhook-url must be an http(s) URL, got {url!r}")
+    return WebhookSender(world, url, secret)
 
 
 def simulator(
@@ -57,11 +68,22 @@ def simulator(
     advance_hours: float | None = typer.Option(
         None, min=0.0, help="...by H simulated hours each time (default 1)."
     ),
+    webhook_url: str | None = typer.Option(
+        None, help="POST Kombo's signed webhooks here (e.g. http://127.0.0.1:8780/kombo/webhooks)."
+    ),
+    webhook_secret: str | None = typer.Option(
+        None,
+        envvar="KOMBO_WEBHOOK_SECRET",
+        help="Key their signatures (or KOMBO_WEBHOOK_SECRET).",
+        show_default=False,
+    ),
 ) -> None:
     """Serve a deterministic Kombo ATS world on loopback until interrupted.
 
     Prints `integration <id> <scenario>` per integration once it is listening. Base URL:
-    http://HOST:PORT/v1; `POST /_sim/advance?hours=N` moves simulated time.
+    http://HOST:PORT/v1; `POST /_sim/advance?hours=N` moves simulated time,
+    `POST /_sim/integrations?scenario=S` and `DELETE /_sim/integrations/ID` connect and disconnect
+    integrations. With --webhook-url, each of these sends Kombo's webhook.
     """
     if advance_hours is not None and advance_every_seconds is None:
         raise typer.BadParameter("--advance-hours needs --advance-every-seconds")
@@ -76,6 +98,7 @@ def simulator(
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    sender = _webhook_sender(world, webhook_url, webhook_secret)
 
     def report_advance(changes: int) -> None:
         typer.echo(f"advanced to {format_ms(world.now_ms)}: {changes} changes", err=True)
@@ -104,9 +127,13 @@ def simulator(
         typer.echo(f"serving Kombo's API at http://{url_host}:{bound_port}/v1", err=True)
 
     server = build_server(app, announce, log_level="warning")
+    if sender is not None:
+        sender.start()
     # uvicorn shuts down gracefully on Ctrl-C, then re-raises it; that is a normal exit here.
     with contextlib.suppress(KeyboardInterrupt):
         server.run(sockets=[sock])
+    if sender is not None:
+        sender.close()
 
 
 def register(app: typer.Typer) -> None:

@@ -481,8 +481,33 @@ class Simulator:
                     {"id": i, "scenario": s} for i, s in self.world.integrations.items()
                 ],
             }
+        elif path.startswith("/_sim/integrations") and method in ("POST", "DELETE"):
+            return self._change_integrations(method, path, params)
         else:
             return self._error(
                 "PLATFORM.INPUT_INVALID", f"No control endpoint {method} {path}.", [], status=404
             )
         return SimResponse(200, [("content-type", JSON_TYPE)], _dumps(payload))
+
+    def _change_integrations(self, method: str, path: str, params: dict[str, str]) -> SimResponse:
+        """`POST /_sim/integrations?scenario=S` connects one, `DELETE /_sim/integrations/{id}`
+        disconnects one (each sends its webhook when the simulator sends webhooks)."""
+        if method == "POST" and path == "/_sim/integrations":
+            scenario = params.get("scenario", "normal")
+            try:
+                integration_id = self.world.add_integration(scenario)
+            except ValueError as exc:
+                return self._error("PLATFORM.INPUT_INVALID", str(exc), [])
+            payload = {"id": integration_id, "scenario": scenario}
+            return SimResponse(201, [("content-type", JSON_TYPE)], _dumps(payload))
+        integration_id = path.removeprefix("/_sim/integrations/")
+        if method == "DELETE" and integration_id != path and integration_id:
+            try:
+                self.world.remove_integration(integration_id)
+            except LookupError as exc:
+                return self._error("PLATFORM.INPUT_INVALID", str(exc), [], status=404)
+            payload = {"deleted": integration_id}
+            return SimResponse(200, [("content-type", JSON_TYPE)], _dumps(payload))
+        return self._error(
+            "PLATFORM.INPUT_INVALID", f"No control endpoint {method} {path}.", [], status=404
+        )

@@ -814,22 +814,32 @@ class World:
         self.start_ms = ms_of(start)
         self.now_ms = self.start_ms
         self.lock = threading.RLock()
-        id_rng = random.Random(f"stagewatch-sim:{seed}:integration-ids")
-        self.environment_id = random_id(id_rng)
+        self._id_rng = random.Random(f"stagewatch-sim:{seed}:integration-ids")
+        self.environment_id = random_id(self._id_rng)
+        self._sizes = (applications, jobs)
         self._integrations: dict[str, Integration] = {}
-        for number, scenario in enumerate(scenarios):
-            integration_id = f"{catalog.SCENARIO_TOOLS[scenario]}:{random_id(id_rng)}"
-            if scenario == "normal":
-                size = (applications, jobs)
-            elif scenario in ("setup-pending", "permission-missing"):
-                size = (0, 0)  # every read fails before data would matter
-            else:
-                size = (min(applications, LIMITED_APPLICATIONS), min(jobs, LIMITED_JOBS))
-            if size[0] and not size[1]:
-                size = (size[0], 1)
-            self._integrations[integration_id] = Integration(
-                self, number, integration_id, scenario, applications=size[0], jobs=size[1]
-            )
+        self._created = 0  # integrations ever created: numbers (and rng streams) are never reused
+        self._listeners: list[Callable[[str, Integration], None]] = []
+        for scenario in scenarios:
+            self._create_integration(scenario)
+
+    def _create_integration(self, scenario: str) -> Integration:
+        applications, jobs = self._sizes
+        integration_id = f"{catalog.SCENARIO_TOOLS[scenario]}:{random_id(self._id_rng)}"
+        if scenario == "normal":
+            size = (applications, jobs)
+        elif scenario in ("setup-pending", "permission-missing"):
+            size = (0, 0)  # every read fails before data would matter
+        else:
+            size = (min(applications, LIMITED_APPLICATIONS), min(jobs, LIMITED_JOBS))
+        if size[0] and not size[1]:
+            size = (size[0], 1)
+        integ = Integration(
+            self, self._created, integration_id, scenario, applications=size[0], jobs=size[1]
+        )
+        self._created += 1
+        self._integrations[integration_id] = integ
+        return integ
 
     def __repr__(self) -> str:
         return (
@@ -882,13 +892,47 @@ class World:
             raise ValueError(f"hours must be a finite number >= 0, got {hours!r}")
         end = self.now_ms + round(hours * MS_PER_HOUR)
         changes = 0
+        changed: dict[str, Integration] = {}
         with self.lock:
             while self.now_ms < end:
                 step_end = min(end, self.now_ms + MS_PER_HOUR)
                 for integ in self._integrations.values():
-                    changes += integ.step(self.now_ms, step_end)
+                    step_changes = integ.step(self.now_ms, step_end)
+                    if step_changes:
+                        changes += step_changes
+                        changed[integ.id] = integ
                 self.now_ms = step_end
+        for integ in changed.values():
+            self._notify("changed", integ)
         return changes
+
+    # -- integrations joining and leaving (the simulator's webhooks follow these) ------------
+
+    def add_listener(self, listener: Callable[[str, Integration], None]) -> None:
+        """Call `listener(kind, integration)` after an integration is `created`, `deleted`, or
+        `changed` by `advance`; outside the world lock, so it may read the integration."""
+        self._listeners.append(listener)
+
+    def _notify(self, kind: str, integ: Integration) -> None:
+        for listener in self._listeners:
+            listener(kind, integ)
+
+    def add_integration(self, scenario: str = "normal") -> str:
+        """Connect one more integration; its id and data follow from the seed and the calls so far."""
+        if scenario not in SCENARIOS:
+            raise ValueError(f"unknown scenario {scenario!r}; choose from {list(SCENARIOS)}")
+        with self.lock:
+            integ = self._create_integration(scenario)
+        self._notify("created", integ)
+        return integ.id
+
+    def remove_integration(self, integration_id: str) -> None:
+        """Disconnect an integration: from now on Kombo's API no longer knows its id."""
+        with self.lock:
+            integ = self._integrations.pop(integration_id, None)
+        if integ is None:
+            raise LookupError(f"no integration {integration_id!r} in this world")
+        self._notify("deleted", integ)
 
 
 def scenarios_with(normal: int = 1) -> tuple[str, ...]:
