@@ -1223,8 +1223,8 @@ class Store:
         will still publish, oldest first.
 
         A run commits (releasing the lock) before it publishes, so a run whose process is alive on
-        this host is left to it. This very process's runs count (a flow run retried after its
-        publish failed), and so does a run on another host, whose process cannot be checked,
+        this machine (`_here`) is left to it. This very process's runs count (a flow run retried
+        after its publish failed), and so does a run elsewhere, whose process cannot be checked,
         once it finished `OTHER_HOST_PUBLISH_GRACE` ago.
         """
         cutoff = format_ts(self._clock() - OTHER_HOST_PUBLISH_GRACE)
