@@ -14,7 +14,7 @@ import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from datetime import datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -32,7 +32,7 @@ from stagewatch.client import BASE_URLS, KomboClient
 from stagewatch.errors import KomboError
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings, resolve_api_key
-from stagewatch.store import LockedError, Run, Store, StoreError
+from stagewatch.store import LeaseLostError, LockedError, Run, Store, StoreError
 from stagewatch.sync import SyncFailed
 from stagewatch.timeutil import format_ts
 from tasks import sync as sync_tasks
@@ -207,7 +207,7 @@ def _resume_or_open(store: Store, db: str, integration_id: str, options: SyncOpt
         "from_watermark": incremental and options.since is None,
     }
     run = open_run_task(store, **kwargs)
-    if store.run(run.id)["status"] == "running":
+    if store.resume_run(run):
         return run
     return open_run_task.with_options(refresh_cache=True)(store, **kwargs)
 
@@ -320,7 +320,7 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
     key = {"db": db, "base_url": base_url, "integration_id": integration_id}
     client = open_client(api_key, integration_id, base_url, settings)
     with client, ExitStack() as closing:
-        store = Store(db)
+        store = Store(db, lease_seconds=settings.stagewatch_lock_lease_seconds)
         # By the time the store closes, the run is committed (durable, visible) and published, so
         # the flow run ends without waiting for the commit's checkpoint: after a 1M first sync,
         # 6-8 s of copying the WAL into the file, which goes on before the process exits.
@@ -339,12 +339,16 @@ def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
             _publish_late(store, run, options)
             fields = _pipeline(store, client, run, options, key)
         except KomboError as exc:
-            store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
+            with suppress(LeaseLostError):  # taken over meanwhile: the run is over already
+                store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
             fields = {"status": exc.run_status, "message": str(exc), "error_code": exc.code}
+        except LeaseLostError as exc:  # another run took the lock over: its run stands, not ours
+            fields = {"status": "failed", "message": str(exc)}
         except Exception as exc:
             message = f"{type(exc).__name__}: {exc}"
             if not _flow_will_retry():
-                store.fail_run(run.id, error=message, stats=client.stats)
+                with suppress(LeaseLostError):  # the run is over already; the error goes up
+                    store.fail_run(run.id, error=message, stats=client.stats)
             outcome = SyncOutcome(**head, run_id=run.id, status="failed", message=message)
             _publish(store, outcome, client, started, options)
             raise

@@ -30,12 +30,13 @@ def main(
 
 
 def _register() -> None:
-    from stagewatch import cli_query, cli_sim, cli_sync, cli_webhooks
+    from stagewatch import cli_admin, cli_query, cli_sim, cli_sync, cli_webhooks
 
     cli_sim.register(app)
     cli_query.register(app)
     cli_sync.register(app)
     cli_webhooks.register(app)
+    cli_admin.register(app)
 
 
 _register()

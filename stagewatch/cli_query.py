@@ -20,7 +20,7 @@ from rich.table import Column, Table
 
 from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.store import Store, StoreError
-from stagewatch.timeutil import parse_ts
+from stagewatch.timeutil import format_ts, parse_ts, utcnow
 
 EventKind = StrEnum("EventKind", {kind: kind for kind in EVENT_KINDS})
 
@@ -52,6 +52,10 @@ STATUS_FIELDS = (
     "last_success_at",
     "watermark",
     "locked_by_run_id",
+    "locked_by_pid",
+    "locked_by_hostname",
+    "lock_renewed_at",
+    "lock_expires_at",
     "jobs",
     "applications",
     "deleted_applications",
@@ -114,6 +118,12 @@ def _write_csv(rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> None
 def _short(timestamp: str | None) -> str:
     """`2026-01-05T09:00:00.000Z` as `2026-01-05 09:00:00`: tables say UTC in their headers."""
     return timestamp[:19].replace("T", " ") if timestamp else ""
+
+
+def lease_expiry(expires_at: str) -> str:
+    """`lease expires <when>`, or `lease expired <when>` once that is past."""
+    verb = "expired" if expires_at <= format_ts(utcnow()) else "expires"
+    return f"lease {verb} {_short(expires_at)} UTC"
 
 
 def _stage(name: str | None, stage_id: str | None) -> str:
@@ -272,13 +282,16 @@ def status(
         "applications",
         "events",
     )
-    errors = []
+    notes = []
     for row in rows:
         deleted = row["deleted_applications"]
         status = row["last_run_status"]
         if row["last_run_error"]:
-            errors.append((row["integration_id"], row["last_run_error"]))
-            status += f" [{len(errors)}]"
+            notes.append(f"{row['integration_id']}: {row['last_run_error']}")
+            status += f" [{len(notes)}]"
+        if row["locked_by_run_id"] is not None:
+            notes.append(_lock_note(row))
+            status += f" [{len(notes)}]"
         table.add_row(
             row["integration_id"],
             f"{row['last_run_id']} ({row['last_run_mode']})",
@@ -291,8 +304,16 @@ def status(
     console = Console()
     console.print(table)
     # A long Kombo message in a cell would wrap the table into a column of words.
-    for number, (integration_id, error) in enumerate(errors, start=1):
-        console.print(f"[{number}] {integration_id}: {error}", markup=False, highlight=False)
+    for number, note in enumerate(notes, start=1):
+        console.print(f"[{number}] {note}", markup=False, highlight=False)
+
+
+def _lock_note(row: dict[str, Any]) -> str:
+    return (
+        f"{row['integration_id']}: locked by run {row['locked_by_run_id']} "
+        f"(pid {row['locked_by_pid']} on {row['locked_by_hostname']}), "
+        f"{lease_expiry(row['lock_expires_at'])}, renewed {_short(row['lock_renewed_at'])}"
+    )
 
 
 def schema(

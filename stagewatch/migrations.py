@@ -371,11 +371,88 @@ def m0003_staged_seen_append_only(db: Database) -> None:
         db.execute(statement.strip())
 
 
+# The run lock becomes a lease the holder renews, so a lock left by a run killed on any host is
+# taken over once it runs out. `machine` (boot id and pid namespace) tells whether a recorded pid
+# can be checked from here: a host name alone cannot. Rows carried over have no machine, and a
+# lease of the default length from when they were taken.
+LEASES = [
+    "ALTER TABLE run_locks RENAME TO run_locks_0003",
+    """
+CREATE TABLE run_locks ( -- Per-integration run lock, held as a lease: at most one running sync per integration.
+    integration_id TEXT PRIMARY KEY, -- Locked integration.
+    run_id INTEGER NOT NULL, -- Run holding the lock.
+    pid INTEGER NOT NULL, -- Process holding the lock; on this machine a dead pid frees the lock at once.
+    hostname TEXT NOT NULL, -- Host name of that process.
+    machine TEXT, -- Boot id and pid namespace of that process; NULL when unreadable (then only the lease frees the lock).
+    acquired_at TEXT NOT NULL, -- When the lock was taken.
+    renewed_at TEXT NOT NULL, -- When the holder last renewed its lease.
+    lease_expires_at TEXT NOT NULL -- renewed_at plus the holder's lease length: from then on any run may take the lock over.
+)
+""",
+    """
+INSERT INTO run_locks (
+    integration_id, run_id, pid, hostname, machine, acquired_at, renewed_at, lease_expires_at
+)
+SELECT integration_id, run_id, pid, hostname, NULL, acquired_at, acquired_at,
+    strftime('%Y-%m-%dT%H:%M:%fZ', acquired_at, '+300 seconds')
+FROM run_locks_0003
+""",
+    "DROP TABLE run_locks_0003",
+    "ALTER TABLE sync_runs RENAME TO sync_runs_0003",
+    """
+CREATE TABLE sync_runs ( -- One row per sync run: what it fetched, how it ended, what it cost.
+    id INTEGER PRIMARY KEY, -- Run id; events carry it as sync_run_id.
+    integration_id TEXT NOT NULL, -- Kombo integration id.
+    mode TEXT NOT NULL CHECK (mode IN ('incremental', 'full')), -- incremental (updated_after) or full listing.
+    status TEXT NOT NULL, -- running, succeeded, incomplete, failed, not_ready, unsupported or abandoned.
+    started_at TEXT NOT NULL, -- When the run began (took the integration's lock).
+    finished_at TEXT, -- When the run ended (NULL while running).
+    window_start TEXT, -- updated_after sent to Kombo; NULL for a full listing.
+    observed_at TEXT, -- When the listing was observed; every event of the run carries it.
+    next_watermark TEXT, -- Watermark the run set; NULL when it set none.
+    pid INTEGER NOT NULL, -- Process that ran it.
+    hostname TEXT NOT NULL, -- Host that ran it.
+    jobs_seen INTEGER, -- Distinct jobs listed.
+    applications_seen INTEGER, -- Distinct applications listed.
+    quarantined INTEGER, -- Records that could not be parsed.
+    events INTEGER, -- Events written, all kinds.
+    first_seen INTEGER, -- first_seen events written.
+    stage_changed INTEGER, -- stage_changed events written.
+    outcome_changed INTEGER, -- outcome_changed events written.
+    job_changed INTEGER, -- job_changed events written.
+    deleted INTEGER, -- deleted events written.
+    restored INTEGER, -- restored events written.
+    requests INTEGER, -- HTTP requests the client made.
+    retries INTEGER, -- Requests the client retried.
+    waited_seconds REAL, -- Seconds the client spent backing off.
+    staged_records INTEGER NOT NULL DEFAULT 0, -- Application records staged, repeats included.
+    error TEXT, -- Why the run did not succeed.
+    published_at TEXT, -- When a succeeded run's changes went out to Prefect (artifacts, events) or were settled without; NULL until then.
+    publish_note TEXT, -- How, when not by the run itself: published late by a later run, or not published (see the text).
+    machine TEXT -- Boot id and pid namespace of the process; NULL when unreadable or run before stagewatch recorded it.
+)
+""",
+    "INSERT INTO sync_runs SELECT *, NULL FROM sync_runs_0003",
+    "DROP TABLE sync_runs_0003",
+    "CREATE INDEX sync_runs_integration ON sync_runs (integration_id, id)",
+    """
+CREATE INDEX sync_runs_unpublished ON sync_runs (integration_id, id)
+    WHERE status = 'succeeded' AND published_at IS NULL
+""",
+]
+
+
+@_migration("0004_run_leases")
+def m0004_run_leases(db: Database) -> None:
+    for statement in LEASES:
+        db.execute(statement.strip())
+
+
 # Facts a run learns while it lists, kept so `status` and a late publish can say them: what the
 # ids lookup did to a full listing's missing applications, which jobs were fetched again, and
 # whether the ATS offers jobs at all. Rebuilt like 0002, so the new columns keep their comments.
 RUN_FACTS = [
-    "ALTER TABLE sync_runs RENAME TO sync_runs_0002",
+    "ALTER TABLE sync_runs RENAME TO sync_runs_0004",
     """
 CREATE TABLE sync_runs ( -- One row per sync run: what it fetched, how it ended, what it cost.
     id INTEGER PRIMARY KEY, -- Run id; events carry it as sync_run_id.
@@ -406,6 +483,7 @@ CREATE TABLE sync_runs ( -- One row per sync run: what it fetched, how it ended,
     error TEXT, -- Why the run did not succeed.
     published_at TEXT, -- When a succeeded run's changes went out to Prefect (artifacts, events) or were settled without; NULL until then.
     publish_note TEXT, -- How, when not by the run itself: published late by a later run, or not published (see the text).
+    machine TEXT, -- Boot id and pid namespace of the process; NULL when unreadable or run before stagewatch recorded it.
     absent_rescued INTEGER, -- Full listing: applications it missed that a lookup by id still found (treated as listed).
     absent_deleted INTEGER, -- Full listing: applications missing from it and from the lookup by id, recorded as deleted.
     jobs_refetched INTEGER, -- Jobs fetched again by id: an application's job or stage was not in the job snapshot.
@@ -413,9 +491,9 @@ CREATE TABLE sync_runs ( -- One row per sync run: what it fetched, how it ended,
 )
 """,
     """
-INSERT INTO sync_runs SELECT *, NULL, NULL, NULL, NULL FROM sync_runs_0002
+INSERT INTO sync_runs SELECT *, NULL, NULL, NULL, NULL FROM sync_runs_0004
 """,
-    "DROP TABLE sync_runs_0002",
+    "DROP TABLE sync_runs_0004",
     "CREATE INDEX sync_runs_integration ON sync_runs (integration_id, id)",
     """
 CREATE INDEX sync_runs_unpublished ON sync_runs (integration_id, id)

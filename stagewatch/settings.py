@@ -19,6 +19,7 @@ from stagewatch.client import (
     RetryPolicy,
 )
 from stagewatch.errors import StagewatchError
+from stagewatch.lease import DEFAULT_LEASE_SECONDS
 
 API_KEY_ENV = "KOMBO_API_KEY"
 API_KEY_BLOCK = "kombo-api-key"
@@ -41,6 +42,11 @@ class Settings(BaseSettings):
     stagewatch_max_delay: float = Field(default=DEFAULT_MAX_DELAY, ge=0)
     stagewatch_max_total_wait: float = Field(default=DEFAULT_MAX_TOTAL_WAIT, ge=0)
     stagewatch_jitter: float = Field(default=DEFAULT_JITTER, ge=0, le=1)
+    stagewatch_lock_lease_seconds: float = Field(
+        default=DEFAULT_LEASE_SECONDS,
+        gt=0,
+        description="How long a run's lock outlives its last renewal (a killed run's lock too).",
+    )
 
     def retry_policy(self) -> RetryPolicy:
         return RetryPolicy(

@@ -3,13 +3,15 @@
 A run streams pages into staging tables (one short transaction per batch of about 20 pages) and
 `commit_run` applies them in ONE transaction: events, snapshot, watermark, run row, staging cleared.
 A crash anywhere before that transaction commits leaves the store as it was; the next run of the
-integration takes over the dead run's lock and discards its staging.
+integration takes over the dead run's lock and discards its staging. The lock is a lease the run
+renews while it lives (see `stagewatch.lease`), so a run killed on any host frees it in time.
 
 Threads: a `Store` owns one SQLite connection and must stay in the thread that opened it (sqlite3
 enforces this). Open one `Store(path)` per thread: runs of different integrations may share the file
 from several threads or processes; WAL lets readers proceed while one writer commits. A store also
 runs helper threads with connections of their own: an application stager's worker (stopped by the
-stager's `close`) and the checkpoint after `commit_run` (waited for by the store's `close`).
+stager's `close`), the checkpoint after `commit_run` (waited for by the store's `close`) and a lease
+keeper per run it holds (stopped when the run ends, loses its lock, or the store closes).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,13 @@ from sqlite_utils import Database
 from stagewatch import diff
 from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.errors import StagewatchError
+from stagewatch.lease import (
+    DEFAULT_LEASE_SECONDS,
+    RENEWALS_PER_LEASE,
+    LeaseKeeper,
+    machine_id,
+    pid_alive,
+)
 from stagewatch.migrations import MIGRATION_NAMES, MIGRATION_SET, migrations
 from stagewatch.models import Application, Job, Quarantined
 from stagewatch.runtime import listing_runtime
@@ -45,6 +55,7 @@ from stagewatch.timeutil import format_ts, parse_ts, utcnow
 __all__ = [
     "EVENT_FIELDS",
     "EVENT_KINDS",
+    "LeaseLostError",
     "LockedError",
     "Run",
     "Store",
@@ -82,6 +93,14 @@ STAGING_BATCH_RECORDS = 5000
 STAGING_FLUSH_SECONDS = 0.2
 
 _CANDIDATE_KEEP = ("id", "remote_id", "first_name", "last_name")
+# What `status` shows of a held lock: run_locks column -> status field.
+LOCK_STATUS_COLUMNS = {
+    "run_id": "locked_by_run_id",
+    "pid": "locked_by_pid",
+    "hostname": "locked_by_hostname",
+    "renewed_at": "lock_renewed_at",
+    "lease_expires_at": "lock_expires_at",
+}
 
 
 class StoreError(StagewatchError):
@@ -91,16 +110,47 @@ class StoreError(StagewatchError):
 class LockedError(StoreError):
     """Another live run holds the integration's lock."""
 
-    def __init__(self, integration_id: str, run_id: int, pid: int, hostname: str, since: str):
+    def __init__(
+        self,
+        integration_id: str,
+        run_id: int,
+        pid: int,
+        hostname: str,
+        since: str,
+        lease_expires_at: str,
+    ):
         self.integration_id = integration_id
         self.run_id = run_id
         self.pid = pid
         self.hostname = hostname
         self.since = since
+        self.lease_expires_at = lease_expires_at
         super().__init__(
             f"integration {integration_id!r} is locked by run {run_id} "
-            f"(pid {pid} on {hostname}, started {since})"
+            f"(pid {pid} on {hostname}, started {since}, lease expires {lease_expires_at})"
         )
+
+    @classmethod
+    def held_by(cls, holder: sqlite3.Row) -> LockedError:
+        return cls(
+            holder["integration_id"],
+            holder["run_id"],
+            holder["pid"],
+            holder["hostname"],
+            holder["acquired_at"],
+            holder["lease_expires_at"],
+        )
+
+
+class LeaseLostError(StoreError):
+    """The run's lock was taken over (its lease ran out, or an operator released it): the run must
+    stop without committing. `reason` names who took it over."""
+
+    def __init__(self, run_id: int, integration_id: str, reason: str):
+        self.run_id = run_id
+        self.integration_id = integration_id
+        self.reason = reason
+        super().__init__(f"sync run {run_id} lost the lock of {integration_id!r}: {reason}")
 
 
 @dataclass(frozen=True)
@@ -152,16 +202,6 @@ def _stats_dict(stats: Mapping[str, Any] | Any | None) -> dict[str, Any]:
     if not isinstance(stats, Mapping):
         stats = stats.model_dump()
     return {key: stats.get(key) for key in ("requests", "retries", "waited_seconds")}
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 # A batch arrives as a JSON array of [id, hash] pairs. One row comes back, the JSON array of the
@@ -455,7 +495,10 @@ class ApplicationStager:
 
 
 class Store:
-    """Open (and create or migrate) a stagewatch database; `readonly=True` never writes or creates."""
+    """Open (and create or migrate) a stagewatch database; `readonly=True` never writes or creates.
+
+    `lease_seconds` is how long the lock of a run this store begins outlives the run's last
+    renewal (`STAGEWATCH_LOCK_LEASE_SECONDS` through `Settings`)."""
 
     def __init__(
         self,
@@ -465,13 +508,19 @@ class Store:
         clock: Callable[[], datetime] = utcnow,
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
+        lease_seconds: float = DEFAULT_LEASE_SECONDS,
     ) -> None:
+        if not lease_seconds > 0:
+            raise StoreError(f"lease_seconds must be positive, not {lease_seconds}")
         self.path = Path(path)
         self.readonly = readonly
         self._clock = clock
         self._sleep = sleep
         self._monotonic = monotonic
+        self._lease = timedelta(seconds=lease_seconds)
         self._hostname = socket.gethostname()
+        self._machine = machine_id()
+        self._keepers: dict[int, LeaseKeeper] = {}
         self._checkpoint_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wanted = False
@@ -635,7 +684,10 @@ class Store:
 
         Without `wait_for_checkpoint` the checkpoint goes on in its own connection after this
         returns. Its thread is not a daemon, so the process waits for it before exiting;
-        `wait_for_checkpoints` waits for it sooner (before copying or deleting the file)."""
+        `wait_for_checkpoints` waits for it sooner (before copying or deleting the file).
+        The leases of runs still open stop being renewed: a retry resumes them (`resume_run`)."""
+        for run_id in list(self._keepers):
+            self._stop_keeper(run_id)
         with self._checkpoint_lock:
             checkpointer = self._checkpointer
         if checkpointer is not None and wait_for_checkpoint:
@@ -728,8 +780,9 @@ class Store:
         that one left off; with no watermark yet the run lists everything and is recorded as
         full. `started_at` defaults to when the lock was taken, not when waiting began.
 
-        A lock whose process is dead on this host is stale: it is taken over, and the dead run is
-        marked abandoned with its staging discarded.
+        The lock is a lease this store renews while the run lives. A lease that ran out, or one
+        whose process is dead on this very machine, is taken over: the run that held it is marked
+        abandoned with its staging discarded.
         """
         if not isinstance(integration_id, str) or not integration_id:
             raise StoreError("integration_id must be a non-empty string")
@@ -741,31 +794,50 @@ class Store:
         while True:
             with self._transaction() as conn:
                 holder = conn.execute(
-                    "SELECT run_id, pid, hostname, acquired_at FROM run_locks "
-                    "WHERE integration_id = ?",
-                    (integration_id,),
+                    "SELECT * FROM run_locks WHERE integration_id = ?", (integration_id,)
                 ).fetchone()
-                if holder is None or self._is_stale(holder):
+                why = "it held no lock" if holder is None else self._stale(holder)
+                if why is not None:
                     started = started_at or self._clock()
                     window, run_mode = window_start, mode
                     if from_watermark:
                         window = self._watermark(conn, integration_id)
                         run_mode = "incremental" if window is not None else "full"
-                    run_id = self._start_run(conn, integration_id, run_mode, started, window)
-                    return Run(run_id, integration_id, run_mode, started, window)
+                    run_id = self._start_run(conn, integration_id, run_mode, started, window, why)
+                    break
             remaining = deadline - self._monotonic()
             if remaining <= 0:
-                raise LockedError(
-                    integration_id,
-                    holder["run_id"],
-                    holder["pid"],
-                    holder["hostname"],
-                    holder["acquired_at"],
-                )
+                raise LockedError.held_by(holder)
             self._sleep(min(LOCK_POLL_SECONDS, remaining))
+        self._keep(run_id)
+        return Run(run_id, integration_id, run_mode, started, window)
 
-    def _is_stale(self, holder: sqlite3.Row) -> bool:
-        return holder["hostname"] == self._hostname and not _pid_alive(holder["pid"])
+    def _here(self, row: sqlite3.Row) -> bool:
+        """Whether the process a run or lock row names ran on this machine, in this pid namespace,
+        so its pid means the same process here. The host name alone cannot tell: containers on
+        two hosts can share one, and a restarted container reuses its name and its pids."""
+        return self._machine is not None and (row["hostname"], row["machine"]) == (
+            self._hostname,
+            self._machine,
+        )
+
+    def _stale(self, holder: sqlite3.Row) -> str | None:
+        """Why the lock `holder` may be taken over now, or None while its lease holds."""
+        if self._here(holder) and not pid_alive(holder["pid"]):
+            return f"process died before committing (pid {holder['pid']} on {holder['hostname']})"
+        if holder["lease_expires_at"] <= format_ts(self._clock()):
+            return (
+                f"lease not renewed since {holder['renewed_at']} "
+                f"(expired {holder['lease_expires_at']})"
+            )
+        return None
+
+    def _live(self, holder: sqlite3.Row) -> bool:
+        """Whether an operator must not release the lock: its process is alive on this machine,
+        or, elsewhere, its lease has not run out."""
+        if self._here(holder):
+            return pid_alive(holder["pid"])
+        return holder["lease_expires_at"] > format_ts(self._clock())
 
     def _start_run(
         self,
@@ -774,11 +846,15 @@ class Store:
         mode: str,
         started: datetime,
         window_start: datetime | None,
+        why: str,
     ) -> int:
-        now = format_ts(self._clock())
+        """Insert the run and its lock; `why` says why any other running run of the integration
+        lost the lock (it is marked abandoned)."""
+        taken = self._clock()
+        now = format_ts(taken)
         run_id = conn.execute(
             "INSERT INTO sync_runs (integration_id, mode, status, started_at, window_start, pid, "
-            "hostname) VALUES (?, ?, 'running', ?, ?, ?, ?)",
+            "hostname, machine) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
             (
                 integration_id,
                 mode,
@@ -786,8 +862,10 @@ class Store:
                 _ts(window_start),
                 os.getpid(),
                 self._hostname,
+                self._machine,
             ),
         ).lastrowid
+        error = f"{why}; lock taken over by run {run_id} (pid {os.getpid()} on {self._hostname})"
         dead = [
             row[0]
             for row in conn.execute(
@@ -798,31 +876,135 @@ class Store:
         for dead_id in dead:
             conn.execute(
                 "UPDATE sync_runs SET status = 'abandoned', finished_at = ?, error = ? WHERE id = ?",
-                (now, f"process died before committing; lock taken over by run {run_id}", dead_id),
+                (now, error, dead_id),
             )
             self._clear_staging(conn, dead_id)
         conn.execute(
-            "INSERT OR REPLACE INTO run_locks (integration_id, run_id, pid, hostname, acquired_at) "
-            "VALUES (?, ?, ?, ?, ?)",
-            (integration_id, run_id, os.getpid(), self._hostname, now),
+            "INSERT OR REPLACE INTO run_locks (integration_id, run_id, pid, hostname, machine, "
+            "acquired_at, renewed_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                integration_id,
+                run_id,
+                os.getpid(),
+                self._hostname,
+                self._machine,
+                now,
+                now,
+                format_ts(taken + self._lease),
+            ),
         )
         return run_id
+
+    def _keep(self, run_id: int) -> None:
+        """Renew the run's lease from a thread until the run ends (an in-memory database needs no
+        lease: no other connection can see it)."""
+        if self._in_memory or run_id in self._keepers:
+            return
+        interval = self._lease.total_seconds() / RENEWALS_PER_LEASE
+        conn = self._open_writer()
+        # A renewal waits at most an interval for another writer, so stopping never waits long.
+        conn.execute(f"PRAGMA busy_timeout = {int(min(BUSY_TIMEOUT_MS, interval * 1000))}")
+        keeper = LeaseKeeper(run_id, conn, partial(self._renew, run_id=run_id), interval)
+        self._keepers[run_id] = keeper
+        keeper.start()
+
+    def _renew(self, conn: sqlite3.Connection, *, run_id: int) -> bool:
+        """Push the run's lease on by its length from now; False once the run lost its lock."""
+        now = self._clock()
+        renewed = conn.execute(
+            "UPDATE run_locks SET renewed_at = ?, lease_expires_at = ? WHERE run_id = ?",
+            (format_ts(now), format_ts(now + self._lease), run_id),
+        )
+        return renewed.rowcount == 1
+
+    def lease_keeper(self, run_id: int) -> LeaseKeeper | None:
+        """The keeper renewing the run's lease in this store, if any (tests drive its `renew`)."""
+        return self._keepers.get(run_id)
+
+    def _stop_keeper(self, run_id: int) -> None:
+        keeper = self._keepers.pop(run_id, None)
+        if keeper is not None:
+            keeper.stop()
+
+    @contextmanager
+    def _ending(self, run_id: int) -> Iterator[None]:
+        """Around a transaction that ends the run: its lease stops being renewed once the run
+        ended or lost its lock. After any other failure the run still holds its lease."""
+        try:
+            yield
+        except LeaseLostError:
+            self._stop_keeper(run_id)
+            raise
+        self._stop_keeper(run_id)
+
+    def resume_run(self, run: Run) -> bool:
+        """Carry on with a run begun earlier (a retried flow run resumes its staging): True when
+        it still runs and holds its lock, which this process then holds and renews; False when
+        it ended or lost its lock, and a new run must begin."""
+        with self._transaction() as conn:
+            try:
+                self._running(conn, run.id)
+            except StoreError:
+                return False
+            now = self._clock()
+            me = (os.getpid(), self._hostname, self._machine)
+            conn.execute(
+                "UPDATE run_locks SET pid = ?, hostname = ?, machine = ?, renewed_at = ?, "
+                "lease_expires_at = ? WHERE run_id = ?",
+                (*me, format_ts(now), format_ts(now + self._lease), run.id),
+            )
+            conn.execute(
+                "UPDATE sync_runs SET pid = ?, hostname = ?, machine = ? WHERE id = ?",
+                (*me, run.id),
+            )
+        self._keep(run.id)
+        return True
+
+    def release_lock(self, integration_id: str, *, force: bool = False) -> dict[str, Any]:
+        """For operators: release the integration's lock and mark its run abandoned, staging
+        discarded; returns the lock row as it was. A live lock (see `_live`) raises LockedError
+        unless `force`; no lock at all is a StoreError."""
+        now = format_ts(self._clock())
+        with self._transaction() as conn:
+            holder = conn.execute(
+                "SELECT * FROM run_locks WHERE integration_id = ?", (integration_id,)
+            ).fetchone()
+            if holder is None:
+                raise StoreError(
+                    f"integration {integration_id!r} holds no lock: nothing to release"
+                )
+            live = self._live(holder)
+            if live and not force:
+                raise LockedError.held_by(holder)
+            error = f"lock released by an operator at {now}" + (" while live" if live else "")
+            conn.execute(
+                "UPDATE sync_runs SET status = 'abandoned', finished_at = ?, error = ? "
+                "WHERE id = ? AND status = 'running'",
+                (now, error, holder["run_id"]),
+            )
+            self._clear_staging(conn, holder["run_id"])
+            conn.execute("DELETE FROM run_locks WHERE integration_id = ?", (integration_id,))
+        return dict(holder)
 
     def _running(self, conn: sqlite3.Connection, run_id: int) -> str:
         """The run's integration, after checking the run is running and still holds its lock."""
         row = conn.execute(
-            "SELECT r.integration_id, r.status, l.run_id AS holder FROM sync_runs AS r "
+            "SELECT r.integration_id, r.status, r.error, l.run_id AS holder FROM sync_runs AS r "
             "LEFT JOIN run_locks AS l ON l.integration_id = r.integration_id WHERE r.id = ?",
             (run_id,),
         ).fetchone()
         if row is None:
             raise StoreError(f"no sync run {run_id}")
+        # Only a takeover or an operator abandons a run; its error says which.
+        lost = row["status"] == "abandoned" or (
+            row["status"] == "running" and row["holder"] != run_id
+        )
+        if lost:
+            holder = row["holder"]
+            reason = row["error"] or (f"run {holder} holds it" if holder else "no run holds it")
+            raise LeaseLostError(run_id, row["integration_id"], reason)
         if row["status"] != "running":
             raise StoreError(f"sync run {run_id} is {row['status']}, not running")
-        if row["holder"] != run_id:
-            raise StoreError(
-                f"sync run {run_id} no longer holds the lock of {row['integration_id']!r}"
-            )
         return row["integration_id"]
 
     def _clear_staging(self, conn: sqlite3.Connection, run_id: int) -> None:
@@ -1034,7 +1216,7 @@ class Store:
         if unknown:
             raise StoreError(f"unknown run facts {sorted(unknown)}; known: {list(RUN_FACTS)}")
         _crash_point("commit:start")
-        with self._checkpoint_in_background(), self._transaction() as conn:
+        with self._ending(run_id), self._checkpoint_in_background(), self._transaction() as conn:
             integration_id = self._running(conn, run_id)
             if not complete:
                 counts = dict.fromkeys(EVENT_KINDS, 0)
@@ -1158,7 +1340,7 @@ class Store:
         """End a run that could not list: staging discarded, lock released, nothing else changes."""
         if status not in FAILED_STATUSES:
             raise StoreError(f"status must be one of {', '.join(FAILED_STATUSES)}, not {status!r}")
-        with self._transaction() as conn:
+        with self._ending(run_id), self._transaction() as conn:
             integration_id = self._running(conn, run_id)
             self._finish(conn, run_id, integration_id, status, error=error, stats=stats)
 
@@ -1191,8 +1373,8 @@ class Store:
         will still publish, oldest first.
 
         A run commits (releasing the lock) before it publishes, so a run whose process is alive on
-        this host is left to it. This very process's runs count (a flow run retried after its
-        publish failed), and so does a run on another host, whose process cannot be checked,
+        this machine (`_here`) is left to it. This very process's runs count (a flow run retried
+        after its publish failed), and so does a run elsewhere, whose process cannot be checked,
         once it finished `OTHER_HOST_PUBLISH_GRACE` ago.
         """
         cutoff = format_ts(self._clock() - OTHER_HOST_PUBLISH_GRACE)
@@ -1204,9 +1386,9 @@ class Store:
         return [dict(row) for row in rows if self._publisher_gone(row, cutoff)]
 
     def _publisher_gone(self, run: sqlite3.Row, cutoff: str) -> bool:
-        if run["hostname"] != self._hostname:
+        if not self._here(run):
             return run["finished_at"] <= cutoff
-        return run["pid"] == os.getpid() or not _pid_alive(run["pid"])
+        return run["pid"] == os.getpid() or not pid_alive(run["pid"])
 
     # -- queries -------------------------------------------------------------------------------
 
@@ -1351,7 +1533,7 @@ class Store:
             ).fetchall()
         )
         watermarks = dict(conn.execute("SELECT integration_id, watermark FROM watermarks"))
-        locks = dict(conn.execute("SELECT integration_id, run_id FROM run_locks"))
+        locks = {row["integration_id"]: row for row in conn.execute("SELECT * FROM run_locks")}
         applications = {
             row[0]: (row[1], row[2])
             for row in conn.execute(
@@ -1368,6 +1550,7 @@ class Store:
         result = []
         for integration_id in sorted(last_runs):
             run = last_runs[integration_id]
+            lock = locks.get(integration_id) or dict.fromkeys(LOCK_STATUS_COLUMNS)
             live, deleted = applications.get(integration_id, (0, 0))
             result.append(
                 {
@@ -1381,7 +1564,7 @@ class Store:
                     "last_run_error": run["error"],
                     "last_success_at": last_success.get(integration_id),
                     "watermark": watermarks.get(integration_id),
-                    "locked_by_run_id": locks.get(integration_id),
+                    **{field: lock[column] for column, field in LOCK_STATUS_COLUMNS.items()},
                     "jobs": jobs.get(integration_id, 0),
                     "applications": live,
                     "deleted_applications": deleted,

@@ -943,6 +943,7 @@ def clean_env(monkeypatch):
         "STAGEWATCH_MAX_DELAY",
         "STAGEWATCH_MAX_TOTAL_WAIT",
         "STAGEWATCH_JITTER",
+        "STAGEWATCH_LOCK_LEASE_SECONDS",
     ):
         monkeypatch.delenv(name, raising=False)
     return monkeypatch
@@ -961,6 +962,7 @@ def test_settings_defaults(clean_env):
         "stagewatch_max_delay": 30.0,
         "stagewatch_max_total_wait": 120.0,
         "stagewatch_jitter": 0.25,
+        "stagewatch_lock_lease_seconds": 300.0,
     }
     assert settings.retry_policy() == RetryPolicy()
 
@@ -972,7 +974,9 @@ def test_settings_read_the_environment_and_build_a_client(clean_env):
     clean_env.setenv("STAGEWATCH_DB", "/tmp/x.db")
     clean_env.setenv("STAGEWATCH_MAX_ATTEMPTS", "3")
     clean_env.setenv("STAGEWATCH_JITTER", "0")
+    clean_env.setenv("STAGEWATCH_LOCK_LEASE_SECONDS", "2.5")
     settings = Settings(_env_file=None)
+    assert settings.stagewatch_lock_lease_seconds == 2.5
     assert KEY not in repr(settings)
     assert KEY not in str(settings.model_dump())
     assert (settings.kombo_region, str(settings.stagewatch_db)) == ("us", "/tmp/x.db")

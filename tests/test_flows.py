@@ -5,6 +5,8 @@ end to end and checks everything it shows (artifacts, events, store, request cou
 """
 
 import json
+import os
+import socket
 import sqlite3
 import threading
 import uuid
@@ -33,7 +35,7 @@ from stagewatch import report
 from stagewatch.errors import AuthenticationError, NotReadyError, TransientError
 from stagewatch.simulator import FaultConfig, SimulatorTransport, World
 from stagewatch.store import CHECKPOINT_THREAD, Store, wait_for_checkpoints
-from stagewatch.timeutil import format_ts, parse_ts
+from stagewatch.timeutil import format_ts, parse_ts, utcnow
 from tests.reliability.harness import sync_in_process
 
 KEY = "sk_flowtest_0123456789abcdef"
@@ -618,3 +620,47 @@ def test_runs_committed_but_never_published_are_published_late_by_the_next_sync(
     assert [a.description for a in artifacts(again, report.artifact_key(normal))] == [
         f"Stage changes of {normal}, run 6"
     ]
+
+
+class TakenOverMidListing(httpx.BaseTransport):
+    """Before the second application page, another run takes the lock over, as one would once the
+    listing run's lease ran out unrenewed (a frozen process, a host cut off)."""
+
+    def __init__(self, inner, db):
+        self.inner = inner
+        self.db = db
+        self.pages = 0
+        self.taker = None
+
+    def handle_request(self, request):
+        if request.url.path.endswith("/ats/applications"):
+            self.pages += 1
+            if self.pages == 2:
+                later = utcnow() + timedelta(minutes=6)
+                with Store(self.db, clock=lambda: later) as store:
+                    self.taker = store.begin_run(request.headers["X-Integration-Id"], "full")
+        return self.inner.handle_request(request)
+
+
+def test_a_flow_run_whose_lease_was_taken_over_reports_it_and_commits_nothing(simulate, tmp_path):
+    world = World(seed=16, applications=100, jobs=3, api_key=KEY, scenarios=("normal",))
+    db = tmp_path / "sw.db"
+    wrapped = []
+    simulate(world, wrap=lambda inner: wrapped.append(TakenOverMidListing(inner, db)) or wrapped[0])
+    normal = world.normal_integration_id
+
+    state = flows.sync.sync_integration(params(normal, db), return_state=True)
+
+    assert state.is_failed()
+    (outcome,) = state.result(raise_on_failure=False).outcomes
+    taker = wrapped[0].taker.id
+    assert (outcome["status"], outcome["run_id"]) == ("failed", 1)
+    taken_by = f"lock taken over by run {taker} (pid {os.getpid()} on {socket.gethostname()})"
+    assert outcome["message"].startswith(f"sync run 1 lost the lock of '{normal}': lease not ")
+    assert outcome["message"].endswith(taken_by)
+    with Store(db) as store:
+        assert [(r["id"], r["status"]) for r in map(store.run, (1, taker))] == [
+            (1, "abandoned"),
+            (taker, "running"),
+        ]
+        assert list(store.events()) == []

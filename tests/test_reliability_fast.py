@@ -18,7 +18,7 @@ import pytest
 from stagewatch.simulator import World, serve_in_thread
 from stagewatch.simulator.faults import FAULT_KINDS
 from stagewatch.store import CRASH_ENV
-from tests.reliability import badinput, concurrency, fatal, faults
+from tests.reliability import badinput, cli, concurrency, fatal, faults, lease
 from tests.reliability.badinput import copy_db
 from tests.reliability.harness import (
     SecretScanner,
@@ -170,5 +170,64 @@ def test_a_sync_killed_anywhere_leaves_the_store_whole_and_a_rerun_converges(
     assert integrity(db) == "ok"
     assert not any(leftovers(db).values())
     assert _runs(db)[-2:] == [(killed_run, "abandoned"), (killed_run + 1, "succeeded")]
+    scanner.path(tmp_path)
+    assert scanner.where == []
+
+
+@pytest.fixture(scope="module")
+def slow_week(tmp_path_factory):
+    """A world served slowly enough that a full listing can be killed midway: synced once (the
+    store before the kill), a day later, and the full listing's reference."""
+    work = tmp_path_factory.mktemp("lease")
+    world = World(seed=31, applications=300, jobs=8, api_key=KEY, scenarios=("normal",))
+    base_url, stop = serve_in_thread(world, latency_ms=20)
+    integration_id = world.normal_integration_id
+    base, reference = work / "base.db", work / "reference.db"
+    sync_in_process(base, httpx.HTTPTransport(), integration_id, KEY, base_url=base_url)
+    world.advance(hours=24)
+    copy_db(base, reference)
+    synced = sync_in_process(
+        reference, httpx.HTTPTransport(), integration_id, KEY, mode="full", base_url=base_url
+    )
+    assert synced.outcome.status == "synced" and synced.outcome.counts
+    yield base_url, integration_id, base, reference
+    stop()
+
+
+def test_a_sync_killed_on_another_host_is_taken_over_once_its_lease_runs_out(
+    slow_week, tmp_path, scanner
+):
+    problem = lease.unshare_problem()
+    if problem:
+        pytest.skip(problem)
+    base_url, integration_id, base, reference = slow_week
+    db = tmp_path / "store.db"
+    copy_db(base, db)
+    command = [sys.executable, "-m", "tests.reliability.worker", str(db), base_url, integration_id]
+    command += ["--full", "--page-size", "5"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("KOMBO_", "STAGEWATCH_"))}
+    env |= {
+        "KOMBO_API_KEY": KEY,
+        lease.LEASE_ENV: str(lease.LEASE_SECONDS),
+        "PYTHONPATH": str(ROOT),
+    }
+
+    def spawn():
+        return cli.spawn(lease.under_other_host(command), env, tmp_path, "killed")
+
+    def rerun():
+        synced = sync_in_process(
+            db, httpx.HTTPTransport(), integration_id, KEY, mode="full", base_url=base_url,
+            lock_wait=30,
+        )  # fmt: skip
+        scanner.text("rerun", synced.outcome.model_dump_json())
+        return None if synced.outcome.status == "synced" else synced.outcome.message
+
+    result = lease.run_case(
+        "cross-host", db, integration_id, reference, spawn, rerun, 20, lease.LEASE_SECONDS
+    )
+    assert result.problems == []
+    assert (result.lost, result.duplicated) == (0, 0)
+    assert result.info["lease renewed for (s)"] > 0
     scanner.path(tmp_path)
     assert scanner.where == []

@@ -18,11 +18,13 @@ from sqlite_utils import Database
 
 from stagewatch.diff import EVENT_FIELDS
 from stagewatch.errors import StagewatchError
+from stagewatch.lease import machine_id
 from stagewatch.migrations import migrations
 from stagewatch.models import Quarantined
 from stagewatch.runtime import LISTING_SWITCH_INTERVAL
 from stagewatch.store import (
     CHECKPOINT_THREAD,
+    LeaseLostError,
     LockedError,
     Store,
     StoreError,
@@ -83,6 +85,7 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
         ("stagewatch", "0001_initial"),
         ("stagewatch", "0002_sync_runs_published"),
         ("stagewatch", "0003_staged_seen_append_only"),
+        ("stagewatch", "0004_run_leases"),
         ("stagewatch", "0005_run_facts_and_stays"),
     ]
 
@@ -144,9 +147,9 @@ def test_upgrading_keeps_every_run_and_counts_earlier_successes_as_published(pat
     Store(path).close()
 
     after = rows(path, "SELECT * FROM sync_runs ORDER BY id")
-    assert [row[: len(before[0])] for row in after] == before
+    width = len(before[0])  # the columns 0002 found; it appended the two publishing ones
+    assert [row[:width] for row in after] == before
     note = "committed before stagewatch recorded publishing"
-    width = len(before[0])
     assert [row[width : width + 2] for row in after] == [
         ("2026-01-05T10:00:00.000Z", note),
         (None, None),
@@ -619,6 +622,7 @@ def test_the_run_row_records_mode_window_counts_and_client_stats(store, path):
         "error": None,
         "published_at": None,
         "publish_note": None,
+        "machine": machine_id(),
         "absent_rescued": None,
         "absent_deleted": 0,
         "jobs_refetched": None,
@@ -734,6 +738,10 @@ def test_status_summarises_each_integration(store):
             "last_success_at": CLOCK,
             "watermark": "2026-01-05T08:30:00.000Z",
             "locked_by_run_id": None,
+            "locked_by_pid": None,
+            "locked_by_hostname": None,
+            "lock_renewed_at": None,
+            "lock_expires_at": None,
             "jobs": 1,
             "applications": 1,
             "deleted_applications": 1,
@@ -751,6 +759,10 @@ def test_status_summarises_each_integration(store):
             "last_success_at": None,
             "watermark": None,
             "locked_by_run_id": other.id,
+            "locked_by_pid": os.getpid(),
+            "locked_by_hostname": HOST,
+            "lock_renewed_at": CLOCK,
+            "lock_expires_at": "2026-02-01T12:05:00.000Z",
             "jobs": 0,
             "applications": 0,
             "deleted_applications": 0,
@@ -815,11 +827,11 @@ def test_unpublished_runs_are_those_no_live_process_will_still_publish(path):
 def test_a_second_run_of_the_same_integration_is_refused_naming_the_holder(path):
     first = Store(path, clock=lambda: FINISHED)
     holder = first.begin_run(INTEGRATION, "full")
-    with Store(path) as second, pytest.raises(LockedError) as caught:
+    with Store(path, clock=lambda: FINISHED) as second, pytest.raises(LockedError) as caught:
         second.begin_run(INTEGRATION, "incremental")
     assert str(caught.value) == (
         f"integration '{INTEGRATION}' is locked by run {holder.id} "
-        f"(pid {os.getpid()} on {HOST}, started {CLOCK})"
+        f"(pid {os.getpid()} on {HOST}, started {CLOCK}, lease expires 2026-02-01T12:05:00.000Z)"
     )
     assert (caught.value.run_id, caught.value.pid) == (holder.id, os.getpid())
     assert rows(path, "SELECT id, status FROM sync_runs") == [(1, "running")]
@@ -909,22 +921,28 @@ def test_a_dead_processes_lock_is_taken_over_and_its_staging_dropped(path):
         run = store.begin_run(INTEGRATION, "full", started_at=at(0))
         store.stage_jobs(run.id, [job()])
         store.stage_applications(run.id, [application("app-1")])
+    pid = dead_pid()
     with sqlite3.connect(path) as conn:
-        conn.execute("UPDATE run_locks SET pid = ?", (dead_pid(),))
+        conn.execute("UPDATE run_locks SET pid = ?", (pid,))
     with Store(path, clock=lambda: FINISHED) as store:
         taken = store.begin_run(INTEGRATION, "full", started_at=at(1))
+        why = (
+            f"process died before committing (pid {pid} on {HOST}); "
+            f"lock taken over by run 2 (pid {os.getpid()} on {HOST})"
+        )
         assert rows(path, "SELECT id, status, error FROM sync_runs ORDER BY id") == [
-            (1, "abandoned", "process died before committing; lock taken over by run 2"),
+            (1, "abandoned", why),
             (2, "running", None),
         ]
         assert rows(path, "SELECT run_id, pid FROM run_locks") == [(taken.id, os.getpid())]
         for table in ("staged_seen", "staged_applications", "staged_jobs"):
             assert rows(path, f"SELECT count(*) FROM {table}") == [(0,)]
-        with pytest.raises(StoreError, match=r"^sync run 1 is abandoned, not running$"):
+        with pytest.raises(LeaseLostError) as lost:
             store.commit_run(run.id, observed_at=at(0))
+        assert str(lost.value) == f"sync run 1 lost the lock of '{INTEGRATION}': {why}"
 
 
-def test_a_lock_held_on_another_host_is_never_taken_over(path):
+def test_a_lock_held_on_another_host_is_not_taken_over_while_its_lease_holds(path):
     with Store(path) as store:
         store.begin_run(INTEGRATION, "full")
     with sqlite3.connect(path) as conn:

@@ -20,7 +20,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from stagewatch.simulator.faults import DELIVERY_KINDS
-from tests.reliability import badinput, cli, concurrency, crash, fatal, faults, secrets_sweep
+from tests.reliability import (
+    badinput,
+    cli,
+    concurrency,
+    crash,
+    fatal,
+    faults,
+    lease,
+    secrets_sweep,
+)
 from tests.reliability.harness import CaseResult, DrillResult, SecretScanner, drill_key
 
 STORM_SEEDS = 24
@@ -199,6 +208,33 @@ def drill_crash(
     return result
 
 
+def drill_lease(
+    work: Path, key: str, server: cli.PrefectServer, progress: Progress, quick: bool
+) -> DrillResult:
+    scanner = SecretScanner(key)
+    problem = lease.unshare_problem()
+    if problem:
+        result = DrillResult("7 cross-host lease takeover", [], scanner)
+        result.problems.append(problem)
+        return result
+    rng = random.Random(2027)
+    stage = crash.prepare(work, key, server, scanner)
+    listings = [f"{m} {s:.1f}s" for m, s in stage.listing_seconds.items()]
+    progress(f"lease: listings take {', '.join(listings)}")
+    modes = ["incremental"] if quick else ["incremental", "full"]
+    runs = [
+        lambda mode=mode: lease.run_cli_case(mode, stage, work, key, server, scanner, rng)
+        for mode in modes
+    ]
+    try:
+        cases = _cases("lease", runs, progress)
+    finally:
+        stage.stop()
+    for case in cases:
+        progress(f"lease: {case.name}: {case.info}")
+    return DrillResult("7 cross-host lease takeover", cases, scanner)
+
+
 def drill_secrets_sweep(
     work: Path, key: str, server: cli.PrefectServer, since: str, progress: Progress
 ) -> DrillResult:
@@ -221,7 +257,7 @@ def table(results: list[DrillResult]) -> str:
     return "\n".join(lines)
 
 
-DRILLS = ("bad-input", "fatal", "fault-storm", "concurrency", "crash")
+DRILLS = ("bad-input", "fatal", "fault-storm", "concurrency", "crash", "lease")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -252,8 +288,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = drill_fault_storm(directory, key, server, progress, args.quick)
             elif name == "concurrency":
                 result = drill_concurrency(directory, key, server, progress, args.quick)
-            else:
+            elif name == "crash":
                 result = drill_crash(directory, key, server, progress, args.quick)
+            else:
+                result = drill_lease(directory, key, server, progress, args.quick)
             result.seconds = time.monotonic() - started
             results.append(result)
             verdict = "passed" if result.passed else "FAILED"

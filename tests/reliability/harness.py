@@ -31,6 +31,7 @@ from stagewatch import report, sync
 from stagewatch.client import KomboClient
 from stagewatch.errors import KomboError
 from stagewatch.report import SyncOutcome
+from stagewatch.settings import Settings
 from stagewatch.store import Store, wait_for_checkpoints
 
 KOMBO_URL = (
@@ -73,11 +74,13 @@ def sync_in_process(
     sleep: Sleeps | None = None,
     rng_seed: int = 0,
     base_url: str = KOMBO_URL,
+    lock_wait: float = 0.0,
 ) -> Synced:
     """One sync of one integration, as `flows.sync.sync_one` runs it, minus Prefect.
 
     Kombo's errors end the run with the store's failed statuses; anything else fails the run and
-    propagates (a drill counts that as a crash).
+    propagates (a drill counts that as a crash). `lock_wait` is how long it waits for another
+    run's lock (the flow waits `tasks.sync.LOCK_WAIT_SECONDS`).
     """
     client = KomboClient(
         key,
@@ -87,8 +90,11 @@ def sync_in_process(
         sleep=sleep if sleep is not None else Sleeps(),
         rng=random.Random(rng_seed),
     )
-    with client, Store(db) as store:
-        run = store.begin_run(integration_id, mode=mode, from_watermark=mode == "incremental")
+    lease_seconds = Settings().stagewatch_lock_lease_seconds
+    with client, Store(db, lease_seconds=lease_seconds) as store:
+        run = store.begin_run(
+            integration_id, mode=mode, from_watermark=mode == "incremental", wait=lock_wait
+        )
         window = run.window_start
         head = {"integration_id": integration_id, "mode": mode, "window_start": window}
         try:
