@@ -77,7 +77,7 @@ def _next_cursor(response: httpx.Response) -> str | None:
     """The page's cursor read off its bytes, as stagewatch's client reads it to send ahead; the
     body is parsed only when that cannot tell (the last page, or a record with a "next" key)."""
     # Imported here: the floor itself must not pay for importing stagewatch.
-    from stagewatch.client import early_next_cursor
+    from stagewatch.kombo.pages import early_next_cursor
 
     return early_next_cursor(response) or response.json()["data"]["next"]
 

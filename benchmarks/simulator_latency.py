@@ -15,7 +15,8 @@ import time
 
 import httpx
 
-from stagewatch.client import MAX_PAGE_SIZE, KomboClient
+from stagewatch.kombo.client import KomboClient
+from stagewatch.kombo.filters import MAX_PAGE_SIZE
 from stagewatch.simulator import Simulator, SimulatorTransport, World, serve_in_thread
 
 API_KEY = "sk_bench_simulator"

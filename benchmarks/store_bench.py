@@ -72,7 +72,7 @@ class World:
     """Builds jobs and application pages as the client would hand them over: parsed models."""
 
     def __init__(self, size: int, jobs: int) -> None:
-        from stagewatch.models import Application, Candidate, CurrentStage, Job, JobRef
+        from stagewatch.kombo.models import Application, Candidate, CurrentStage, Job, JobRef
 
         self.size = size
         self.n_jobs = jobs

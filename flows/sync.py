@@ -28,8 +28,8 @@ from prefect.states import Completed, Failed, State
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
 
 from stagewatch import report
-from stagewatch.client import BASE_URLS, KomboClient
-from stagewatch.errors import KomboError
+from stagewatch.kombo.client import BASE_URLS, KomboClient
+from stagewatch.kombo.errors import KomboError
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings, resolve_api_key
 from stagewatch.store import LeaseLostError, LockedError, Run, Store, StoreError

@@ -8,7 +8,8 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from stagewatch.client import (
+from stagewatch.errors import StagewatchError
+from stagewatch.kombo.client import (
     DEFAULT_INITIAL_DELAY,
     DEFAULT_JITTER,
     DEFAULT_MAX_ATTEMPTS,
@@ -18,7 +19,6 @@ from stagewatch.client import (
     KomboClient,
     RetryPolicy,
 )
-from stagewatch.errors import StagewatchError
 from stagewatch.lease import DEFAULT_LEASE_SECONDS
 
 API_KEY_ENV = "KOMBO_API_KEY"

@@ -40,6 +40,7 @@ from sqlite_utils import Database
 from stagewatch import diff
 from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.errors import StagewatchError
+from stagewatch.kombo.models import Application, Job, Quarantined
 from stagewatch.lease import (
     DEFAULT_LEASE_SECONDS,
     RENEWALS_PER_LEASE,
@@ -48,7 +49,6 @@ from stagewatch.lease import (
     pid_alive,
 )
 from stagewatch.migrations import MIGRATION_NAMES, MIGRATION_SET, migrations
-from stagewatch.models import Application, Job, Quarantined
 from stagewatch.runtime import listing_runtime
 from stagewatch.timeutil import format_ts, parse_ts, utcnow
 

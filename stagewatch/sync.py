@@ -12,9 +12,10 @@ from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from stagewatch.client import KomboClient
-from stagewatch.errors import StagewatchError, UnsupportedError
-from stagewatch.models import Page
+from stagewatch.errors import StagewatchError
+from stagewatch.kombo.client import KomboClient
+from stagewatch.kombo.errors import UnsupportedError
+from stagewatch.kombo.models import Page
 from stagewatch.runtime import listing_runtime
 from stagewatch.timeutil import format_ts, parse_ts, utcnow
 

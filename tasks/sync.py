@@ -23,7 +23,7 @@ from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CacheP
 from prefect.runtime import task_run as current_task_run
 
 from stagewatch import sync
-from stagewatch.errors import TransientError
+from stagewatch.kombo.errors import TransientError
 from stagewatch.store import Run
 
 JOBS_CACHE_EXPIRATION = timedelta(hours=6)
@@ -34,7 +34,7 @@ PROGRESS_EVERY_PAGES = 20
 PROGRESS_MIN_SECONDS = 5.0
 LOCK_WAIT_SECONDS = 300.0
 # The code that decides what a job listing stages; TASK_SOURCE alone hashes only the task body.
-LIBRARY_MODULES = ("stagewatch.sync", "stagewatch.client", "stagewatch.models", "stagewatch.store")
+LIBRARY_MODULES = ("stagewatch.sync", "stagewatch.kombo.client", "stagewatch.kombo.models", "stagewatch.store")
 
 
 @cache

@@ -14,8 +14,9 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from stagewatch import __version__, sync
-from stagewatch.client import KomboClient, RetryPolicy, early_next_cursor
-from stagewatch.errors import (
+from stagewatch.errors import StagewatchError
+from stagewatch.kombo.client import KomboClient, RetryPolicy
+from stagewatch.kombo.errors import (
     AuthenticationError,
     ConnectionFailedError,
     FatalError,
@@ -23,11 +24,11 @@ from stagewatch.errors import (
     NotReadyError,
     PaginationLoopError,
     RateLimitError,
-    StagewatchError,
     TransientError,
     UnsupportedError,
 )
-from stagewatch.models import Quarantined
+from stagewatch.kombo.models import Quarantined
+from stagewatch.kombo.pages import early_next_cursor
 from stagewatch.settings import Settings, resolve_api_key
 from stagewatch.store import Store
 from tests.spec import load_spec
@@ -910,7 +911,7 @@ def test_logs_name_method_path_status_attempt_and_delay_only(caplog):
     fake = FakeKombo(httpx.Response(503, content=b"busy"), page(["a1"]))
     client, _ = make_client(fake)
     list(client.iter_application_pages(updated_after=date(2026, 1, 5)))
-    ours = [r.getMessage() for r in caplog.records if r.name == "stagewatch.client"]
+    ours = [r.getMessage() for r in caplog.records if r.name == "stagewatch.kombo.client"]
     assert ours == [
         "GET /ats/applications -> 503 (attempt 1)",
         "GET /ats/applications failed (HTTP 503) on attempt 1; retrying in 0.50 s",
@@ -1054,7 +1055,7 @@ def test_resolve_api_key_falls_back_to_the_environment_without_a_block(clean_env
 
 def test_the_client_and_settings_import_without_prefect():
     code = (
-        "import sys, stagewatch.client, stagewatch.settings, stagewatch.errors, stagewatch.models;"
+        "import sys, stagewatch.kombo.client, stagewatch.settings, stagewatch.errors, stagewatch.kombo.models;"
         "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prefect'))"
     )
     result = subprocess.run(

@@ -7,8 +7,8 @@ import math
 import httpx
 import pytest
 
-from stagewatch.client import KomboClient, RetryPolicy
-from stagewatch.errors import (
+from stagewatch.kombo.client import KomboClient, RetryPolicy
+from stagewatch.kombo.errors import (
     AuthenticationError,
     FatalError,
     IntegrationNotFoundError,
@@ -16,7 +16,7 @@ from stagewatch.errors import (
     PermissionDeniedError,
     UnsupportedError,
 )
-from stagewatch.models import Application
+from stagewatch.kombo.models import Application
 from stagewatch.simulator import FAULT_KINDS, FaultConfig, SimulatorTransport, World
 
 KEY = "sk_client_sim"

@@ -110,7 +110,7 @@ def test_the_clients_retry_notes_reach_a_runs_logs():
     code = (
         "import logging\n"
         "import flows.sync\n"
-        "log = logging.getLogger('stagewatch.client')\n"
+        "log = logging.getLogger('stagewatch.kombo.client')\n"
         "handlers = [type(h).__name__ for h in logging.getLogger('stagewatch').handlers]\n"
         "print(log.isEnabledFor(logging.INFO), log.isEnabledFor(logging.DEBUG), *handlers)\n"
     )

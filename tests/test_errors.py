@@ -4,7 +4,7 @@ import pickle
 import httpx
 import pytest
 
-from stagewatch.errors import (
+from stagewatch.kombo.errors import (
     AuthenticationError,
     ConnectionFailedError,
     FatalError,

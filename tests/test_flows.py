@@ -32,7 +32,7 @@ import flows.sync
 import tasks.publish
 import tasks.sync
 from stagewatch import report
-from stagewatch.errors import AuthenticationError, NotReadyError, TransientError
+from stagewatch.kombo.errors import AuthenticationError, NotReadyError, TransientError
 from stagewatch.simulator import FaultConfig, SimulatorTransport, World
 from stagewatch.store import CHECKPOINT_THREAD, Store, wait_for_checkpoints
 from stagewatch.timeutil import format_ts, parse_ts, utcnow

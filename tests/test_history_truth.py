@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from stagewatch import report, sync
-from stagewatch.client import KomboClient
+from stagewatch.kombo.client import KomboClient
 from stagewatch.simulator import SimulatorTransport, World
 from stagewatch.store import Store
 from tests.reliability.harness import KOMBO_URL, Sleeps, sync_in_process

@@ -1,9 +1,9 @@
 import httpx
 
-from stagewatch import jsontext
-from stagewatch.client import parse_page
-from stagewatch.errors import AuthenticationError, error_from_response
-from stagewatch.models import Application
+from stagewatch.kombo import jsontext
+from stagewatch.kombo.errors import AuthenticationError, error_from_response
+from stagewatch.kombo.models import Application
+from stagewatch.kombo.pages import parse_page
 
 
 def test_half_a_surrogate_pair_becomes_the_replacement_character():

@@ -2,7 +2,7 @@ import copy
 import json
 from datetime import UTC, datetime, timedelta
 
-from stagewatch.models import (
+from stagewatch.kombo.models import (
     Application,
     Candidate,
     CurrentStage,

@@ -20,8 +20,9 @@ import pytest
 from kombo import Kombo, errors, models
 from kombo.types import UNSET
 
-from stagewatch.client import APPLICATION_FILTERS, JOB_FILTERS, KomboClient, RetryPolicy
-from stagewatch.errors import KomboError
+from stagewatch.kombo.client import KomboClient, RetryPolicy
+from stagewatch.kombo.errors import KomboError
+from stagewatch.kombo.filters import APPLICATION_FILTERS, JOB_FILTERS
 from stagewatch.simulator import SCENARIOS, SimulatorTransport, World, serve_in_thread
 from stagewatch.timeutil import parse_ts
 from tests.spec import load_spec

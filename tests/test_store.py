@@ -18,9 +18,9 @@ from sqlite_utils import Database
 
 from stagewatch.diff import EVENT_FIELDS
 from stagewatch.errors import StagewatchError
+from stagewatch.kombo.models import Quarantined
 from stagewatch.lease import machine_id
 from stagewatch.migrations import migrations
-from stagewatch.models import Quarantined
 from stagewatch.runtime import LISTING_SWITCH_INTERVAL
 from stagewatch.store import (
     CHECKPOINT_THREAD,

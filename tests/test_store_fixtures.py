@@ -6,7 +6,7 @@ from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from stagewatch.models import Application, Job
+from stagewatch.kombo.models import Application, Job
 from stagewatch.store import Store
 
 INTEGRATION = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28"

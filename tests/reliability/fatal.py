@@ -10,7 +10,11 @@ from pathlib import Path
 
 import httpx
 
-from stagewatch.errors import AuthenticationError, IntegrationNotFoundError, PermissionDeniedError
+from stagewatch.kombo.errors import (
+    AuthenticationError,
+    IntegrationNotFoundError,
+    PermissionDeniedError,
+)
 from stagewatch.simulator import SimulatorTransport, World, serve_in_thread
 from tests.reliability import cli
 from tests.reliability.badinput import copy_db

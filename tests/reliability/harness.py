@@ -28,8 +28,8 @@ import httpx
 from markdown_it import MarkdownIt
 
 from stagewatch import report, sync
-from stagewatch.client import KomboClient
-from stagewatch.errors import KomboError
+from stagewatch.kombo.client import KomboClient
+from stagewatch.kombo.errors import KomboError
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings
 from stagewatch.store import Store, wait_for_checkpoints

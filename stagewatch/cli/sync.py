@@ -1,4 +1,4 @@
-"""`stagewatch sync`, `serve` and `demo`: the Prefect flows from the command line.
+"""`stagewatch sync` and `serve`: the Prefect flows from the command line.
 
 Prefect is imported inside the commands, after the environment is set, so `stagewatch --help` stays
 fast and the demo can point Prefect at a project-local home before Prefect reads its settings.
@@ -242,9 +242,6 @@ def serve(
 
 
 def register(app: typer.Typer) -> None:
-    """Add `sync`, `serve` and `demo` to the app."""
+    """Add `sync` and `serve` to the app."""
     app.command("sync")(sync)
     app.command("serve")(serve)
-    from stagewatch.demo import demo
-
-    app.command("demo")(demo)

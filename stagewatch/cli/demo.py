@@ -130,7 +130,7 @@ def demo(
     from rich.console import Console
 
     from flows.sync import SyncManyParams
-    from stagewatch.cli_sync import failure_lines, run_sync
+    from stagewatch.cli.sync import failure_lines, run_sync
     from stagewatch.simulator import World, serve_in_thread
     from stagewatch.store import Store
 

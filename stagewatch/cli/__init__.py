@@ -30,13 +30,14 @@ def main(
 
 
 def _register() -> None:
-    from stagewatch import cli_admin, cli_query, cli_sim, cli_sync, cli_webhooks
+    from stagewatch.cli import admin, demo, query, simulator, sync, webhooks
 
-    cli_sim.register(app)
-    cli_query.register(app)
-    cli_sync.register(app)
-    cli_webhooks.register(app)
-    cli_admin.register(app)
+    simulator.register(app)
+    query.register(app)
+    sync.register(app)
+    app.command("demo")(demo.demo)
+    webhooks.register(app)
+    admin.register(app)
 
 
 _register()

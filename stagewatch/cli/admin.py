@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from stagewatch.cli_query import DB_OPTION, lease_expiry
+from stagewatch.cli.query import DB_OPTION, lease_expiry
 from stagewatch.store import LockedError, Store, StoreError
 
 

@@ -1,0 +1,1 @@
+"""Kombo's ATS API: the client, its paging, its filters, the record models and the errors."""
