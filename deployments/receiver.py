@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from typing import Any
 from uuid import UUID
 
-from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import VariableCreate, VariableUpdate
 from prefect.events import emit_event as prefect_emit_event
@@ -23,6 +22,7 @@ from pydantic import SecretStr
 
 from stagewatch.errors import StagewatchError
 from stagewatch.webhooks import SideEffects
+from tasks.secrets import secret_block
 
 SECRET_BLOCK = "kombo-webhook-secret"
 SECRET_ENV = "KOMBO_WEBHOOK_SECRET"
@@ -35,13 +35,10 @@ class EventNotSent(StagewatchError):
 
 def resolve_webhook_secret(environ: Mapping[str, str] = os.environ) -> SecretStr:
     """The Kombo webhook secret: the Prefect Secret block when present, else the variable."""
-    try:
-        value = Secret.load(SECRET_BLOCK, _sync=True).get()
-    except ValueError:  # Prefect's answer for "no block document with that name"
-        value = None
-    if value is not None and (not isinstance(value, str) or not value.strip()):
-        raise StagewatchError(f"the Prefect Secret block {SECRET_BLOCK!r} does not hold a string")
-    value = value or environ.get(SECRET_ENV, "")
+    secret = secret_block(SECRET_BLOCK)
+    if secret is not None:
+        return secret
+    value = environ.get(SECRET_ENV, "")
     if not value.strip():
         raise StagewatchError(
             f"no Kombo webhook secret: neither the Prefect Secret block {SECRET_BLOCK!r} nor the "

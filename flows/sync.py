@@ -1,10 +1,10 @@
 """Prefect flows: sync one integration, or many at once with a bounded number in flight.
 
-One integration's pipeline is open-run -> fetch-jobs -> fetch-applications -> diff-stages -> publish,
-called from the flow's own thread. Several integrations run those pipelines in a bounded thread pool
-inside one flow run: measured on the SQLite-backed Prefect server, subflows per integration in
-threads made the server answer 503 "database is locked" and took 2.6-15 s for six integrations,
-while the same tasks in threads took 0.3-0.6 s. Task runs report through events; flow runs do not.
+Each integration runs `stagewatch.pipeline.run_integration` with the steps as Prefect tasks
+(open-run, fetch-jobs, fetch-applications, diff-stages, publish), called from the flow's own
+thread. Several integrations run in a bounded thread pool inside one flow run rather than as
+subflows, which made the SQLite-backed Prefect server answer "database is locked"
+(docs/performance.md).
 """
 
 from __future__ import annotations
@@ -14,35 +14,25 @@ import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack, suppress
-from datetime import datetime, timedelta
-from functools import partial
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
-from prefect.context import FlowRunContext
 from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints, field_validator
+from pydantic import Field, SecretStr, StringConstraints, field_validator
 
-from stagewatch import report
+from stagewatch import pipeline, report
+from stagewatch.errors import StagewatchError
 from stagewatch.kombo.client import BASE_URLS, KomboClient
-from stagewatch.kombo.errors import KomboError
+from stagewatch.pipeline import SyncOptions
 from stagewatch.report import SyncOutcome
-from stagewatch.settings import Settings, resolve_api_key
-from stagewatch.store import LeaseLostError, LockedError, Run, Store, StoreError
-from stagewatch.sync import SyncFailed
-from stagewatch.timeutil import format_ts
-from tasks import sync as sync_tasks
-from tasks.publish import publish_late_task, publish_summary_task, publish_task
-from tasks.sync import (
-    diff_stages_task,
-    fetch_applications_task,
-    fetch_jobs_task,
-    open_run_task,
-)
+from stagewatch.settings import Settings
+from stagewatch.store import Store
+from tasks.publish import publish_summary_task
+from tasks.secrets import kombo_api_key
+from tasks.steps import TaskSteps
 
 # PREFECT_LOGGING_EXTRA_LOGGERS=stagewatch (set by the CLI, serve.py and prefect.yaml) gives the
 # `stagewatch` logger Prefect's API handler but no level: it inherited the root logger's WARNING, and
@@ -60,76 +50,6 @@ IntegrationId = Annotated[
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
     ),
 ]
-
-
-class SyncOptions(BaseModel):
-    """What every sync run takes, whatever the integrations. The API key is never a parameter:
-    it comes from the Prefect Secret block `kombo-api-key` or the `KOMBO_API_KEY` variable."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    mode: Literal["incremental", "full"] = Field(
-        default="incremental",
-        description=(
-            "incremental lists applications changed since the last run (all of them on the "
-            "first run); full lists every application and records the missing ones as deleted."
-        ),
-    )
-    overlap_minutes: int = Field(
-        default=10,
-        ge=0,
-        le=24 * 60,
-        description=(
-            "The next run lists from this many minutes before this run's listing started, so "
-            "changes written while it listed are not missed. Re-listed records add no events."
-        ),
-    )
-    page_size: int = Field(default=250, ge=1, le=250, description="Records per Kombo request.")
-    since: datetime | None = Field(
-        default=None,
-        description=(
-            "Incremental only: list applications changed after this time instead of after the "
-            "stored watermark (to catch up after an outage or to replay a window)."
-        ),
-    )
-    show_candidate_names: bool = Field(
-        default=False,
-        description=(
-            "Show candidate names in artifacts and events. Off: applications are named by id. "
-            "Contact data (email, phone) never appears either way."
-        ),
-    )
-    base_url: str | None = Field(
-        default=None,
-        pattern=r"^https?://\S+$",
-        description="Kombo API base URL; default KOMBO_BASE_URL, else the region's URL.",
-    )
-    region: Literal["eu", "us"] | None = Field(
-        default=None, description="Kombo region when no base_url is set; default KOMBO_REGION."
-    )
-    db: str | None = Field(
-        default=None,
-        min_length=1,
-        description="SQLite database path; default STAGEWATCH_DB, else stagewatch.db.",
-    )
-    jobs_cache_hours: float = Field(
-        default=6,
-        ge=0,
-        le=24 * 7,
-        description=(
-            "Reuse a job listing of the same integration for this long (jobs change rarely); "
-            "0 lists jobs on every run."
-        ),
-    )
-    max_events: int = Field(
-        default=500,
-        ge=0,
-        le=10_000,
-        description=(
-            "Prefect events emitted per integration and run, hires and declines first; the rest "
-            "are counted in one stagewatch.sync.events-capped event."
-        ),
-    )
 
 
 class SyncIntegrationParams(SyncOptions):
@@ -160,6 +80,17 @@ class SyncManyParams(SyncOptions):
         return list(dict.fromkeys(value))
 
 
+class SyncFailed(StagewatchError):
+    """At least one integration failed; carries every integration's outcome (JSON dicts)."""
+
+    def __init__(self, message: str, outcomes: list[dict[str, Any]]) -> None:
+        super().__init__(message)
+        self.outcomes = outcomes
+
+    def __reduce__(self):  # Prefect may persist the failed state's exception
+        return (SyncFailed, (str(self), self.outcomes))
+
+
 def open_client(
     api_key: SecretStr,
     integration_id: str,
@@ -182,217 +113,26 @@ def open_client(
     )
 
 
-def _flow_will_retry() -> bool:
-    """Whether Prefect will run this flow run again after a failure (its retries not used up)."""
-    context = FlowRunContext.get()
-    if context is None or context.flow_run is None:
-        return False
-    retries = context.flow_run.empirical_policy.retries or 0
-    return context.flow_run.run_count <= retries
-
-
-def _resume_or_open(store: Store, db: str, integration_id: str, options: SyncOptions) -> Run:
-    """The store run of this flow run: the one a failed attempt left open, else a new one.
-
-    The store decides the window once it holds the integration's lock (the watermark then, unless
-    `since` names one), so a run that waited for another lists from where that one left off.
-    Without a window the listing is complete, which is what the store calls a full run.
-    """
-    incremental = options.mode == "incremental"
-    kwargs = {
-        "db": db,
-        "integration_id": integration_id,
-        "mode": options.mode,
-        "window_start": options.since if incremental else None,
-        "from_watermark": incremental and options.since is None,
-    }
-    run = open_run_task(store, **kwargs)
-    if store.resume_run(run):
-        return run
-    return open_run_task.with_options(refresh_cache=True)(store, **kwargs)
-
-
-def _fetch_jobs(store: Store, client: KomboClient, run: Run, options: SyncOptions, **key) -> dict:
-    """Stage jobs, or reuse a recent listing when the run that staged it committed."""
-    task = fetch_jobs_task
-    # A full sync is the periodic check of everything, so it lists jobs afresh; the incremental
-    # runs after it reuse that listing.
-    if options.jobs_cache_hours <= 0 or options.mode == "full":
-        task = task.with_options(refresh_cache=True)
-    else:
-        task = task.with_options(cache_expiration=timedelta(hours=options.jobs_cache_hours))
-    result = task(client, store, run, page_size=options.page_size, **key)
-    if not _jobs_in_store(store, run, result):
-        result = task.with_options(refresh_cache=True)(
-            client, store, run, page_size=options.page_size, **key
-        )
-    return result
-
-
-def _staged_by(run: Run, result: dict[str, Any]) -> bool:
-    return (result["run_id"], result["run_started_at"]) == (run.id, format_ts(run.started_at))
-
-
-def _jobs_in_store(store: Store, run: Run, result: dict[str, Any]) -> bool:
-    """Whether the listing a fetch-jobs result describes reached this database: staged by this
-    run, or committed by the very run that staged it (not one that failed, and not a namesake in
-    a database recreated at the same path)."""
-    if _staged_by(run, result):
-        return True
-    try:
-        staged_by = store.run(result["run_id"])
-    except StoreError:
-        return False
-    return (staged_by["status"], staged_by["started_at"]) == ("succeeded", result["run_started_at"])
-
-
-def _pipeline(
-    store: Store,
-    client: KomboClient,
-    run: Run,
-    options: SyncOptions,
-    key: dict[str, str],
-) -> dict[str, Any]:
-    """fetch-jobs, fetch-applications, diff-stages; returns the outcome's fields."""
-    jobs = _fetch_jobs(store, client, run, options, **key)
-    listing = fetch_applications_task(
-        client,
-        store,
-        run,
-        run.window_start,
-        page_size=options.page_size,
-        # A listing without a window lists what the store holds; a windowed one's size is unknown.
-        estimate=(
-            partial(store.live_applications, run.integration_id)
-            if run.window_start is None
-            else None
-        ),
-        progress_every=sync_tasks.PROGRESS_EVERY_PAGES,
-        confirm_absent=run.mode == "full",
-        refetch_jobs=jobs["unavailable"] is None,
-    )
-    committed = diff_stages_task(
-        store,
-        run,
-        listed_at=listing["listed_at"],
-        overlap=timedelta(minutes=options.overlap_minutes),
-        stats=client.stats.model_dump(),
-        facts={
-            "absent_rescued": listing["rescued"],
-            "jobs_refetched": listing["jobs_refetched"],
-            "jobs_unavailable": jobs["unavailable"],
-        },
-    )
-    return {
-        "status": "synced",
-        "complete": True,
-        "listed_at": listing["listed_at"],
-        "next_watermark": committed["next_watermark"],
-        "counts": report.labels_from_kinds(
-            committed["counts"], store.events(run_id=run.id, kind="outcome_changed")
-        ),
-        "jobs": jobs["jobs"],
-        "jobs_from_cache": not _staged_by(run, jobs),
-        "applications": listing["applications"],
-        "pages": listing["pages"],
-        "quarantined": jobs["quarantined"] + listing["quarantined"],
-        "task_retries": jobs["attempt"] - 1 + listing["attempt"] - 1,
-        "jobs_unavailable": jobs["unavailable"],
-        "jobs_refetched": listing["jobs_refetched"],
-        "absent_rescued": listing["rescued"],
-        "absent_deleted": store.run(run.id)["absent_deleted"] or 0,
-    }
-
-
-def sync_one(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
-    """One integration's pipeline inside the current flow run; returns what happened.
-
-    Kombo's answers become outcomes (not ready, unsupported, failed) and the run is recorded with
-    that status. Anything else (a database error, a bug) is re-raised after the run is marked
-    failed, unless this flow run will be retried: then the run stays open with its staging, and
-    the retry resumes it instead of listing again.
-    """
-    started = time.monotonic()
+def sync_in_flow(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
+    """One integration's run inside the current flow run, its steps as Prefect tasks."""
     settings = Settings()
     db = str(Path(options.db or settings.stagewatch_db).resolve())
     region = options.region or settings.kombo_region
     base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
-    key = {"db": db, "base_url": base_url, "integration_id": integration_id}
-    client = open_client(api_key, integration_id, base_url, settings)
-    with client, ExitStack() as closing:
+    with open_client(api_key, integration_id, base_url, settings) as client:
         store = Store(db, lease_seconds=settings.stagewatch_lock_lease_seconds)
-        # By the time the store closes, the run is committed (durable, visible) and published, so
-        # the flow run ends without waiting for the commit's checkpoint: after a 1M first sync,
-        # 6-8 s of copying the WAL into the file, which goes on before the process exits.
-        closing.callback(store.close, wait_for_checkpoint=False)
-        head: dict[str, Any] = {"integration_id": integration_id, "mode": options.mode}
         try:
-            run = _resume_or_open(store, db, integration_id, options)
-        except LockedError as exc:
-            window = None  # what it would have listed, for the report only
-            if options.mode == "incremental":
-                window = options.since or store.watermark(integration_id)
-            outcome = SyncOutcome(**head, window_start=window, status="failed", message=str(exc))
-            return _publish(store, outcome, client, started, options)
-        head["window_start"] = run.window_start
-        try:
-            _publish_late(store, run, options)
-            fields = _pipeline(store, client, run, options, key)
-        except KomboError as exc:
-            with suppress(LeaseLostError):  # taken over meanwhile: the run is over already
-                store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
-            fields = {"status": exc.run_status, "message": str(exc), "error_code": exc.code}
-        except LeaseLostError as exc:  # another run took the lock over: its run stands, not ours
-            fields = {"status": "failed", "message": str(exc)}
-        except Exception as exc:
-            message = f"{type(exc).__name__}: {exc}"
-            if not _flow_will_retry():
-                with suppress(LeaseLostError):  # the run is over already; the error goes up
-                    store.fail_run(run.id, error=message, stats=client.stats)
-            outcome = SyncOutcome(**head, run_id=run.id, status="failed", message=message)
-            _publish(store, outcome, client, started, options)
-            raise
-        outcome = SyncOutcome(**head, run_id=run.id, **fields)
-        return _publish(store, outcome, client, started, options)
-
-
-def _publish_late(store: Store, run: Run, options: SyncOptions) -> None:
-    """Publish the runs of this integration that committed but never published (their process
-    stopped in between), now that this run holds the lock and before it adds its own."""
-    unpublished = store.unpublished_runs(run.integration_id)
-    if unpublished:
-        publish_late_task(
-            store,
-            unpublished,
-            by_run_id=run.id,
-            show_candidate_names=options.show_candidate_names,
-            max_events=options.max_events,
-        )
-
-
-def _publish(
-    store: Store,
-    outcome: SyncOutcome,
-    client: KomboClient,
-    started: float,
-    options: SyncOptions,
-) -> SyncOutcome:
-    stats = client.stats
-    outcome = outcome.model_copy(
-        update={
-            "requests": stats.requests,
-            "retries": stats.retries,
-            "waited_seconds": stats.waited_seconds,
-            "duration_seconds": time.monotonic() - started,
-        }
-    )
-    publish_task(
-        store,
-        outcome,
-        show_candidate_names=options.show_candidate_names,
-        max_events=options.max_events,
-    )
-    return outcome
+            return pipeline.run_integration(
+                integration_id,
+                options,
+                client=client,
+                store=store,
+                steps=TaskSteps(db=db, base_url=base_url),
+            )
+        finally:
+            # The run is committed (durable, visible) and published by now: the flow run need not
+            # wait while the commit's checkpoint copies the WAL into the file.
+            store.close(wait_for_checkpoint=False)
 
 
 def _state(outcomes: list[SyncOutcome]) -> State:
@@ -418,15 +158,14 @@ def _state(outcomes: list[SyncOutcome]) -> State:
 @flow(name="sync-integration", log_prints=False)
 def sync_integration(params: SyncIntegrationParams) -> State:
     """Sync one Kombo integration into the stagewatch database and publish what changed."""
-    api_key = resolve_api_key(use_prefect_secret=True)
-    return _state([sync_one(params.integration_id, params, api_key)])
+    return _state([sync_in_flow(params.integration_id, params, kombo_api_key())])
 
 
 def _guarded(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
-    """`sync_one` for the thread pool: an unexpected error (a database that cannot be opened, a
-    bug) fails this integration, not its siblings, and is logged with its traceback."""
+    """An unexpected error (a database that cannot be opened, a bug) fails this integration, not
+    its siblings, and is logged with its traceback."""
     try:
-        return sync_one(integration_id, options, api_key)
+        return sync_in_flow(integration_id, options, api_key)
     except Exception as exc:
         get_run_logger().exception("sync of %s failed", integration_id)
         return SyncOutcome(
@@ -441,7 +180,7 @@ def _guarded(integration_id: str, options: SyncOptions, api_key: SecretStr) -> S
 def sync_many(params: SyncManyParams) -> State:
     """Sync several integrations, at most `max_concurrency` at a time; one that fails, is not
     ready or is unsupported never stops the others, and the summary artifact says who did what."""
-    api_key = resolve_api_key(use_prefect_secret=True)
+    api_key = kombo_api_key()
     options = SyncOptions(**params.model_dump(include=set(SyncOptions.model_fields)))
     ids = params.integration_ids
     with ThreadPoolExecutor(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
@@ -69,33 +70,20 @@ class Settings(BaseSettings):
         )
 
 
-def _from_prefect_block() -> SecretStr | None:
-    """The `kombo-api-key` Secret block's value, or None when no such block exists."""
-    from prefect.blocks.system import Secret  # here so the package imports without Prefect
-
-    try:
-        block = Secret.load(API_KEY_BLOCK, _sync=True)
-    except ValueError:  # Prefect's answer for "no block document with that name"
-        return None
-    value = block.value.get_secret_value()
-    if not isinstance(value, str) or not value.strip():
-        raise StagewatchError(f"the Prefect Secret block {API_KEY_BLOCK!r} does not hold a string")
-    return SecretStr(value.strip())
-
-
 def resolve_api_key(
-    settings: Settings | None = None, *, use_prefect_secret: bool = False
+    settings: Settings | None = None, *, from_block: Callable[[], SecretStr | None] | None = None
 ) -> SecretStr:
-    """The Kombo API key: the Prefect Secret block when asked and present, else `KOMBO_API_KEY`."""
-    if use_prefect_secret:
-        key = _from_prefect_block()
+    """The Kombo API key: `from_block()` (the Prefect Secret block, read at the edge) when given
+    and it holds one, else `KOMBO_API_KEY`."""
+    if from_block is not None:
+        key = from_block()
         if key is not None:
             return key
     settings = settings or Settings()
     env_key = settings.kombo_api_key
     if env_key is not None and env_key.get_secret_value().strip():
         return SecretStr(env_key.get_secret_value().strip())
-    if use_prefect_secret:
+    if from_block is not None:
         raise StagewatchError(
             f"no Kombo API key: neither the Prefect Secret block {API_KEY_BLOCK!r} nor the "
             f"environment variable {API_KEY_ENV} is set"

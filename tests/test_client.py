@@ -13,7 +13,7 @@ import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from stagewatch import __version__, sync
+from stagewatch import __version__, fetch
 from stagewatch.errors import StagewatchError
 from stagewatch.kombo.client import KomboClient, RetryPolicy
 from stagewatch.kombo.errors import (
@@ -31,6 +31,7 @@ from stagewatch.kombo.models import Quarantined
 from stagewatch.kombo.pages import early_next_cursor
 from stagewatch.settings import Settings, resolve_api_key
 from stagewatch.store import Store
+from tasks.secrets import kombo_api_key
 from tests.spec import load_spec
 
 KEY = "sk_live_7rT2sEcReT9KomboXyZ"
@@ -337,7 +338,7 @@ def test_a_listing_starts_when_its_first_page_was_served(tmp_path, first_date, l
     client, _ = make_client(FakeKombo(*dated_pages(first_date)))
     with Store(tmp_path / "sw.db") as store:
         run = store.begin_run(INTEGRATION, "full")
-        listing = sync.fetch_applications(
+        listing = fetch.fetch_applications(
             client, store, run, None, clock=lambda: datetime(2030, 1, 1, tzinfo=UTC)
         )
     # Later pages were served (and requested ahead) before the first was staged.
@@ -1032,7 +1033,7 @@ def test_resolve_api_key_prefers_the_prefect_secret_block_when_asked(clean_env):
     clean_env.setenv("KOMBO_API_KEY", "sk_from_env")
     clean_env.setattr(Secret, "load", fake_secret_load(KEY))
     settings = Settings(_env_file=None)
-    assert resolve_api_key(settings, use_prefect_secret=True).get_secret_value() == KEY
+    assert kombo_api_key(settings).get_secret_value() == KEY
     assert resolve_api_key(settings).get_secret_value() == "sk_from_env"
 
 
@@ -1041,12 +1042,10 @@ def test_resolve_api_key_falls_back_to_the_environment_without_a_block(clean_env
 
     clean_env.setattr(Secret, "load", fake_secret_load(None))
     clean_env.setenv("KOMBO_API_KEY", KEY)
-    assert (
-        resolve_api_key(Settings(_env_file=None), use_prefect_secret=True).get_secret_value() == KEY
-    )
+    assert kombo_api_key(Settings(_env_file=None)).get_secret_value() == KEY
     clean_env.delenv("KOMBO_API_KEY")
     with pytest.raises(StagewatchError) as info:
-        resolve_api_key(Settings(_env_file=None), use_prefect_secret=True)
+        kombo_api_key(Settings(_env_file=None))
     assert str(info.value) == (
         "no Kombo API key: neither the Prefect Secret block 'kombo-api-key' nor the environment "
         "variable KOMBO_API_KEY is set"

@@ -29,8 +29,8 @@ from prefect.events.worker import EventsWorker
 from prefect.states import Completed, Failed
 
 import flows.sync
-import tasks.publish
-import tasks.sync
+import stagewatch.publishing
+import tasks.steps
 from stagewatch import report
 from stagewatch.kombo.errors import AuthenticationError, NotReadyError, TransientError
 from stagewatch.simulator import FaultConfig, SimulatorTransport, World
@@ -55,7 +55,7 @@ def simulate(monkeypatch, prefect_harness):
     for name in ("KOMBO_BASE_URL", "KOMBO_REGION", "STAGEWATCH_DB", "STAGEWATCH_MAX_ATTEMPTS"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("KOMBO_API_KEY", KEY)
-    for listing in (tasks.sync.fetch_jobs_task, tasks.sync.fetch_applications_task):
+    for listing in (tasks.steps.fetch_jobs_task, tasks.steps.fetch_applications_task):
         monkeypatch.setattr(listing, "retry_delay_seconds", 0)  # a task retry never waits here
 
     def start(world, faults=None, wrap=None):
@@ -341,7 +341,7 @@ def test_many_integrations_report_each_and_one_failure_stops_none(
     gone = integ.application_ids.encode(40)  # deleted in the ATS before stagewatch first looks
     integ.delete_application(gone)
     transport = simulate(world, FaultConfig(rate=0.3, kinds=("rate-limit", "html-500"), seed=2))
-    monkeypatch.setattr(tasks.sync, "PROGRESS_EVERY_PAGES", 2)
+    monkeypatch.setattr(tasks.steps, "PROGRESS_EVERY_PAGES", 2)
     db = tmp_path / "sw.db"
     ids = list(world.integrations)
     state = flows.sync.sync_many(
@@ -463,8 +463,8 @@ def test_invalid_key_fails_fast_and_is_never_stored(simulate, monkeypatch, tmp_p
     ],
 )
 def test_listing_is_retried_only_after_transient_errors(error, retry):
-    assert tasks.sync.retry_transient(None, None, Failed(data=error)) is retry
-    assert tasks.sync.retry_transient(None, None, Completed(data={"pages": 1})) is False
+    assert tasks.steps.retry_transient(None, None, Failed(data=error)) is retry
+    assert tasks.steps.retry_transient(None, None, Completed(data={"pages": 1})) is False
 
 
 class Recording(httpx.BaseTransport):
@@ -553,7 +553,7 @@ def test_runs_committed_but_never_published_are_published_late_by_the_next_sync(
         sync_in_process(db, transport, normal, KEY).outcome.run_id,  # 4: nothing new
     ] == [1, 2, 3, 4]
     integ.decline(declined)
-    monkeypatch.setattr(tasks.publish, "LATE_RUNS_LIMIT", 2)
+    monkeypatch.setattr(stagewatch.publishing, "LATE_RUNS_LIMIT", 2)
     state = flows.sync.sync_integration(params(normal, db), return_state=True)
 
     assert state.is_completed(), state.message

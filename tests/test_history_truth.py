@@ -22,7 +22,7 @@ from urllib.parse import parse_qsl
 import httpx
 import pytest
 
-from stagewatch import report, sync
+from stagewatch import fetch, pipeline, report
 from stagewatch.kombo.client import KomboClient
 from stagewatch.simulator import SimulatorTransport, World
 from stagewatch.store import Store
@@ -265,8 +265,8 @@ def test_a_stage_added_after_the_cached_job_listing_is_fetched_before_the_diff(t
     client = KomboClient(KEY, INTEGRATION, base_url=KOMBO_URL, transport=kombo, sleep=Sleeps())
     with client, Store(db) as store:
         run = store.begin_run(INTEGRATION, from_watermark=True)
-        listing = sync.fetch_applications(client, store, run, run.window_start)
-        sync.diff_stages(
+        listing = fetch.fetch_applications(client, store, run, run.window_start)
+        pipeline.commit(
             store,
             run,
             listed_at=listing["listed_at"],

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-import tasks.sync
-from tasks.sync import ListingProgress
+import tasks.steps
+from tasks.steps import ListingProgress
 
 
 def test_progress_updates_follow_pages_and_are_spaced_in_time(monkeypatch):
     calls = []
     monkeypatch.setattr(
-        tasks.sync,
+        tasks.steps,
         "create_progress_artifact",
         lambda progress, description: calls.append(("create", progress)) or "artifact-1",
     )
     monkeypatch.setattr(
-        tasks.sync,
+        tasks.steps,
         "update_progress_artifact",
         lambda artifact_id, progress, description=None: calls.append((artifact_id, progress)),
     )

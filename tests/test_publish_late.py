@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime
 
 from stagewatch import report
+from stagewatch.publishing import plan_late
 from stagewatch.report import SyncOutcome
-from tasks.publish import plan_late
 
 INTEGRATION = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28"
 NAMESPACE = uuid.UUID("6f1b0a52-4c1e-4d8a-9a51-3c0a2f5f9e10")

@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
+from stagewatch.fetch import read_ahead
 from stagewatch.runtime import listing_runtime
-from stagewatch.sync import read_ahead
 
 
 def test_items_arrive_in_order_from_another_thread():

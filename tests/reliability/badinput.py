@@ -31,7 +31,6 @@ from stagewatch import report
 from tests.reliability.harness import (
     CaseResult,
     SecretScanner,
-    artifact_markdown,
     captured_logs,
     compare,
     describe,
@@ -320,7 +319,13 @@ def run_case(
     fake = FakeKombo(key, case_pages(case), ROUND_DATES[1])
     with captured_logs() as logs:
         try:
-            synced = sync_in_process(db, httpx.MockTransport(fake), INTEGRATION, key)
+            synced = sync_in_process(
+                db,
+                httpx.MockTransport(fake),
+                INTEGRATION,
+                key,
+                show_candidate_names=expect.get("show_candidate_names", False),
+            )
         except Exception as exc:  # the drill's subject: any crash is a finding, reported whole
             scanner.text(f"{path.stem}: crash", describe(exc))
             result.problems.append(f"the run crashed: {type(exc).__name__}: {str(exc)[:300]}")
@@ -363,22 +368,20 @@ def run_case(
     left = leftovers(db)
     result.check(not any(left.values()), f"left behind {left}")
     result.check(CONTACT_DOMAIN not in db.read_bytes(), "candidate contact data in the database")
-    _check_markdown(result, db, outcome, expect, scanner, path.stem)
+    _check_markdown(result, synced.publications[-1].markdown, outcome, expect, scanner, path.stem)
     scanner.path(workdir)
     return result
 
 
 def _check_markdown(
     result: CaseResult,
-    db: Path,
+    markdown: str,
     outcome: report.SyncOutcome,
     expect: dict[str, Any],
     scanner: SecretScanner,
     name: str,
 ) -> None:
-    markdown = artifact_markdown(
-        db, outcome, show_candidate_names=expect.get("show_candidate_names", False)
-    )
+    """The run's markdown artifact, as the sync published it, and the summary with it."""
     summary = report.summary_markdown([outcome])
     result.info["markdown_chars"] = len(markdown)
     for label, text in (("artifact", markdown), ("summary", summary)):

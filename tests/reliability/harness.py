@@ -1,9 +1,9 @@
 """What every drill shares: the sync pipeline in process, store fingerprints, the secret scan and the
 markdown check.
 
-The in-process pipeline is the one `flows.sync` runs (fetch jobs, fetch applications, commit), built
-from the same `stagewatch.sync` functions without Prefect, so a drill can run hundreds of syncs in
-seconds; the drills that need the whole stack run the `stagewatch sync` command instead (`cli.py`).
+In process, a sync is `stagewatch.pipeline.run_integration`, the control flow the Prefect flow runs,
+with the plain steps, so a drill can run hundreds of syncs in seconds; the drills that need the
+whole stack run the `stagewatch sync` command instead (`cli.py`).
 """
 
 from __future__ import annotations
@@ -27,9 +27,11 @@ from urllib.parse import quote
 import httpx
 from markdown_it import MarkdownIt
 
-from stagewatch import report, sync
+from stagewatch import pipeline
 from stagewatch.kombo.client import KomboClient
 from stagewatch.kombo.errors import KomboError
+from stagewatch.pipeline import PlainSteps, SyncOptions
+from stagewatch.publishing import Publication
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings
 from stagewatch.store import Store, wait_for_checkpoints
@@ -61,6 +63,30 @@ class Synced:
 
     outcome: SyncOutcome
     error: KomboError | None
+    publications: list[Publication]
+
+
+class DrillSteps(PlainSteps):
+    """The plain steps, keeping the Kombo error a listing step raised (the pipeline turns it into
+    the outcome's status; the drills also check its class). Runs are not marked published, as
+    if their process stopped after committing: no drill depends on Prefect."""
+
+    def __init__(self, *, lock_wait: float) -> None:
+        super().__init__(lock_wait=lock_wait, mark_published=False)
+        self.error: KomboError | None = None
+
+    def _recording(self, step, *args, **kwargs):
+        try:
+            return step(*args, **kwargs)
+        except KomboError as exc:
+            self.error = exc
+            raise
+
+    def fetch_jobs(self, *args, **kwargs):
+        return self._recording(super().fetch_jobs, *args, **kwargs)
+
+    def fetch_applications(self, *args, **kwargs):
+        return self._recording(super().fetch_applications, *args, **kwargs)
 
 
 def sync_in_process(
@@ -75,12 +101,13 @@ def sync_in_process(
     rng_seed: int = 0,
     base_url: str = KOMBO_URL,
     lock_wait: float = 0.0,
+    show_candidate_names: bool = False,
 ) -> Synced:
-    """One sync of one integration, as `flows.sync.sync_one` runs it, minus Prefect.
+    """One sync of one integration through `stagewatch.pipeline`, with the plain steps.
 
     Kombo's errors end the run with the store's failed statuses; anything else fails the run and
     propagates (a drill counts that as a crash). `lock_wait` is how long it waits for another
-    run's lock (the flow waits `tasks.sync.LOCK_WAIT_SECONDS`).
+    run's lock (the flow waits `tasks.steps.LOCK_WAIT_SECONDS`).
     """
     client = KomboClient(
         key,
@@ -90,89 +117,16 @@ def sync_in_process(
         sleep=sleep if sleep is not None else Sleeps(),
         rng=random.Random(rng_seed),
     )
+    options = SyncOptions(
+        mode=mode, page_size=page_size, show_candidate_names=show_candidate_names
+    )
+    steps = DrillSteps(lock_wait=lock_wait)
     lease_seconds = Settings().stagewatch_lock_lease_seconds
     with client, Store(db, lease_seconds=lease_seconds) as store:
-        run = store.begin_run(
-            integration_id, mode=mode, from_watermark=mode == "incremental", wait=lock_wait
+        outcome = pipeline.run_integration(
+            integration_id, options, client=client, store=store, steps=steps
         )
-        window = run.window_start
-        head = {"integration_id": integration_id, "mode": mode, "window_start": window}
-        try:
-            jobs = sync.fetch_jobs(client, store, run, page_size=page_size)
-            listing = sync.fetch_applications(
-                client,
-                store,
-                run,
-                window,
-                page_size=page_size,
-                confirm_absent=run.mode == "full",
-                refetch_jobs=jobs["unavailable"] is None,
-            )
-            committed = sync.diff_stages(
-                store,
-                run,
-                listed_at=listing["listed_at"],
-                overlap=OVERLAP,
-                stats=client.stats.model_dump(),
-                facts={
-                    "absent_rescued": listing["rescued"],
-                    "jobs_refetched": listing["jobs_refetched"],
-                    "jobs_unavailable": jobs["unavailable"],
-                },
-            )
-        except KomboError as exc:
-            store.fail_run(run.id, status=exc.run_status, error=str(exc), stats=client.stats)
-            failed = SyncOutcome(
-                **head,
-                run_id=run.id,
-                status=exc.run_status,
-                message=str(exc),
-                error_code=exc.code,
-                requests=client.stats.requests,
-                retries=client.stats.retries,
-            )
-            return Synced(failed, exc)
-        except Exception as exc:  # as sync_one does when Prefect will not retry: fail, re-raise
-            store.fail_run(run.id, error=f"{type(exc).__name__}: {exc}", stats=client.stats)
-            raise
-        synced = SyncOutcome(
-            **head,
-            run_id=run.id,
-            status="synced",
-            complete=True,
-            listed_at=listing["listed_at"],
-            next_watermark=committed["next_watermark"],
-            counts=report.label_counts(store.events(run_id=run.id)),
-            jobs=jobs["jobs"],
-            applications=listing["applications"],
-            pages=listing["pages"],
-            quarantined=jobs["quarantined"] + listing["quarantined"],
-            jobs_unavailable=jobs["unavailable"],
-            jobs_refetched=listing["jobs_refetched"],
-            absent_rescued=listing["rescued"],
-            absent_deleted=store.run(run.id)["absent_deleted"] or 0,
-            requests=client.stats.requests,
-            retries=client.stats.retries,
-            waited_seconds=client.stats.waited_seconds,
-        )
-        return Synced(synced, None)
-
-
-def artifact_markdown(db: Path, outcome: SyncOutcome, *, show_candidate_names: bool) -> str:
-    """The run's markdown artifact, built as `tasks.publish.publish_task` builds it."""
-    with Store(db, readonly=True) as store:
-        committed = outcome.status == "synced" and outcome.run_id is not None
-        events = list(store.events(run_id=outcome.run_id)) if committed else []
-        job_names = store.job_names(outcome.integration_id) if committed else {}
-        baseline = committed and store.is_baseline(outcome.run_id)
-        names = None
-        if committed and show_candidate_names:
-            names = store.candidate_names(
-                outcome.integration_id, {e["application_id"] for e in events}
-            )
-    return report.integration_markdown(
-        outcome, events, job_names=job_names, candidate_names=names, baseline=baseline
-    )
+    return Synced(outcome, steps.error, steps.published)
 
 
 # -- store fingerprints -----------------------------------------------------------------------------

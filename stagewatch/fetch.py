@@ -1,4 +1,4 @@
-"""The sync pipeline as plain functions: list from Kombo into the store's staging, then commit.
+"""The listing steps: pages from Kombo streamed into the store's staging, and what the diff needs.
 
 Records stream page by page from the client into staging and never come back to the caller: each
 step returns a small dict (counts, ids, timestamps), which is what the Prefect tasks pass around.
@@ -9,32 +9,20 @@ from __future__ import annotations
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
-from stagewatch.errors import StagewatchError
 from stagewatch.kombo.client import KomboClient
 from stagewatch.kombo.errors import UnsupportedError
 from stagewatch.kombo.models import Page
 from stagewatch.runtime import listing_runtime
-from stagewatch.timeutil import format_ts, parse_ts, utcnow
+from stagewatch.timeutil import format_ts, utcnow
 
 PageCallback = Callable[[int, int], None]
 T = TypeVar("T")
 READ_AHEAD_PAGES = 2
 # Ids per lookup request (`ids` filter): 100 Kombo ids keep the URL near 2.5 KB.
 IDS_PER_REQUEST = 100
-
-
-class SyncFailed(StagewatchError):
-    """At least one integration failed; carries every integration's outcome (JSON dicts)."""
-
-    def __init__(self, message: str, outcomes: list[dict[str, Any]]) -> None:
-        super().__init__(message)
-        self.outcomes = outcomes
-
-    def __reduce__(self):  # Prefect may persist the failed state's exception
-        return (SyncFailed, (str(self), self.outcomes))
 
 
 class RunRef(Protocol):
@@ -180,32 +168,43 @@ def fetch_applications(
     if updated_after is not None:
         filters["updated_after"] = updated_after
     started_here = clock()
-    listed_at: datetime | None = None
-    pages = applications = quarantined = 0
-    absent: dict[str, int] = {"absent": 0, "rescued": 0}
+    absent = {"absent": 0, "rescued": 0}
     with listing_runtime(), store.application_stager(run.id) as stager:
-        listing = client.iter_application_pages(page_size=page_size, **filters)
-        for page in read_ahead(listing):
-            if listed_at is None:
-                listed_at = page.served_at or started_here
-            pages += 1
-            _stage_applications(stager, store, run, page)
-            applications += len(page.records)
-            quarantined += len(page.quarantined)
-            if on_page is not None:
-                on_page(pages, applications)
-        stager.flush()
+        pages = client.iter_application_pages(page_size=page_size, **filters)
+        listed = _stage_listing(store, run, stager, read_ahead(pages), on_page)
         if confirm_absent:
             absent = _confirm_absent(client, store, run, stager, page_size=page_size)
     refetched = _refetch_jobs(client, store, run, page_size=page_size) if refetch_jobs else 0
     return {
         "run_id": run.id,
-        "pages": pages,
-        "applications": applications,
-        "quarantined": quarantined,
-        "listed_at": listed_at or started_here,
+        **listed,
+        "listed_at": listed["listed_at"] or started_here,
         **absent,
         "jobs_refetched": refetched,
+    }
+
+
+def _stage_listing(
+    store: Any, run: RunRef, stager: Any, pages: Iterable[Page], on_page: PageCallback | None
+) -> dict[str, Any]:
+    """Stage every page of a listing; returns its counts and its first page's `served_at`."""
+    listed_at: datetime | None = None
+    count = applications = quarantined = 0
+    for page in pages:
+        if count == 0:
+            listed_at = page.served_at
+        count += 1
+        _stage_applications(stager, store, run, page)
+        applications += len(page.records)
+        quarantined += len(page.quarantined)
+        if on_page is not None:
+            on_page(count, applications)
+    stager.flush()
+    return {
+        "pages": count,
+        "applications": applications,
+        "quarantined": quarantined,
+        "listed_at": listed_at,
     }
 
 
@@ -236,36 +235,3 @@ def _refetch_jobs(client: KomboClient, store: Any, run: RunRef, *, page_size: in
             client.iter_job_pages(page_size=page_size, ids=ids, include_deleted=True),
         )
     return len(stale)
-
-
-def diff_stages(
-    store: Any,
-    run: RunRef,
-    *,
-    listed_at: datetime,
-    overlap: timedelta,
-    stats: dict[str, Any],
-    complete: bool = True,
-    facts: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Commit the run: diff staging against the snapshot and write the change log, the new
-    snapshot and the next watermark (`listed_at - overlap`, when the store may move it there) in
-    the store's one transaction. `facts` are the listing's counts the run row keeps."""
-    proposed = listed_at - overlap if complete else None
-    counts = store.commit_run(
-        run.id,
-        observed_at=listed_at,
-        complete=complete,
-        next_watermark=proposed,
-        stats=stats,
-        facts=facts,
-    )
-    return {
-        "run_id": run.id,
-        "counts": dict(counts),
-        "next_watermark": _parse(store.run(run.id)["next_watermark"]),
-    }
-
-
-def _parse(value: str | None) -> datetime | None:
-    return None if value is None else parse_ts(value)

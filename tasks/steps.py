@@ -1,4 +1,5 @@
-"""Prefect tasks over `stagewatch.sync`: each one call, small results, retries only where they help.
+"""The pipeline's steps as Prefect tasks: each one library call, small results, cached and retried
+only where that helps; `TaskSteps` hands them to `stagewatch.pipeline`.
 
 The client retries single requests (transient errors, `Retry-After`); a task retry starts a whole
 listing again, which is worth it only after the client has used up its budget on transient errors.
@@ -14,17 +15,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from functools import cache
+from functools import cache, partial
 from typing import Any
 
 from prefect import task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CachePolicy
+from prefect.context import FlowRunContext
 from prefect.runtime import task_run as current_task_run
 
-from stagewatch import sync
+from stagewatch import fetch, pipeline
 from stagewatch.kombo.errors import TransientError
 from stagewatch.store import Run
+from tasks.publish import publish_late_task, publish_task
 
 JOBS_CACHE_EXPIRATION = timedelta(hours=6)
 LISTING_RETRIES = 1
@@ -34,7 +37,13 @@ PROGRESS_EVERY_PAGES = 20
 PROGRESS_MIN_SECONDS = 5.0
 LOCK_WAIT_SECONDS = 300.0
 # The code that decides what a job listing stages; TASK_SOURCE alone hashes only the task body.
-LIBRARY_MODULES = ("stagewatch.sync", "stagewatch.kombo.client", "stagewatch.kombo.models", "stagewatch.store")
+LIBRARY_MODULES = (
+    "stagewatch.fetch",
+    "stagewatch.kombo.client",
+    "stagewatch.kombo.pages",
+    "stagewatch.kombo.models",
+    "stagewatch.store",
+)
 
 
 @cache
@@ -58,9 +67,16 @@ class LibrarySource(CachePolicy):
 FETCH_JOBS_CACHE = INPUTS + TASK_SOURCE + LibrarySource() - "client" - "store" - "run" - "page_size"
 # Applications are reused only by a retry of the same flow run that resumes the same store run.
 FETCH_APPLICATIONS_CACHE = (
-    INPUTS + TASK_SOURCE + LibrarySource() + RUN_ID
-    - "client" - "store" - "page_size" - "estimate" - "progress_every"
-)  # fmt: skip
+    INPUTS
+    + TASK_SOURCE
+    + LibrarySource()
+    + RUN_ID
+    - "client"
+    - "store"
+    - "page_size"
+    - "estimate"
+    - "progress_every"
+)
 OPEN_RUN_CACHE = INPUTS + TASK_SOURCE + RUN_ID - "store"
 
 
@@ -123,7 +139,7 @@ def fetch_jobs_task(
 ) -> dict[str, Any]:
     """Stage the integration's jobs. The result names the run that staged them: a cache hit from
     an earlier run means the jobs snapshot already holds them."""
-    return sync.fetch_jobs(client, store, run, page_size=page_size) | {"attempt": _attempt()}
+    return fetch.fetch_jobs(client, store, run, page_size=page_size) | {"attempt": _attempt()}
 
 
 class ListingProgress:
@@ -198,10 +214,10 @@ def fetch_applications_task(
     refetch_jobs: bool = True,
 ) -> dict[str, Any]:
     """Stage the applications changed since `updated_after` (all of them when None), with what
-    the diff needs to judge them (see `stagewatch.sync.fetch_applications`). A retry lists
+    the diff needs to judge them (see `stagewatch.fetch.fetch_applications`). A retry lists
     again from the start; staging keeps the last version of each application."""
     progress = ListingProgress(run.integration_id, estimate, progress_every)
-    result = sync.fetch_applications(
+    result = fetch.fetch_applications(
         client,
         store,
         run,
@@ -216,17 +232,92 @@ def fetch_applications_task(
 
 
 @task(name="diff-stages", cache_policy=NO_CACHE)
-def diff_stages_task(
-    store: Any,
-    run: Run,
-    *,
-    listed_at: datetime,
-    overlap: timedelta,
-    stats: dict[str, Any],
-    facts: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Commit the run in the store's one transaction. Not retried here: a failure leaves staging
-    in place, and a retry of the flow run resumes from it."""
-    return sync.diff_stages(
-        store, run, listed_at=listed_at, overlap=overlap, stats=stats, facts=facts
-    )
+def diff_stages_task(store: Any, run: Run, **arguments: Any) -> dict[str, Any]:
+    """Diff staging against the snapshot and commit the run in the store's one transaction (see
+    `stagewatch.pipeline.commit`). Not retried here: a failure leaves staging in place, and a
+    retry of the flow run resumes from it."""
+    return pipeline.commit(store, run, **arguments)
+
+
+def flow_will_retry() -> bool:
+    """Whether Prefect will run this flow run again after a failure (its retries not used up)."""
+    context = FlowRunContext.get()
+    if context is None or context.flow_run is None:
+        return False
+    retries = context.flow_run.empirical_policy.retries or 0
+    return context.flow_run.run_count <= retries
+
+
+class TaskSteps:
+    """The pipeline's steps as the tasks above, for one integration of one database and Kombo
+    (the job listing's cache key)."""
+
+    def __init__(self, *, db: str, base_url: str, lock_wait: float = LOCK_WAIT_SECONDS) -> None:
+        self.db = db
+        self.base_url = base_url
+        self.lock_wait = lock_wait
+
+    def open_run(self, store, integration_id, options, *, fresh):
+        task = open_run_task.with_options(refresh_cache=True) if fresh else open_run_task
+        return task(
+            store,
+            db=self.db,
+            integration_id=integration_id,
+            lock_wait_seconds=self.lock_wait,
+            **pipeline.open_window(options),
+        )
+
+    def fetch_jobs(self, client, store, run, options, *, fresh):
+        if fresh:
+            task = fetch_jobs_task.with_options(refresh_cache=True)
+        else:
+            task = fetch_jobs_task.with_options(
+                cache_expiration=timedelta(hours=options.jobs_cache_hours)
+            )
+        return task(
+            client,
+            store,
+            run,
+            db=self.db,
+            base_url=self.base_url,
+            integration_id=run.integration_id,
+            page_size=options.page_size,
+        )
+
+    def fetch_applications(self, client, store, run, options, **listing):
+        estimate = None
+        if run.window_start is None:  # a complete listing lists what the store holds
+            estimate = partial(store.live_applications, run.integration_id)
+        return fetch_applications_task(
+            client,
+            store,
+            run,
+            run.window_start,
+            page_size=options.page_size,
+            estimate=estimate,
+            progress_every=PROGRESS_EVERY_PAGES,
+            **listing,
+        )
+
+    def commit(self, store, run, **arguments):
+        return diff_stages_task(store, run, **arguments)
+
+    def publish(self, store, outcome, options):
+        return publish_task(
+            store,
+            outcome,
+            show_candidate_names=options.show_candidate_names,
+            max_events=options.max_events,
+        )
+
+    def publish_late(self, store, runs, *, by_run_id, options):
+        return publish_late_task(
+            store,
+            runs,
+            by_run_id=by_run_id,
+            show_candidate_names=options.show_candidate_names,
+            max_events=options.max_events,
+        )
+
+    def will_retry(self) -> bool:
+        return flow_will_retry()
