@@ -5,6 +5,7 @@ from datetime import UTC, datetime
 import pytest
 
 from stagewatch import report
+from stagewatch.diff import EVENT_FIELDS
 from stagewatch.report import (
     SyncOutcome,
     artifact_key,
@@ -18,6 +19,7 @@ from stagewatch.report import (
     slug,
     summary_markdown,
 )
+from stagewatch.report.events import _EVENT_NAMESPACE
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 T1 = datetime(2026, 1, 6, 9, 0, tzinfo=UTC)
@@ -275,7 +277,7 @@ def test_event_table_keeps_public_fields_up_to_the_cap():
     events = [event("deleted", app=f"a{i}", deleted_at=T0) for i in range(4)]
     rows = event_table(iter(events), cap=3)
     assert [row["application_id"] for row in rows] == ["a0", "a1", "a2"]
-    assert rows[0] == {field: None for field in report.EVENT_FIELDS} | {
+    assert rows[0] == {field: None for field in EVENT_FIELDS} | {
         "event_key": "k-deleted-a0-",
         "integration_id": "greenhouse:AbC",
         "application_id": "a0",
@@ -322,7 +324,7 @@ def test_prefect_event_names_resources_and_is_deterministic():
             "from_outcome": "PENDING",
             "to_outcome": "HIRED",
         },
-        "id": uuid.uuid5(report._EVENT_NAMESPACE, "k-outcome_changed-a3-"),
+        "id": uuid.uuid5(_EVENT_NAMESPACE, "k-outcome_changed-a3-"),
     }
     assert prefect_event(hired)["id"] == kwargs["id"]
 
