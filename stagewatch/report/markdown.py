@@ -1,13 +1,15 @@
 """The run's markdown artifacts: one integration's changes, and the parent run's summary.
 
-Every value from the ATS goes through `escape_md`, and no builder reads a candidate field other
-than the name the caller chose to pass in.
+`integration_markdown` reads top-down as its sections, one function each. Every value from the ATS
+goes through `escape_md`, and no section reads a candidate field other than the name the caller
+chose to pass in.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -33,86 +35,21 @@ def integration_markdown(
     notes and run statistics. Counts come from `outcome.counts`; `events` needs only the run's
     outcome and stage changes (LISTED_KINDS). `candidate_names` is None unless names may show;
     `baseline` says the run is its integration's first (`Store.is_baseline`)."""
-    job_names = job_names or {}
-    counts = outcome.counts
+    names = _Names(job_names or {}, candidate_names)
     digest = _Digest(cap)
     for event in events:
         digest.add(event)
-    total = outcome.changes
-    title = f"# {_id(outcome.integration_id)}: {outcome.mode} sync, "
-    title += f"{total} change{'s' if total != 1 else ''}"
-    if outcome.status != "synced":
-        title = f"# {_id(outcome.integration_id)}: {STATUS_LABELS[outcome.status]}"
-    lines = [title, ""]
-    if outcome.published_late_by is not None:
-        lines += [
-            f"**Published late**, run {outcome.run_id} observed at {_ts(outcome.listed_at)}: the "
-            f"process that committed it stopped before publishing; run "
-            f"{outcome.published_late_by} published it.",
-            "",
-        ]
-    lines += [_window_line(outcome), ""]
-
-    if outcome.status == "synced" and total == 0:
-        lines += ["No changes in this window.", ""]
-    elif total:
-        lines += ["| change | count |", "| --- | ---: |"]
-        lines += [f"| {label} | {counts[label]} |" for label in ordered_labels(counts)]
-        lines.append("")
-
-    if digest.outcomes:
-        lines += ["## Hires and declines", ""]
-        for event in digest.outcomes:
-            label = event_label(event)
-            line = (
-                f"- **{label.capitalize()}**: {_application(event, candidate_names)}, "
-                f"job {_job(event.get('job_id'), job_names)}"
-            )
-            if label == "declined" and event.get("rejection_reason_name"):
-                line += f", reason {escape_md(event['rejection_reason_name'])}"
-            lines.append(line + f", observed {_between(event)}")
-        rest = counts.get("hired", 0) + counts.get("declined", 0) - len(digest.outcomes)
-        if rest:
-            lines.append(f"- …and {rest} more")
-        lines.append("")
-
-    moves = counts.get("stage moved", 0)
-    if moves:
-        heading = f"## Stage moves ({moves}"
-        heading += f", {digest.backward} backward)" if digest.backward else ")"
-        lines += [
-            heading,
-            "",
-            "| application | job | from | to | direction | observed between |",
-            "| --- | --- | --- | --- | --- | --- |",
-        ]
-        for event in digest.moves:
-            direction = escape_md(event.get("direction"))
-            if event.get("direction") == "backward":
-                direction = "**⚠ backward**"
-            lines.append(
-                f"| {_application(event, candidate_names)} "
-                f"| {_job(event.get('job_id'), job_names)} "
-                f"| {escape_md(event.get('from_stage_name') or event.get('from_stage_id'))} "
-                f"| {escape_md(event.get('to_stage_name') or event.get('to_stage_id'))} "
-                f"| {direction} | {_between(event)} |"
-            )
-        if moves > len(digest.moves):
-            lines.append(
-                f"\n…and {moves - len(digest.moves)} more stage moves "
-                "(all of them in the events table artifact and `stagewatch changes`)."
-            )
-        lines += ["", "## Transitions", "", "| from → to | moves |", "| --- | ---: |"]
-        top = digest.transitions.most_common(cap)
-        lines += [f"| {escape_md(a)} → {escape_md(b)} | {n} |" for (a, b), n in top]
-        if len(digest.transitions) > len(top):
-            lines.append(f"\n…and {len(digest.transitions) - len(top)} more transitions.")
-        lines.append("")
-
-    notes = _notes(outcome, baseline)
-    if notes:
-        lines += ["## Notes", ""] + [f"- {note}" for note in notes] + [""]
-    lines += ["## Run statistics", "", *_statistics(outcome)]
+    lines = [
+        *_title(outcome),
+        *_late_note(outcome),
+        *_window(outcome),
+        *_counts(outcome),
+        *_hires_and_declines(outcome, digest, names),
+        *_stage_moves(outcome, digest, names),
+        *_transitions(outcome, digest),
+        *_notes(outcome, baseline),
+        *_statistics(outcome),
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -166,29 +103,157 @@ class _Digest:
                 self.moves.append(event)
 
 
-def _window_line(outcome: SyncOutcome) -> str:
+@dataclass(frozen=True)
+class _Names:
+    """The names a caller lets show; `candidates` is None when candidate names may not."""
+
+    jobs: Mapping[str, str]
+    candidates: Mapping[str, str] | None
+
+    def application(self, event: Mapping[str, Any]) -> str:
+        app_id = event.get("application_id")
+        text = _id(app_id)
+        if self.candidates is not None and app_id in self.candidates:
+            text += f" ({escape_md(self.candidates[app_id])})"
+        return text
+
+    def job(self, job_id: Any) -> str:
+        if job_id is None:
+            return "-"
+        name = self.jobs.get(job_id)
+        return escape_md(name) if name else _id(job_id)
+
+
+# Sections, in the order the artifact shows them. Each returns its lines, ending with a blank one,
+# or nothing when it has nothing to say.
+
+
+def _title(outcome: SyncOutcome) -> list[str]:
+    name = _id(outcome.integration_id)
+    if outcome.status != "synced":
+        return [f"# {name}: {STATUS_LABELS[outcome.status]}", ""]
+    total = outcome.changes
+    return [f"# {name}: {outcome.mode} sync, {total} change{'s' if total != 1 else ''}", ""]
+
+
+def _late_note(outcome: SyncOutcome) -> list[str]:
+    if outcome.published_late_by is None:
+        return []
+    return [
+        f"**Published late**, run {outcome.run_id} observed at {_ts(outcome.listed_at)}: the "
+        f"process that committed it stopped before publishing; run "
+        f"{outcome.published_late_by} published it.",
+        "",
+    ]
+
+
+def _window(outcome: SyncOutcome) -> list[str]:
     listed = _ts(outcome.listed_at) if outcome.listed_at else "-"
     if outcome.window_start is None:
-        return f"**Window:** full listing, started {listed}"
-    return f"**Window:** changes after {_ts(outcome.window_start)}, listing started {listed}"
+        return [f"**Window:** full listing, started {listed}", ""]
+    return [f"**Window:** changes after {_ts(outcome.window_start)}, listing started {listed}", ""]
 
 
-def _application(event: Mapping[str, Any], candidate_names: Mapping[str, str] | None) -> str:
-    app_id = event.get("application_id")
-    text = _id(app_id)
-    if candidate_names is not None and app_id in candidate_names:
-        text += f" ({escape_md(candidate_names[app_id])})"
-    return text
+def _counts(outcome: SyncOutcome) -> list[str]:
+    counts = outcome.counts
+    if outcome.status == "synced" and outcome.changes == 0:
+        return ["No changes in this window.", ""]
+    if not outcome.changes:
+        return []
+    return [
+        "| change | count |",
+        "| --- | ---: |",
+        *(f"| {label} | {counts[label]} |" for label in ordered_labels(counts)),
+        "",
+    ]
 
 
-def _job(job_id: Any, job_names: Mapping[str, str]) -> str:
-    if job_id is None:
-        return "-"
-    name = job_names.get(job_id)
-    return escape_md(name) if name else _id(job_id)
+def _hires_and_declines(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[str]:
+    if not digest.outcomes:
+        return []
+    lines = ["## Hires and declines", ""]
+    for event in digest.outcomes:
+        label = event_label(event)
+        line = (
+            f"- **{label.capitalize()}**: {names.application(event)}, "
+            f"job {names.job(event.get('job_id'))}"
+        )
+        if label == "declined" and event.get("rejection_reason_name"):
+            line += f", reason {escape_md(event['rejection_reason_name'])}"
+        lines.append(line + f", observed {_between(event)}")
+    counts = outcome.counts
+    rest = counts.get("hired", 0) + counts.get("declined", 0) - len(digest.outcomes)
+    if rest:
+        lines.append(f"- …and {rest} more")
+    return [*lines, ""]
+
+
+def _stage_moves(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[str]:
+    moves = outcome.counts.get("stage moved", 0)
+    if not moves:
+        return []
+    backward = f", {digest.backward} backward" if digest.backward else ""
+    lines = [
+        f"## Stage moves ({moves}{backward})",
+        "",
+        "| application | job | from | to | direction | observed between |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for event in digest.moves:
+        direction = escape_md(event.get("direction"))
+        if event.get("direction") == "backward":
+            direction = "**⚠ backward**"
+        lines.append(
+            f"| {names.application(event)} "
+            f"| {names.job(event.get('job_id'))} "
+            f"| {escape_md(event.get('from_stage_name') or event.get('from_stage_id'))} "
+            f"| {escape_md(event.get('to_stage_name') or event.get('to_stage_id'))} "
+            f"| {direction} | {_between(event)} |"
+        )
+    if moves > len(digest.moves):
+        lines.append(
+            f"\n…and {moves - len(digest.moves)} more stage moves "
+            "(all of them in the events table artifact and `stagewatch changes`)."
+        )
+    return [*lines, ""]
+
+
+def _transitions(outcome: SyncOutcome, digest: _Digest) -> list[str]:
+    """Shown with the stage moves, even when none of them was passed in to list."""
+    if not outcome.counts.get("stage moved", 0):
+        return []
+    lines = ["## Transitions", "", "| from → to | moves |", "| --- | ---: |"]
+    top = digest.transitions.most_common(digest.cap)
+    lines += [f"| {escape_md(a)} → {escape_md(b)} | {n} |" for (a, b), n in top]
+    if len(digest.transitions) > len(top):
+        lines.append(f"\n…and {len(digest.transitions) - len(top)} more transitions.")
+    return [*lines, ""]
 
 
 def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
+    notes = _status_notes(outcome, baseline) + _listing_notes(outcome) + _run_notes(outcome)
+    if not notes:
+        return []
+    return ["## Notes", "", *(f"- {note}" for note in notes), ""]
+
+
+def _statistics(outcome: SyncOutcome) -> list[str]:
+    return [
+        "## Run statistics",
+        "",
+        "| requests | retries | waited | duration | pages | applications listed | jobs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {outcome.requests} | {outcome.retries} | {_seconds(outcome.waited_seconds)} "
+        f"| {_seconds(outcome.duration_seconds)} | {outcome.pages} | {outcome.applications} "
+        f"| {outcome.jobs} |",
+    ]
+
+
+# The notes, each list in the order the Notes section shows it.
+
+
+def _status_notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
+    """What kind of run this was, when it was not an ordinary complete sync."""
     notes = []
     if baseline:
         notes.append(
@@ -210,22 +275,6 @@ def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
         notes.append(f"**Failed:** {escape_md(outcome.message, limit=300)}")
     if outcome.status == "synced" and not outcome.complete:
         notes.append("**Incomplete listing:** no deletions inferred, watermark not advanced.")
-    notes += _listing_notes(outcome)
-    if outcome.quarantined:
-        notes.append(
-            f"**Quarantined:** {outcome.quarantined} record(s) could not be parsed and were kept "
-            "aside (`stagewatch status` lists them). They count as listed: their stored state "
-            "stays and none is taken for deleted; the rest of the run is unaffected."
-        )
-    if outcome.retries:
-        notes.append(
-            f"**Retries:** {outcome.retries} request(s) retried after transient errors, "
-            f"{_seconds(outcome.waited_seconds)} waited."
-        )
-    if outcome.task_retries:
-        notes.append(f"**Task retries:** {outcome.task_retries} listing(s) started again.")
-    if outcome.jobs_from_cache:
-        notes.append("Jobs reused from a recent listing (fetch-jobs cache).")
     return notes
 
 
@@ -253,14 +302,28 @@ def _listing_notes(outcome: SyncOutcome) -> list[str]:
     return notes
 
 
-def _statistics(outcome: SyncOutcome) -> list[str]:
-    return [
-        "| requests | retries | waited | duration | pages | applications listed | jobs |",
-        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-        f"| {outcome.requests} | {outcome.retries} | {_seconds(outcome.waited_seconds)} "
-        f"| {_seconds(outcome.duration_seconds)} | {outcome.pages} | {outcome.applications} "
-        f"| {outcome.jobs} |",
-    ]
+def _run_notes(outcome: SyncOutcome) -> list[str]:
+    """What the run went through to get its listing: bad records, retries, a cached job list."""
+    notes = []
+    if outcome.quarantined:
+        notes.append(
+            f"**Quarantined:** {outcome.quarantined} record(s) could not be parsed and were kept "
+            "aside (`stagewatch status` lists them). They count as listed: their stored state "
+            "stays and none is taken for deleted; the rest of the run is unaffected."
+        )
+    if outcome.retries:
+        notes.append(
+            f"**Retries:** {outcome.retries} request(s) retried after transient errors, "
+            f"{_seconds(outcome.waited_seconds)} waited."
+        )
+    if outcome.task_retries:
+        notes.append(f"**Task retries:** {outcome.task_retries} listing(s) started again.")
+    if outcome.jobs_from_cache:
+        notes.append("Jobs reused from a recent listing (fetch-jobs cache).")
+    return notes
+
+
+# Formatting of single values.
 
 
 def _id(value: Any) -> str:
