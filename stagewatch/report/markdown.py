@@ -1,0 +1,351 @@
+"""The run's markdown artifacts: one integration's changes, and the parent run's summary.
+
+`integration_markdown` reads top-down as its sections, one function each. Every value from the ATS
+goes through `escape_md`, and no section reads a candidate field other than the name the caller
+chose to pass in.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from stagewatch.report.outcome import STATUS_LABELS, SyncOutcome, event_label, ordered_labels
+from stagewatch.report.text import escape_md
+from stagewatch.timeutil import format_ts, parse_ts
+
+# The kinds the markdown lists one by one; the rest only count.
+LISTED_KINDS = ("outcome_changed", "stage_changed")
+DEFAULT_LIST_CAP = 25
+
+
+def integration_markdown(
+    outcome: SyncOutcome,
+    events: Iterable[Mapping[str, Any]],
+    *,
+    job_names: Mapping[str, str] | None = None,
+    candidate_names: Mapping[str, str] | None = None,
+    cap: int = DEFAULT_LIST_CAP,
+    baseline: bool = False,
+) -> str:
+    """The per-integration artifact: window, counts, hires and declines, stage moves, transitions,
+    notes and run statistics. Counts come from `outcome.counts`; `events` needs only the run's
+    outcome and stage changes (LISTED_KINDS). `candidate_names` is None unless names may show;
+    `baseline` says the run is its integration's first (`Store.is_baseline`)."""
+    names = _Names(job_names or {}, candidate_names)
+    digest = _Digest(cap)
+    for event in events:
+        digest.add(event)
+    lines = [
+        *_title(outcome),
+        *_late_note(outcome),
+        *_window(outcome),
+        *_counts(outcome),
+        *_hires_and_declines(outcome, digest, names),
+        *_stage_moves(outcome, digest, names),
+        *_transitions(outcome, digest),
+        *_notes(outcome, baseline),
+        *_statistics(outcome),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def summary_markdown(outcomes: Iterable[SyncOutcome]) -> str:
+    """The parent run's artifact: one row per integration saying what happened to it."""
+    outcomes = list(outcomes)
+    by_status = Counter(o.status for o in outcomes)
+    parts = [f"{by_status[s]} {STATUS_LABELS[s]}" for s in STATUS_LABELS if by_status[s]]
+    lines = [
+        f"# stagewatch sync: {len(outcomes)} integration{'s' if len(outcomes) != 1 else ''}"
+        + (f" ({', '.join(parts)})" if parts else ""),
+        "",
+        "| integration | status | mode | changes | hires | declines | stage moves | note |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+    ]
+    for o in outcomes:
+        hires = o.counts.get("hired", 0)
+        declines = o.counts.get("declined", 0)
+        note = escape_md(o.message, limit=160) if o.message else ""
+        lines.append(
+            f"| {_id(o.integration_id)} | {STATUS_LABELS[o.status]} | {o.mode} "
+            f"| {o.changes} | {hires} | {declines} | {o.counts.get('stage moved', 0)} | {note} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+class _Digest:
+    """One pass over a run's outcome and stage changes, keeping the first few of each list."""
+
+    def __init__(self, cap: int) -> None:
+        self.cap = cap
+        self.outcomes: list[Mapping[str, Any]] = []
+        self.moves: list[Mapping[str, Any]] = []
+        self.transitions: Counter[tuple[str, str]] = Counter()
+        self.backward = 0
+
+    def add(self, event: Mapping[str, Any]) -> None:
+        label = event_label(event)
+        if label in ("hired", "declined") and len(self.outcomes) < self.cap:
+            self.outcomes.append(event)
+        if label == "stage moved":
+            self.transitions[
+                (
+                    str(event.get("from_stage_name") or event.get("from_stage_id") or "none"),
+                    str(event.get("to_stage_name") or event.get("to_stage_id") or "none"),
+                )
+            ] += 1
+            if event.get("direction") == "backward":
+                self.backward += 1
+            if len(self.moves) < self.cap:
+                self.moves.append(event)
+
+
+@dataclass(frozen=True)
+class _Names:
+    """The names a caller lets show; `candidates` is None when candidate names may not."""
+
+    jobs: Mapping[str, str]
+    candidates: Mapping[str, str] | None
+
+    def application(self, event: Mapping[str, Any]) -> str:
+        app_id = event.get("application_id")
+        text = _id(app_id)
+        if self.candidates is not None and app_id in self.candidates:
+            text += f" ({escape_md(self.candidates[app_id])})"
+        return text
+
+    def job(self, job_id: Any) -> str:
+        if job_id is None:
+            return "-"
+        name = self.jobs.get(job_id)
+        return escape_md(name) if name else _id(job_id)
+
+
+# Sections, in the order the artifact shows them. Each returns its lines, ending with a blank one,
+# or nothing when it has nothing to say.
+
+
+def _title(outcome: SyncOutcome) -> list[str]:
+    name = _id(outcome.integration_id)
+    if outcome.status != "synced":
+        return [f"# {name}: {STATUS_LABELS[outcome.status]}", ""]
+    total = outcome.changes
+    return [f"# {name}: {outcome.mode} sync, {total} change{'s' if total != 1 else ''}", ""]
+
+
+def _late_note(outcome: SyncOutcome) -> list[str]:
+    if outcome.published_late_by is None:
+        return []
+    return [
+        f"**Published late**, run {outcome.run_id} observed at {_ts(outcome.listed_at)}: the "
+        f"process that committed it stopped before publishing; run "
+        f"{outcome.published_late_by} published it.",
+        "",
+    ]
+
+
+def _window(outcome: SyncOutcome) -> list[str]:
+    listed = _ts(outcome.listed_at) if outcome.listed_at else "-"
+    if outcome.window_start is None:
+        return [f"**Window:** full listing, started {listed}", ""]
+    return [f"**Window:** changes after {_ts(outcome.window_start)}, listing started {listed}", ""]
+
+
+def _counts(outcome: SyncOutcome) -> list[str]:
+    counts = outcome.counts
+    if outcome.status == "synced" and outcome.changes == 0:
+        return ["No changes in this window.", ""]
+    if not outcome.changes:
+        return []
+    return [
+        "| change | count |",
+        "| --- | ---: |",
+        *(f"| {label} | {counts[label]} |" for label in ordered_labels(counts)),
+        "",
+    ]
+
+
+def _hires_and_declines(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[str]:
+    if not digest.outcomes:
+        return []
+    lines = ["## Hires and declines", ""]
+    for event in digest.outcomes:
+        label = event_label(event)
+        line = (
+            f"- **{label.capitalize()}**: {names.application(event)}, "
+            f"job {names.job(event.get('job_id'))}"
+        )
+        if label == "declined" and event.get("rejection_reason_name"):
+            line += f", reason {escape_md(event['rejection_reason_name'])}"
+        lines.append(line + f", observed {_between(event)}")
+    counts = outcome.counts
+    rest = counts.get("hired", 0) + counts.get("declined", 0) - len(digest.outcomes)
+    if rest:
+        lines.append(f"- …and {rest} more")
+    return [*lines, ""]
+
+
+def _stage_moves(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[str]:
+    moves = outcome.counts.get("stage moved", 0)
+    if not moves:
+        return []
+    backward = f", {digest.backward} backward" if digest.backward else ""
+    lines = [
+        f"## Stage moves ({moves}{backward})",
+        "",
+        "| application | job | from | to | direction | observed between |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for event in digest.moves:
+        direction = escape_md(event.get("direction"))
+        if event.get("direction") == "backward":
+            direction = "**⚠ backward**"
+        lines.append(
+            f"| {names.application(event)} "
+            f"| {names.job(event.get('job_id'))} "
+            f"| {escape_md(event.get('from_stage_name') or event.get('from_stage_id'))} "
+            f"| {escape_md(event.get('to_stage_name') or event.get('to_stage_id'))} "
+            f"| {direction} | {_between(event)} |"
+        )
+    if moves > len(digest.moves):
+        lines.append(
+            f"\n…and {moves - len(digest.moves)} more stage moves "
+            "(all of them in the events table artifact and `stagewatch changes`)."
+        )
+    return [*lines, ""]
+
+
+def _transitions(outcome: SyncOutcome, digest: _Digest) -> list[str]:
+    """Shown with the stage moves, even when none of them was passed in to list."""
+    if not outcome.counts.get("stage moved", 0):
+        return []
+    lines = ["## Transitions", "", "| from → to | moves |", "| --- | ---: |"]
+    top = digest.transitions.most_common(digest.cap)
+    lines += [f"| {escape_md(a)} → {escape_md(b)} | {n} |" for (a, b), n in top]
+    if len(digest.transitions) > len(top):
+        lines.append(f"\n…and {len(digest.transitions) - len(top)} more transitions.")
+    return [*lines, ""]
+
+
+def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
+    notes = _status_notes(outcome, baseline) + _listing_notes(outcome) + _run_notes(outcome)
+    if not notes:
+        return []
+    return ["## Notes", "", *(f"- {note}" for note in notes), ""]
+
+
+def _statistics(outcome: SyncOutcome) -> list[str]:
+    return [
+        "## Run statistics",
+        "",
+        "| requests | retries | waited | duration | pages | applications listed | jobs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {outcome.requests} | {outcome.retries} | {_seconds(outcome.waited_seconds)} "
+        f"| {_seconds(outcome.duration_seconds)} | {outcome.pages} | {outcome.applications} "
+        f"| {outcome.jobs} |",
+    ]
+
+
+# The notes, each list in the order the Notes section shows it.
+
+
+def _status_notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
+    """What kind of run this was, when it was not an ordinary complete sync."""
+    notes = []
+    if baseline:
+        notes.append(
+            "**Baseline:** the first sync of this integration. Its applications are what existed "
+            "before stagewatch looked, so they are counted, not listed in a table or sent as "
+            "events; `stagewatch changes --integration` with this integration's id lists them."
+        )
+    if outcome.status == "not_ready":
+        notes.append(
+            f"**Not ready:** Kombo has not finished setting up this integration "
+            f"({_id(outcome.error_code)}). Nothing was read; the next run tries again."
+        )
+    elif outcome.status == "unsupported":
+        notes.append(
+            f"**Unsupported:** the connected ATS does not offer applications "
+            f"({_id(outcome.error_code)}). The run is recorded; nothing else changed."
+        )
+    elif outcome.status == "failed":
+        notes.append(f"**Failed:** {escape_md(outcome.message, limit=300)}")
+    if outcome.status == "synced" and not outcome.complete:
+        notes.append("**Incomplete listing:** no deletions inferred, watermark not advanced.")
+    return notes
+
+
+def _listing_notes(outcome: SyncOutcome) -> list[str]:
+    """What the listing could not see directly and how the run settled it."""
+    notes = []
+    if outcome.jobs_unavailable:
+        notes.append(
+            f"**Jobs unavailable:** the ATS does not offer jobs ({_id(outcome.jobs_unavailable)})."
+            " Applications were tracked anyway; without a stage order, stage moves have "
+            "direction unknown."
+        )
+    missing = outcome.absent_rescued + outcome.absent_deleted
+    if missing:
+        notes.append(
+            f"**Missing from the full listing:** {missing} application(s). Looked up by id, "
+            f"{outcome.absent_rescued} were still there (kept) and {outcome.absent_deleted} "
+            "were gone (recorded as deleted)."
+        )
+    if outcome.jobs_refetched:
+        notes.append(
+            f"**Jobs refreshed:** {outcome.jobs_refetched} job(s) fetched again by id: an "
+            "application was in a stage or job the cached job listing did not have."
+        )
+    return notes
+
+
+def _run_notes(outcome: SyncOutcome) -> list[str]:
+    """What the run went through to get its listing: bad records, retries, a cached job list."""
+    notes = []
+    if outcome.quarantined:
+        notes.append(
+            f"**Quarantined:** {outcome.quarantined} record(s) could not be parsed and were kept "
+            "aside (`stagewatch status` lists them). They count as listed: their stored state "
+            "stays and none is taken for deleted; the rest of the run is unaffected."
+        )
+    if outcome.retries:
+        notes.append(
+            f"**Retries:** {outcome.retries} request(s) retried after transient errors, "
+            f"{_seconds(outcome.waited_seconds)} waited."
+        )
+    if outcome.task_retries:
+        notes.append(f"**Task retries:** {outcome.task_retries} listing(s) started again.")
+    if outcome.jobs_from_cache:
+        notes.append("Jobs reused from a recent listing (fetch-jobs cache).")
+    return notes
+
+
+# Formatting of single values.
+
+
+def _id(value: Any) -> str:
+    return escape_md(value, limit=80, redact=False)
+
+
+def _ts(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, str):
+        try:
+            value = parse_ts(value)
+        except ValueError:
+            return escape_md(value, limit=40)
+    if isinstance(value, datetime):
+        return format_ts(value)
+    return escape_md(value, limit=40)
+
+
+def _between(event: Mapping[str, Any]) -> str:
+    return f"{_ts(event.get('previous_observed_at'))} → {_ts(event.get('observed_at'))}"
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.1f} s"
