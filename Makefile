@@ -7,7 +7,10 @@ STAMP := $(VENV)/.installed
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 
-.PHONY: install test lint demo ui reliability bench clean
+CHROMIUM := /usr/bin/chromium
+APT_LOG := $(or $(TMPDIR),/tmp)/stagewatch-apt-chromium.log
+
+.PHONY: install test lint browser-deps demo ui reliability bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -20,7 +23,21 @@ install: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 
-test: $(STAMP) lint
+# tests/browser drive Debian's Chromium (Playwright cannot download browsers here). Installed when
+# root; otherwise one loud line, and pytest prints the same reason with the skipped tests.
+browser-deps:
+	@if [ -x $(CHROMIUM) ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		echo "installing chromium for the browser tests (log: $(APT_LOG))"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		{ apt-get install -y -q chromium || { apt-get update -q && apt-get install -y -q chromium; }; } \
+			>$(APT_LOG) 2>&1 \
+		|| echo "!!! BROWSER TESTS WILL BE SKIPPED: apt-get install chromium failed, see $(APT_LOG) !!!"; \
+	else \
+		echo "!!! BROWSER TESTS WILL BE SKIPPED: $(CHROMIUM) is missing and only root can apt-get install chromium !!!"; \
+	fi
+
+test: $(STAMP) lint browser-deps
 	$(BIN)/pytest -m "not slow"
 
 demo: $(STAMP)
