@@ -20,12 +20,8 @@ from typing import Any
 
 from stagewatch.simulator import render
 from stagewatch.simulator.changes import ChangeLog
-from stagewatch.simulator.world import (
-    JOB_REMOTE_BASE,
-    OUTCOMES,
-    Integration,
-    SimulationError,
-)
+from stagewatch.simulator.integration import Integration
+from stagewatch.simulator.records import JOB_REMOTE_BASE, OUTCOMES, SimulationError
 
 MAX_PAGE_SIZE = 250
 DEFAULT_PAGE_SIZE = 100

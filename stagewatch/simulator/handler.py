@@ -24,8 +24,9 @@ from typing import Any
 
 from stagewatch.simulator import api, faults
 from stagewatch.simulator.faults import FaultConfig
+from stagewatch.simulator.integration import Integration
 from stagewatch.simulator.render import format_ms
-from stagewatch.simulator.world import Integration, World
+from stagewatch.simulator.world import World
 
 API_PREFIX = "/v1"
 DEFAULT_RATE_WINDOW_SECONDS = 60

@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 from stagewatch.simulator import catalog
-from stagewatch.simulator.world import (
+from stagewatch.simulator.integration import Integration
+from stagewatch.simulator.records import (
     APPLICATION_REMOTE_BASE,
     CANDIDATE_REMOTE_BASE,
     DECLINED,
     NO_STAGE,
     OUTCOMES,
-    Integration,
     Job,
     Stage,
 )

@@ -23,8 +23,9 @@ import httpx
 
 from stagewatch import __version__
 from stagewatch.simulator.ids import random_id
+from stagewatch.simulator.integration import Integration
 from stagewatch.simulator.render import format_ms
-from stagewatch.simulator.world import Integration, World
+from stagewatch.simulator.world import World
 from stagewatch.webhooks.signature import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
