@@ -1,5 +1,5 @@
-"""The data an integration starts with, drawn from seeded streams: jobs, their stages, the
-applications already tracked when the simulation begins, and candidates' names.
+"""The data an integration starts with, drawn from seeded streams: jobs, their stages, and the
+applications already tracked when the simulation begins.
 
 Each function draws from the stream it is given in a fixed order. That order is part of what a seed
 promises: drawing one value more, fewer or earlier changes every world built from that seed.
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from stagewatch.simulator import catalog
 from stagewatch.simulator.ids import IdCodec
 from stagewatch.simulator.records import (
-    CANDIDATE_REMOTE_BASE,
     DECLINED,
     HIRED,
     JOB_REMOTE_BASE,
@@ -250,29 +249,3 @@ def _draw_applications(
         elif outcome == PENDING:
             active += 1
     apps.active = active
-
-
-# -- candidates ----------------------------------------------------------------------------------
-
-
-def candidate_hash(seed: int, integration_number: int, row: int) -> int:
-    """48 well-mixed bits per candidate: names derive from the row instead of being stored."""
-    salt = (seed * 0x2545F491 + integration_number) * 0x9E3779B1
-    return ((row + salt) * 0xBF58476D1CE4E5B9) >> 13 & 0xFFFFFFFFFFFF
-
-
-def candidate_name(h: int, renames: int) -> tuple[str, str]:
-    """(first, last) of a generated candidate; each rename moves the last name on."""
-    first = catalog.FIRST_NAMES[h % len(catalog.FIRST_NAMES)]
-    last = catalog.LAST_NAMES[((h >> 16) + 7 * renames) % len(catalog.LAST_NAMES)]
-    return first, last
-
-
-def candidate_contact(h: int, row: int) -> tuple[str, str | None]:
-    """(e-mail, phone) of a generated candidate, from the name it was created with."""
-    first = catalog.FIRST_NAMES[h % len(catalog.FIRST_NAMES)]
-    last = catalog.LAST_NAMES[(h >> 16) % len(catalog.LAST_NAMES)]
-    local = f"{first}.{last}".translate(catalog.ASCII_FOLD).lower()
-    email = f"{local}.{CANDIDATE_REMOTE_BASE + row}@example.com"
-    phone = f"+49 30 {(h >> 32) % 10_000_000:07d}"
-    return email, phone

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stagewatch.simulator import catalog, generation
 from stagewatch.simulator.activity import Activity
+from stagewatch.simulator.candidates import Candidates, Given
 from stagewatch.simulator.changes import ChangeLog
 from stagewatch.simulator.ids import IdCodec
 from stagewatch.simulator.records import (
@@ -78,8 +79,6 @@ class Integration:
         self.stage_ids = IdCodec(ids_rng)
         self.application_ids = IdCodec(ids_rng)
         self.candidate_ids = IdCodec(ids_rng)
-        self.candidate_changed: dict[int, int] = {}  # row -> candidate changed_at, once renamed
-        self.custom_candidates: dict[int, tuple[str, str, str, str | None]] = {}
         build_rng = self._stream("build")
         self._take_jobs(build_rng, jobs)
         count = applications if self.has_applications else 0
@@ -110,10 +109,10 @@ class Integration:
         self.app_created = apps.created
         self.app_changed = apps.changed
         self.app_rejected = apps.rejected
-        self.app_renames = array("B", bytes(len(apps.job)))
         self.app_log = ChangeLog(array("q", apps.changed))
         self.deleted = apps.deleted  # row -> remote_deleted_at (ms)
         self.active = apps.active
+        self.candidates = Candidates(self.world.seed, self.number, len(apps.job))
         self._created_order: array | None = None  # rows by creation time, built on first use
         for row, deleted_ms in apps.deleted.items():
             self.activity.schedule_deletion_fate(
@@ -159,22 +158,6 @@ class Integration:
     def is_active(self, row: int) -> bool:
         return self.app_outcome[row] == PENDING and row not in self.deleted
 
-    def candidate_name(self, row: int) -> tuple[str, str]:
-        custom = self.custom_candidates.get(row)
-        if custom is not None:
-            return custom[0], custom[1]
-        h = generation.candidate_hash(self.world.seed, self.number, row)
-        return generation.candidate_name(h, self.app_renames[row])
-
-    def candidate_contact(self, row: int) -> tuple[str, str | None]:
-        """(e-mail, phone): present so the product can prove it drops contact data."""
-        custom = self.custom_candidates.get(row)
-        if custom is not None:
-            return custom[2], custom[3]
-        return generation.candidate_contact(
-            generation.candidate_hash(self.world.seed, self.number, row), row
-        )
-
     # -- changes at time t (the API's writes and simulated activity both come through here) ----
 
     def _touch(self, row: int, t: int, *, own: bool) -> None:
@@ -216,20 +199,7 @@ class Integration:
         self._touch(row, t, own=True)
 
     def rename_candidate_of(self, row: int, t: int, first: str | None, last: str | None) -> None:
-        if first is None and last is None and row not in self.custom_candidates:
-            self.app_renames[row] = min(self.app_renames[row] + 1, 255)
-        else:
-            current_first, current_last = self.candidate_name(row)
-            if first is None and last is None:  # a created candidate marries: double-barrelled
-                last = f"{current_last}-{catalog.LAST_NAMES[t % len(catalog.LAST_NAMES)]}"
-            email, phone = self.candidate_contact(row)
-            self.custom_candidates[row] = (
-                first or current_first,
-                last or current_last,
-                email,
-                phone,
-            )
-        self.candidate_changed[row] = t
+        self.candidates.rename(row, t, first, last)
         self._touch(row, t, own=False)
 
     def delete_row(self, row: int, t: int, *, may_restore: bool) -> None:
@@ -278,10 +248,8 @@ class Integration:
         job.changed_ms = job.closed_ms = t
         self.job_log.touch(job_row, t)
 
-    def add_application(
-        self, job: Job, stage: int, candidate: tuple[str, str, str, str | None], t: int
-    ) -> int:
-        """A new row, pending in `stage` of `job`; `candidate` is (first, last, e-mail, phone)."""
+    def add_application(self, job: Job, stage: int, candidate: Given, t: int) -> int:
+        """A new row, pending in `stage` of `job`."""
         row = self.application_count
         self.app_job.append(job.row)
         self.app_stage.append(stage)
@@ -290,8 +258,7 @@ class Integration:
         self.app_created.append(t)
         self.app_changed.append(t)
         self.app_rejected.append(0)
-        self.app_renames.append(0)
-        self.custom_candidates[row] = candidate
+        self.candidates.add(row, candidate)
         job.members.append(row)
         self.active += 1
         self.app_log.touch(row, t)
@@ -334,7 +301,7 @@ class Integration:
 
     def _refuse_second_application(self, job: Job, email: str) -> None:
         for row in job.members:
-            if self.candidate_contact(row)[0] == email.lower() and row not in self.deleted:
+            if self.candidates.contact(row)[0] == email.lower() and row not in self.deleted:
                 raise SimulationError(
                     f"{email} already applied to this job.", "ATS.APPLICATION_ALREADY_EXISTS"
                 )
