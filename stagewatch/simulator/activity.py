@@ -1,5 +1,7 @@
-"""What happens to an integration as simulated time passes: recruiters move, hire, decline and
-delete applications, deletions are restored or purged, stages are renamed, jobs retitled and closed.
+"""An integration over simulated time: the events each slice brings, and the fates of deletions.
+
+Recruiters move, hire, decline and delete applications; deletions are restored or purged; stages
+are renamed, jobs retitled and closed.
 
 Events come from the integration's own `events` stream, drawn in a fixed order slice by slice, so
 the same seed and the same calls replay the same history.

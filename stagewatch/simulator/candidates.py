@@ -1,5 +1,4 @@
-"""The candidate behind each application: a name and contact derived from the row, or the ones a
-client gave when it created the application, and the renames since.
+"""The candidate behind each application row: generated from the seed, or given by a client.
 
 A million candidates cannot afford a million stored names, so a generated candidate is a hash of
 `(seed, integration, row)` plus a rename count; only created or renamed-by-hand ones are stored.

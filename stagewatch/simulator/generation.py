@@ -1,5 +1,4 @@
-"""The data an integration starts with, drawn from seeded streams: jobs, their stages, and the
-applications already tracked when the simulation begins.
+"""The data an integration starts with: jobs, stages and applications, drawn from seeded streams.
 
 Each function draws from the stream it is given in a fixed order. That order is part of what a seed
 promises: drawing one value more, fewer or earlier changes every world built from that seed.

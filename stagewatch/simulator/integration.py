@@ -1,5 +1,6 @@
-"""One connected ATS as the simulator keeps it: jobs, the application columns, and every change a
-record can go through, whether an API client asks for it or simulated activity brings it.
+"""One connected ATS's state: its jobs, application columns, and the changes a record goes through.
+
+Changes come from API clients (the public methods, by id) and from simulated activity (by row).
 
 State is kept in columns (`array`s) rather than objects so a million applications fit in tens of
 megabytes; records are rendered to JSON per request (`render.py`).

@@ -1,5 +1,4 @@
-"""What a simulated ATS keeps: jobs with their stage pipelines, and the codes and units the
-application columns are written in.
+"""The records a simulated ATS keeps: jobs and stages, and the codes in the application columns.
 
 Times are epoch milliseconds throughout: integers compare and store cheaply in `array`s.
 """

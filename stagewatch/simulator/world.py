@@ -1,5 +1,6 @@
-"""The simulated Kombo account: every integration behind one API key, the clock they share, and
-who hears when integrations join, leave or change.
+"""The simulated Kombo account: the integrations behind one API key, and the clock they share.
+
+Listeners hear when an integration is connected, disconnected, or changed by an advance.
 
 The same seed and the same calls give the same world, byte for byte: each integration draws from
 streams seeded by `(seed, integration, purpose)`, and integration numbers are never reused.
