@@ -6,16 +6,11 @@ plugs it into an `httpx.Client`; `create_app` / `serve_in_thread` serve it over 
 
 from stagewatch.simulator.faults import FAULT_KINDS, FaultConfig
 from stagewatch.simulator.handler import SimResponse, Simulator
+from stagewatch.simulator.integration import Integration
+from stagewatch.simulator.records import SimulationError
 from stagewatch.simulator.server import create_app, serve_in_thread
 from stagewatch.simulator.transport import SimulatorTransport
-from stagewatch.simulator.world import (
-    DEFAULT_SCENARIOS,
-    SCENARIOS,
-    Integration,
-    SimulationError,
-    World,
-    scenarios_with,
-)
+from stagewatch.simulator.world import DEFAULT_SCENARIOS, SCENARIOS, World, scenarios_with
 
 __all__ = [
     "DEFAULT_SCENARIOS",

@@ -20,12 +20,8 @@ from typing import Any
 
 from stagewatch.simulator import render
 from stagewatch.simulator.changes import ChangeLog
-from stagewatch.simulator.world import (
-    JOB_REMOTE_BASE,
-    OUTCOMES,
-    Integration,
-    SimulationError,
-)
+from stagewatch.simulator.integration import Integration
+from stagewatch.simulator.records import JOB_REMOTE_BASE, OUTCOMES, SimulationError
 
 MAX_PAGE_SIZE = 250
 DEFAULT_PAGE_SIZE = 100
@@ -166,6 +162,11 @@ def parse_timestamp(name: str, value: str) -> int:
     return calendar.timegm(moment.utctimetuple()) * 1000 + millis
 
 
+def _optional_timestamp(params: dict[str, str], name: str) -> int | None:
+    """A timestamp parameter; absent or empty means no cut-off."""
+    return parse_timestamp(name, params[name]) if params.get(name) else None
+
+
 def _bool(params: dict[str, str], name: str) -> bool:
     value = params.get(name, "false")
     if value not in ("true", "false"):
@@ -283,9 +284,7 @@ def _common(
     after_seq = -1
     if params.get("cursor"):
         after_seq = decode_cursor(model, integ, params["cursor"], params)
-    updated_after = None
-    if params.get("updated_after"):
-        updated_after = parse_timestamp("updated_after", params["updated_after"])
+    updated_after = _optional_timestamp(params, "updated_after")
     include_deleted = _bool(params, "include_deleted")
     ignore_unsupported = _bool(params, "ignore_unsupported_filters")
     return page_size, after_seq, updated_after, include_deleted, ignore_unsupported
@@ -311,61 +310,72 @@ def list_applications(integ: Integration, pairs: Iterable[tuple[str, str]]) -> d
     page_size, after_seq, updated_after, include_deleted, ignore = _common(
         "applications", integ, params
     )
-    outcomes = _enum_values(params, "outcomes", OUTCOMES)
-    single_outcome = _enum_values(params, "outcome", OUTCOMES)
-    remote_created_after = None
-    if params.get("remote_created_after"):
-        remote_created_after = parse_timestamp(
-            "remote_created_after", params["remote_created_after"]
-        )
+    outcomes = {name: _enum_values(params, name, OUTCOMES) for name in ("outcomes", "outcome")}
+    created_after = _optional_timestamp(params, "remote_created_after")
     unsupported = _unsupported(integ, params)
     if unsupported and not ignore:
         return _page("applications", integ, [], None, params)
-    if "outcomes" in unsupported:
-        outcomes = None
-    if "outcome" in unsupported:
-        single_outcome = None
+    wanted_outcomes = [v for k, v in outcomes.items() if v is not None and k not in unsupported]
+    listing = _application_listing(
+        integ, params, unsupported, wanted_outcomes, created_after, include_deleted
+    )
+    rows, next_seq = _paginate(integ.app_log, listing, after_seq, updated_after, page_size)
+    records = [render.application(integ, row) for row in rows]
+    return _page("applications", integ, records, next_seq, params)
 
+
+def _application_listing(
+    integ: Integration,
+    params: dict[str, str],
+    unsupported: list[str],
+    wanted_outcomes: list[set[str]],
+    created_after: int | None,
+    include_deleted: bool,
+) -> Listing:
+    """Id-like filters narrow the rows to consider; the others become tests on each row."""
+    candidate_sets = _named_rows(integ, params, unsupported)
     predicates: list[Callable[[int], bool]] = []
-    candidate_sets: list[set[int]] = []
     if not include_deleted:
         deleted = integ.deleted
         predicates.append(lambda row: row not in deleted)
-    ids = _values(params, "ids")
-    if ids is not None:
-        rows = {integ.application_row(i) for i in ids} - {None}
-        candidate_sets.append(rows)  # type: ignore[arg-type]
-    remote_ids = _values(params, "remote_ids")
-    if remote_ids is not None:
-        rows = {integ.application_row_by_remote_id(r) for r in remote_ids} - {None}
-        candidate_sets.append(rows)  # type: ignore[arg-type]
-    stage_ids = None if "current_stage_ids" in unsupported else _values(params, "current_stage_ids")
-    if stage_ids is not None:
-        stages = {integ.stage_by_id[s] for s in stage_ids if s in integ.stage_by_id}
-        stage_of = integ.app_stage
-        candidate_sets.append(
-            {r for job, pos in stages for r in integ.jobs[job].members if stage_of[r] == pos}
-        )
-    job_rows = _job_rows(integ, params)
-    if job_rows is not None:
-        candidate_sets.append({r for job in job_rows for r in integ.jobs[job].members})
-    for wanted in (outcomes, single_outcome):
-        if wanted is not None:
-            codes = {OUTCOMES.index(o) for o in wanted}
-            predicates.append(lambda row, codes=codes: integ.app_outcome[row] in codes)
-    if remote_created_after is not None:
-        recent = integ.rows_created_after(remote_created_after, integ.application_count // 8)
+    for wanted in wanted_outcomes:
+        codes = {OUTCOMES.index(o) for o in wanted}
+        predicates.append(lambda row, codes=codes: integ.app_outcome[row] in codes)
+    if created_after is not None:
+        # A recent cut-off names few rows: look them up rather than test every row.
+        recent = integ.rows_created_after(created_after, integ.application_count // 8)
         if recent is not None:
             candidate_sets.append(set(recent))
         else:
             created = integ.app_created
-            predicates.append(lambda row: created[row] > remote_created_after)
+            predicates.append(lambda row: created[row] > created_after)
     candidates = set.intersection(*candidate_sets) if candidate_sets else None
-    rows, next_seq = _paginate(
-        integ.app_log, Listing(candidates, predicates), after_seq, updated_after, page_size
-    )
-    records = [render.application(integ, row) for row in rows]
-    return _page("applications", integ, records, next_seq, params)
+    return Listing(candidates, predicates)
+
+
+def _named_rows(
+    integ: Integration, params: dict[str, str], unsupported: list[str]
+) -> list[set[int]]:
+    """The rows each given id-like filter (ids, remote ids, stages, jobs) allows."""
+    named: list[set[int]] = []
+    ids = _values(params, "ids")
+    if ids is not None:
+        named.append({row for row in map(integ.application_row, ids) if row is not None})
+    remote_ids = _values(params, "remote_ids")
+    if remote_ids is not None:
+        rows = map(integ.application_row_by_remote_id, remote_ids)
+        named.append({row for row in rows if row is not None})
+    stage_ids = None if "current_stage_ids" in unsupported else _values(params, "current_stage_ids")
+    if stage_ids is not None:
+        stages = {integ.stage_by_id[s] for s in stage_ids if s in integ.stage_by_id}
+        stage_of = integ.app_stage
+        named.append(
+            {r for job, pos in stages for r in integ.jobs[job].members if stage_of[r] == pos}
+        )
+    job_rows = _job_rows(integ, params)
+    if job_rows is not None:
+        named.append({r for job in job_rows for r in integ.jobs[job].members})
+    return named
 
 
 def _job_rows(integ: Integration, params: dict[str, str]) -> set[int] | None:
@@ -421,8 +431,8 @@ def list_jobs(integ: Integration, pairs: Iterable[tuple[str, str]]) -> dict[str,
     visibilities = _enum_values(params, "visibilities", VISIBILITIES)
     if visibilities is not None:
         predicates.append(lambda row: jobs[row].visibility in visibilities)
-    if params.get("remote_created_after"):
-        created_after = parse_timestamp("remote_created_after", params["remote_created_after"])
+    created_after = _optional_timestamp(params, "remote_created_after")
+    if created_after is not None:
         predicates.append(lambda row: jobs[row].created_ms > created_after)
     if params.get("name_contains"):
         needle = params["name_contains"].casefold()

@@ -24,8 +24,9 @@ from typing import Any
 
 from stagewatch.simulator import api, faults
 from stagewatch.simulator.faults import FaultConfig
+from stagewatch.simulator.integration import Integration
 from stagewatch.simulator.render import format_ms
-from stagewatch.simulator.world import Integration, World
+from stagewatch.simulator.world import World
 
 API_PREFIX = "/v1"
 DEFAULT_RATE_WINDOW_SECONDS = 60
@@ -312,10 +313,7 @@ class Simulator:
                 "The API key is missing or invalid. Send it as 'Authorization: Bearer <key>'.",
                 base_headers,
             )
-        with self._stats_lock:
-            allowed, limit_headers = self.rate_limiter.take()
-            if not allowed:
-                self._stats.rate_limited += 1
+        allowed, limit_headers = self._take_rate_limit()
         headers_out = base_headers + limit_headers
         if not allowed:
             return self._error(
@@ -324,21 +322,35 @@ class Simulator:
                 headers_out,
             )
         try:
-            with self.world.lock:
-                if endpoint == "GET /check-api-key":
-                    env = self.world.environment_id
-                    payload: dict[str, Any] = {
-                        "status": "success",
-                        "data": {"environment_id": env, "customer_id": env},
-                    }
-                else:
-                    payload = self._ats(endpoint, path_params, query, headers, body)
+            payload = self._answer(endpoint, path_params, query, headers, body)
         except api.ApiError as exc:
             log_url = None if general else f"https://app.kombo.dev/logs/{request_id}"
             return self._error(
                 exc.code, exc.message, headers_out, status=exc.status, log_url=log_url
             )
         return SimResponse(200, [*headers_out, ("content-type", JSON_TYPE)], _dumps(payload))
+
+    def _take_rate_limit(self) -> tuple[bool, list[tuple[str, str]]]:
+        with self._stats_lock:
+            allowed, limit_headers = self.rate_limiter.take()
+            if not allowed:
+                self._stats.rate_limited += 1
+        return allowed, limit_headers
+
+    def _answer(
+        self,
+        endpoint: str,
+        path_params: dict[str, str],
+        query: list[tuple[str, str]],
+        headers: dict[str, str],
+        body: bytes,
+    ) -> dict[str, Any]:
+        """The success body of an authenticated, admitted request; raises `api.ApiError`."""
+        with self.world.lock:
+            if endpoint == "GET /check-api-key":
+                env = self.world.environment_id
+                return {"status": "success", "data": {"environment_id": env, "customer_id": env}}
+            return self._ats(endpoint, path_params, query, headers, body)
 
     def _authenticated(self, headers: dict[str, str]) -> bool:
         scheme, _, token = headers.get("authorization", "").partition(" ")

@@ -6,13 +6,13 @@ import time
 from typing import Any
 
 from stagewatch.simulator import catalog
-from stagewatch.simulator.world import (
+from stagewatch.simulator.integration import Integration
+from stagewatch.simulator.records import (
     APPLICATION_REMOTE_BASE,
     CANDIDATE_REMOTE_BASE,
     DECLINED,
     NO_STAGE,
     OUTCOMES,
-    Integration,
     Job,
     Stage,
 )
@@ -65,8 +65,8 @@ def _stage_ref(integ: Integration, job: Job, pos: int) -> dict[str, Any] | None:
 
 
 def _candidate(integ: Integration, row: int, candidate_id: str, full: bool) -> dict[str, Any]:
-    first, last = integ.candidate_name(row)
-    email, phone = integ.candidate_contact(row)
+    first, last = integ.candidates.name(row)
+    email, phone = integ.candidates.contact(row)
     remote_id = str(CANDIDATE_REMOTE_BASE + row)
     h = row * 2654435761
     candidate: dict[str, Any] = {
@@ -87,7 +87,7 @@ def _candidate(integ: Integration, row: int, candidate_id: str, full: bool) -> d
     }
     if full:
         created = integ.app_created[row]
-        changed = integ.candidate_changed.get(row, created)
+        changed = integ.candidates.changed.get(row, created)
         candidate |= {
             "location": None,
             "custom_fields": {},

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import socket
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import uvicorn
 from starlette.applications import Starlette
@@ -73,6 +73,16 @@ def create_app(
     simulator = Simulator(world, faults, latency_ms=latency_ms, rate_limit=rate_limit)
     if advance_every_seconds is not None and advance_every_seconds <= 0:
         raise ValueError("advance_every_seconds must be > 0")
+    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
+    route = Route("/{path:path}", _endpoint(simulator), methods=methods)
+    lifespan = _advancing(world, advance_every_seconds, advance_hours, on_advance)
+    app = Starlette(routes=[route], lifespan=lifespan)
+    app.state.simulator = simulator
+    return app
+
+
+def _endpoint(simulator: Simulator) -> Callable[[Request], Awaitable[Response]]:
+    """Every path goes to `simulator`; this only carries out its delay and disconnect."""
 
     async def endpoint(request: Request) -> Response:
         body = await request.body()
@@ -92,13 +102,19 @@ def create_app(
             return _DropConnection(answer)
         return Response(answer.body, status_code=answer.status, headers=dict(answer.headers))
 
+    return endpoint
+
+
+def _advancing(
+    world: World, every: float | None, hours: float, on_advance: Callable[[int], None] | None
+) -> Callable[[Starlette], contextlib.AbstractAsyncContextManager[None]]:
+    """A lifespan that, given `every`, advances `world` by `hours` every `every` seconds."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = None
-        if advance_every_seconds is not None:
-            task = asyncio.create_task(
-                _advance_forever(world, advance_every_seconds, advance_hours, on_advance)
-            )
+        if every is not None:
+            task = asyncio.create_task(_advance_forever(world, every, hours, on_advance))
         try:
             yield
         finally:
@@ -107,10 +123,7 @@ def create_app(
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    methods = ["GET", "POST", "PUT", "PATCH", "DELETE"]
-    app = Starlette(routes=[Route("/{path:path}", endpoint, methods=methods)], lifespan=lifespan)
-    app.state.simulator = simulator
-    return app
+    return lifespan
 
 
 async def _advance_forever(

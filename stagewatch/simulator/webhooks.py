@@ -1,5 +1,7 @@
-"""Kombo's webhooks, simulated: signed `data-changed` after an advance changes an integration, and
-`integration-created` / `integration-deleted` when one is connected or disconnected.
+"""Kombo's webhooks, simulated, signed and posted to a receiver from a thread of their own.
+
+`data-changed` follows an advance that changes an integration, `integration-created` /
+`integration-deleted` one that is connected or disconnected.
 
 The world tells the sender what happened (`World.add_listener`); the sender builds Kombo's payload
 at once, on the world's clock and with delivery ids from the seed, then POSTs it from its own
@@ -23,8 +25,9 @@ import httpx
 
 from stagewatch import __version__
 from stagewatch.simulator.ids import random_id
+from stagewatch.simulator.integration import Integration
 from stagewatch.simulator.render import format_ms
-from stagewatch.simulator.world import Integration, World
+from stagewatch.simulator.world import World
 from stagewatch.webhooks.signature import SIGNATURE_HEADER, sign
 
 log = logging.getLogger(__name__)
