@@ -20,7 +20,7 @@ from stagewatch.kombo.client import (
     KomboClient,
     RetryPolicy,
 )
-from stagewatch.lease import DEFAULT_LEASE_SECONDS
+from stagewatch.store.lease import DEFAULT_LEASE_SECONDS
 
 API_KEY_ENV = "KOMBO_API_KEY"
 API_KEY_BLOCK = "kombo-api-key"

@@ -45,17 +45,17 @@ def held_checkpoint(monkeypatch):
     """Every store's background checkpoint, held back until the test sets the event it yields; the
     real checkpoint runs then. Other tests' checkpoints are waited for first, so any checkpoint
     thread the test finds is its own; on teardown the hold is released and waited for."""
-    from stagewatch.store import Store, wait_for_checkpoints
+    from stagewatch.store.connection import Database, wait_for_checkpoints
 
     release = threading.Event()
-    checkpoint = Store._checkpoint
+    checkpoint = Database._checkpoint
 
     def held(self):
         release.wait(30)
         checkpoint(self)
 
     wait_for_checkpoints()
-    monkeypatch.setattr(Store, "_checkpoint", held)
+    monkeypatch.setattr(Database, "_checkpoint", held)
     yield release
     release.set()
     wait_for_checkpoints()

@@ -12,10 +12,9 @@ from datetime import timedelta
 import pytest
 from sqlite_utils import Database
 
-from stagewatch import lease
-from stagewatch.lease import LEASE_THREAD, machine_id
-from stagewatch.migrations import migrations
-from stagewatch.store import LeaseLostError, LockedError, Run, Store, StoreError
+from stagewatch.store import LeaseLostError, LockedError, Run, Store, StoreError, lease
+from stagewatch.store.lease import LEASE_THREAD, machine_id
+from stagewatch.store.schema import migrations
 from tests.test_store import dead_pid, rows
 from tests.test_store_fixtures import (
     FINISHED,

@@ -19,8 +19,6 @@ from sqlite_utils import Database
 from stagewatch.diff import EVENT_FIELDS
 from stagewatch.errors import StagewatchError
 from stagewatch.kombo.models import Quarantined
-from stagewatch.lease import machine_id
-from stagewatch.migrations import migrations
 from stagewatch.runtime import LISTING_SWITCH_INTERVAL
 from stagewatch.store import (
     CHECKPOINT_THREAD,
@@ -30,6 +28,8 @@ from stagewatch.store import (
     StoreError,
     wait_for_checkpoints,
 )
+from stagewatch.store.lease import machine_id
+from stagewatch.store.schema import migrations
 from stagewatch.timeutil import format_ts
 from tests.test_store_fixtures import (
     CONTRACT_FIELDS,

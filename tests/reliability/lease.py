@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from stagewatch.lease import RENEWALS_PER_LEASE
 from stagewatch.store import LockedError, Store
+from stagewatch.store.lease import RENEWALS_PER_LEASE
 from stagewatch.timeutil import parse_ts, utcnow
 from tests.reliability import cli, crash
 from tests.reliability.badinput import copy_db

@@ -1,4 +1,4 @@
-"""The store's schema, as recorded sqlite-utils migrations.
+"""The store's schema: recorded sqlite-utils migrations, and the schema read back as markdown.
 
 Each migration is a list of DDL statements whose `--` comments document the tables and columns:
 SQLite keeps the original CREATE text, so `stagewatch schema --markdown` reads the documentation back
@@ -6,6 +6,9 @@ from the live database. Never edit an applied migration; append a new one.
 """
 
 from __future__ import annotations
+
+import re
+import sqlite3
 
 from sqlite_utils import Database, Migrations
 
@@ -545,3 +548,78 @@ WHERE kind != 'deleted'
 def m0005_run_facts_and_stays(db: Database) -> None:
     for statement in RUN_FACTS:
         db.execute(statement.strip())
+
+
+# -- the live schema as markdown ------------------------------------------------------------------
+
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_UNCOMMENTED = {"_sqlite_migrations": "Migrations applied to this database (kept by sqlite-utils)."}
+
+
+def _comments(sql: str, is_view: bool) -> tuple[str, dict[str, str]]:
+    """The table's own comment (first line) and each column's trailing `--` comment."""
+    lines = sql.splitlines()
+    head = lines[0].partition("--")[2].strip()
+    columns: dict[str, str] = {}
+    for line in lines[1:]:
+        code, sep, comment = line.partition("--")
+        names = _IDENTIFIER.findall(code.strip().rstrip(","))
+        if not sep or not names:
+            continue
+        columns.setdefault(names[-1] if is_view else names[0], comment.strip())
+    return head, columns
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def schema_markdown(conn: sqlite3.Connection) -> str:
+    """Every table and view of the live database, with the comments its DDL carries."""
+    objects = conn.execute(
+        "SELECT type, name, tbl_name, sql FROM sqlite_master WHERE sql IS NOT NULL "
+        "AND name NOT LIKE 'sqlite_%' ORDER BY rowid"
+    ).fetchall()
+    indexes: dict[str, list[str]] = {}
+    triggers: dict[str, list[str]] = {}
+    for kind, name, table, _sql in objects:
+        if kind == "index":
+            columns = [row[2] for row in conn.execute(f"PRAGMA index_info({name})")]
+            unique = conn.execute(
+                'SELECT "unique" FROM pragma_index_list(?) WHERE name = ?', (table, name)
+            ).fetchone()[0]
+            partial = " (partial)" if " WHERE " in _sql.upper() else ""
+            label = "unique " if unique else ""
+            indexes.setdefault(table, []).append(f"`{name}` {label}({', '.join(columns)}){partial}")
+        elif kind == "trigger":
+            triggers.setdefault(table, []).append(f"`{name}`")
+    out: list[str] = []
+    for kind, name, _table, sql in objects:
+        if kind not in ("table", "view"):
+            continue
+        head, comments = _comments(sql, is_view=kind == "view")
+        head = head or _UNCOMMENTED.get(name, "")
+        out.append(f"### `{name}`{' (view)' if kind == 'view' else ''}")
+        out.append("")
+        if head:
+            out.append(head)
+            out.append("")
+        out.append("| column | type | description |")
+        out.append("| --- | --- | --- |")
+        for row in conn.execute(f"PRAGMA table_info({name})"):
+            decl = [row["type"] or "any"]
+            if row["notnull"]:
+                decl.append("NOT NULL")
+            if row["pk"]:
+                decl.append("PK")
+            out.append(
+                f"| `{row['name']}` | {' '.join(decl)} | {_cell(comments.get(row['name'], ''))} |"
+            )
+        out.append("")
+        if name in indexes:
+            out.append("Indexes: " + "; ".join(indexes[name]) + ".")
+            out.append("")
+        if name in triggers:
+            out.append("Triggers: " + ", ".join(triggers[name]) + ".")
+            out.append("")
+    return "\n".join(out).rstrip() + "\n"
