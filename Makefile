@@ -22,6 +22,7 @@ install: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 # tests/browser drive Debian's Chromium (Playwright cannot download browsers here). Installed when
 # root; otherwise one loud line, and pytest prints the same reason with the skipped tests.

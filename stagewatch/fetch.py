@@ -54,21 +54,9 @@ def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]
                 continue
         return False
 
-    def work() -> None:
-        iterator = iter(items)
-        try:
-            for item in iterator:
-                if not put("item", item):
-                    return
-            put("done", None)
-        except BaseException as exc:  # handed to the caller, raised there
-            put("error", exc)
-        finally:
-            close = getattr(iterator, "close", None)
-            if close is not None:
-                close()
-
-    worker = threading.Thread(target=work, name="stagewatch-read-ahead", daemon=True)
+    worker = threading.Thread(
+        target=_produce, args=(items, put), name="stagewatch-read-ahead", daemon=True
+    )
     worker.start()
     try:
         while True:
@@ -82,6 +70,23 @@ def read_ahead(items: Iterable[T], depth: int = READ_AHEAD_PAGES) -> Iterator[T]
     finally:
         stop.set()
         worker.join()
+
+
+def _produce(items: Iterable[Any], put: Callable[[str, Any], bool]) -> None:
+    """`read_ahead`'s worker: hands over each item, then "done" or the error that stopped it,
+    and closes the iterator in this thread."""
+    iterator = iter(items)
+    try:
+        for item in iterator:
+            if not put("item", item):
+                return
+        put("done", None)
+    except BaseException as exc:  # handed to the caller, raised there
+        put("error", exc)
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def _chunks(items: list[T], size: int) -> Iterator[list[T]]:

@@ -14,13 +14,32 @@ from stagewatch.store.schema import schema_markdown
 from stagewatch.timeutil import format_ts
 
 # What `status` shows of a held lock: run_locks column -> status field.
-LOCK_STATUS_COLUMNS = {
-    "run_id": "locked_by_run_id",
-    "pid": "locked_by_pid",
-    "hostname": "locked_by_hostname",
-    "renewed_at": "lock_renewed_at",
-    "lease_expires_at": "lock_expires_at",
-}
+# One row per integration that ever ran; the counts read covering indexes.
+_STATUS = """
+SELECT
+    r.integration_id, r.id AS last_run_id, r.mode AS last_run_mode,
+    r.status AS last_run_status, r.started_at AS last_run_started_at,
+    r.finished_at AS last_run_finished_at, r.events AS last_run_events,
+    r.error AS last_run_error,
+    (SELECT max(s.finished_at) FROM sync_runs AS s
+        WHERE s.integration_id = r.integration_id AND s.status = 'succeeded') AS last_success_at,
+    w.watermark,
+    l.run_id AS locked_by_run_id, l.pid AS locked_by_pid, l.hostname AS locked_by_hostname,
+    l.renewed_at AS lock_renewed_at, l.lease_expires_at AS lock_expires_at,
+    (SELECT count(*) FROM jobs AS j WHERE j.integration_id = r.integration_id) AS jobs,
+    (SELECT count(*) FROM applications AS a
+        WHERE a.integration_id = r.integration_id AND a.deleted_observed_at IS NULL)
+        AS applications,
+    (SELECT count(*) FROM applications AS a
+        WHERE a.integration_id = r.integration_id AND a.deleted_observed_at IS NOT NULL)
+        AS deleted_applications,
+    (SELECT count(*) FROM events AS e WHERE e.integration_id = r.integration_id) AS events
+FROM (SELECT max(id) AS id FROM sync_runs GROUP BY integration_id) AS last
+JOIN sync_runs AS r ON r.id = last.id
+LEFT JOIN watermarks AS w ON w.integration_id = r.integration_id
+LEFT JOIN run_locks AS l ON l.integration_id = r.integration_id
+ORDER BY r.integration_id
+"""
 
 
 class Queries:
@@ -145,60 +164,7 @@ class Queries:
 
     def status(self) -> list[dict[str, Any]]:
         """Per integration: its last run, last success, watermark, lock and what the store holds."""
-        conn = self._db.conn
-        last_runs = {
-            row["integration_id"]: row
-            for row in conn.execute(
-                "SELECT * FROM sync_runs WHERE id IN "
-                "(SELECT max(id) FROM sync_runs GROUP BY integration_id)"
-            )
-        }
-        last_success = dict(
-            conn.execute(
-                "SELECT integration_id, max(finished_at) FROM sync_runs "
-                "WHERE status = 'succeeded' GROUP BY integration_id"
-            ).fetchall()
-        )
-        watermarks = dict(conn.execute("SELECT integration_id, watermark FROM watermarks"))
-        locks = {row["integration_id"]: row for row in conn.execute("SELECT * FROM run_locks")}
-        applications = {
-            row[0]: (row[1], row[2])
-            for row in conn.execute(
-                "SELECT integration_id, count(*) - count(deleted_observed_at), "
-                "count(deleted_observed_at) FROM applications GROUP BY integration_id"
-            )
-        }
-        jobs = dict(
-            conn.execute("SELECT integration_id, count(*) FROM jobs GROUP BY integration_id")
-        )
-        events = dict(
-            conn.execute("SELECT integration_id, count(*) FROM events GROUP BY integration_id")
-        )
-        result = []
-        for integration_id in sorted(last_runs):
-            run = last_runs[integration_id]
-            lock = locks.get(integration_id) or dict.fromkeys(LOCK_STATUS_COLUMNS)
-            live, deleted = applications.get(integration_id, (0, 0))
-            result.append(
-                {
-                    "integration_id": integration_id,
-                    "last_run_id": run["id"],
-                    "last_run_mode": run["mode"],
-                    "last_run_status": run["status"],
-                    "last_run_started_at": run["started_at"],
-                    "last_run_finished_at": run["finished_at"],
-                    "last_run_events": run["events"],
-                    "last_run_error": run["error"],
-                    "last_success_at": last_success.get(integration_id),
-                    "watermark": watermarks.get(integration_id),
-                    **{field: lock[column] for column, field in LOCK_STATUS_COLUMNS.items()},
-                    "jobs": jobs.get(integration_id, 0),
-                    "applications": live,
-                    "deleted_applications": deleted,
-                    "events": events.get(integration_id, 0),
-                }
-            )
-        return result
+        return [dict(row) for row in self._db.conn.execute(_STATUS)]
 
     def schema_markdown(self) -> str:
         return schema_markdown(self._db.conn)

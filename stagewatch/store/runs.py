@@ -174,19 +174,7 @@ class Runs:
             ),
         ).lastrowid
         error = f"{why}; lock taken over by run {run_id} (pid {os.getpid()} on {self._hostname})"
-        dead = [
-            row[0]
-            for row in conn.execute(
-                "SELECT id FROM sync_runs WHERE integration_id = ? AND status = 'running' AND id != ?",
-                (integration_id, run_id),
-            )
-        ]
-        for dead_id in dead:
-            conn.execute(
-                "UPDATE sync_runs SET status = 'abandoned', finished_at = ?, error = ? WHERE id = ?",
-                (now, error, dead_id),
-            )
-            self.clear_staging(conn, dead_id)
+        self._abandon_others(conn, integration_id, run_id, error, now)
         conn.execute(
             "INSERT OR REPLACE INTO run_locks (integration_id, run_id, pid, hostname, machine, "
             "acquired_at, renewed_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -202,6 +190,24 @@ class Runs:
             ),
         )
         return run_id
+
+    def _abandon_others(
+        self, conn: sqlite3.Connection, integration_id: str, run_id: int, error: str, now: str
+    ) -> None:
+        """Mark every other running run of the integration abandoned, its staging discarded."""
+        dead = [
+            row[0]
+            for row in conn.execute(
+                "SELECT id FROM sync_runs WHERE integration_id = ? AND status = 'running' AND id != ?",
+                (integration_id, run_id),
+            )
+        ]
+        for dead_id in dead:
+            conn.execute(
+                "UPDATE sync_runs SET status = 'abandoned', finished_at = ?, error = ? WHERE id = ?",
+                (now, error, dead_id),
+            )
+            self.clear_staging(conn, dead_id)
 
     def _keep(self, run_id: int) -> None:
         """Renew the run's lease from a thread until the run ends (an in-memory database needs no
@@ -381,33 +387,26 @@ class Runs:
         if unknown:
             raise StoreError(f"unknown run facts {sorted(unknown)}; known: {list(RUN_FACTS)}")
         crash_point("commit:start")
-        with self._ending(run_id), self._db.checkpoint_in_background(), self._db.transaction() as conn:
+        with (
+            self._ending(run_id),
+            self._db.checkpoint_in_background(),
+            self._db.transaction() as conn,
+        ):
             integration_id = self.running(conn, run_id)
             if not complete:
                 counts = dict.fromkeys(EVENT_KINDS, 0)
-                self._finish(
-                    conn,
-                    run_id,
-                    integration_id,
-                    "incomplete",
-                    error=error or "listing ended early; staged records discarded",
-                    stats=stats,
-                    values={"observed_at": format_ts(observed_at), "events": 0, **counts},
-                )
+                values = {"observed_at": format_ts(observed_at), "events": 0, **counts}
+                error = error or "listing ended early; staged records discarded"
+                self._finish(conn, run_id, integration_id, "incomplete", error=error, stats=stats,
+                             values=values)  # fmt: skip
                 return counts
             values = self._apply(conn, run_id, integration_id, observed_at)
             values["next_watermark"] = self._advance_watermark(
                 conn, run_id, integration_id, _ts(next_watermark)
             )
-            self._finish(
-                conn,
-                run_id,
-                integration_id,
-                "succeeded",
-                error=None,
-                stats=stats,
-                values={**values, **(facts or {})},
-            )
+            values.update(facts or {})
+            self._finish(conn, run_id, integration_id, "succeeded", error=None, stats=stats,
+                         values=values)  # fmt: skip
             crash_point("commit:before_commit")
         return {kind: values[kind] for kind in EVENT_KINDS}
 
