@@ -28,14 +28,11 @@ def listing_runtime(interval: float = LISTING_SWITCH_INTERVAL) -> Iterator[None]
     sets both, the last to leave restores them, so concurrent integrations share one setting.
 
     - The heap is frozen (`gc.freeze`). A listing allocates millions of short-lived objects; each
-      full GC pass they trigger would also walk everything already on the heap (about 300k
-      objects once Prefect is imported), which more than doubled parsing time. Frozen objects
-      are only skipped by the collector, never freed.
+      full GC pass they trigger would also walk everything already on the heap (Prefect's
+      objects). Frozen objects are only skipped by the collector, never freed.
     - CPython's thread switch interval is shortened. Parsing and serialising hold the GIL for long
       stretches, and a thread whose response has arrived, or whose SQLite statement has finished,
-      waits for the holder to let go: up to the switch interval, 5 ms by default. Measured on a
-      100k listing, the next request started 4.6 ms (median) after it was handed to its thread,
-      about a third of the time per page; at 0.5 ms, after 0.6 ms.
+      waits for the holder to let go: up to the switch interval. (docs/performance.md)
     """
     global _listings, _switch_saved
     with _listing_lock:

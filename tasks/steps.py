@@ -144,8 +144,8 @@ def fetch_jobs_task(
 
 class ListingProgress:
     """A progress artifact for long listings, updated every `every` pages but at most once per
-    `min_seconds` (each update is an API call the listing waits for: every 20 pages, a 1M listing
-    made 200). Kombo gives no total, so the percentage is an estimate from what the store holds."""
+    `min_seconds` (each update is an API call the listing waits for). Kombo gives no total, so
+    the percentage is an estimate from what the store holds."""
 
     def __init__(
         self,

@@ -152,8 +152,8 @@ def _outcome(error: KomboError) -> str:
 
 @cache
 def _ssl_context() -> ssl.SSLContext:
-    """httpx's default context, built once: building it (loading the CA bundle) takes about 50 ms
-    of CPU, paid by every integration of a many-integration run otherwise."""
+    """httpx's default context, built once: loading the CA bundle costs CPU that every
+    integration of a many-integration run would otherwise pay."""
     return httpx.create_ssl_context()
 
 

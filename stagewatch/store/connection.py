@@ -196,12 +196,11 @@ class Database:
         # NORMAL in WAL mode survives any process crash; a power cut can lose the last
         # commits but never corrupts the file.
         conn.execute("PRAGMA synchronous = NORMAL")
-        # Debian's SQLite (this machine's too) is built with SECURE_DELETE, which overwrites
-        # every freed page with zeros: clearing a 1M first sync's staging wrote about 1 GB of
-        # zeros through the WAL (commit_run 29.7 s -> 22.6 s without it). FAST still purges
-        # deleted rows from the pages a write touches anyway, so only whole freed pages keep
-        # old bytes. What this store deletes is staging and scratch rows: listed records,
-        # scrubbed like the snapshot's raw (no remote_data, no contact data, never the key).
+        # Debian's SQLite is built with SECURE_DELETE, which overwrites every freed page with
+        # zeros: clearing a big run's staging wrote gigabytes through the WAL. FAST still purges
+        # deleted rows from the pages a write touches, so only whole freed pages keep old bytes;
+        # what this store deletes is staging and scratch rows, scrubbed like the snapshot's raw
+        # (no remote_data, no contact data, never the key).
         conn.execute("PRAGMA secure_delete = FAST")
         conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
 
@@ -242,7 +241,7 @@ class Database:
     def checkpoint_in_background(self) -> Iterator[None]:
         """Around a big transaction: its COMMIT skips SQLite's automatic checkpoint, which copies
         every page the transaction wrote from the WAL into the database file before COMMIT returns
-        (1.2 s of a 1M-application commit_run, which writes about 400 MB of WAL). A thread with
+        (seconds, after a big run). A thread with
         its own connection runs that checkpoint after the commit instead, while the caller goes
         on (a flow publishes its report and ends). `close` waits for it unless told not to; a
         process killed meanwhile only leaves a longer WAL, which a later checkpoint copies.

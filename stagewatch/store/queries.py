@@ -136,7 +136,7 @@ class Queries:
 
     def _kinds_run_wrote(self, run_id: int, kinds: list[str]) -> list[str]:
         """`kinds` minus those a finished run counted none of: its events need no scan for them
-        (ruling out the listed kinds among a 1M first sync's first sightings took 0.46 s)."""
+        (a big first sync's first sightings are slow to rule out)."""
         row = self._db.conn.execute(
             f"SELECT {', '.join(EVENT_KINDS)} FROM sync_runs WHERE id = ?", (run_id,)
         ).fetchone()

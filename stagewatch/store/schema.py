@@ -346,7 +346,7 @@ def m0002_sync_runs_published(db: Database) -> None:
 
 
 # staged_seen was keyed by (run_id, application_id): Kombo ids are random, so every page of a
-# listing rewrote pages all over that index, and a 1M listing spent most of its staging time there.
+# listing rewrote pages all over that index, and a big listing spent most of its staging time there.
 # It is now append-only; commit_run dedups it once, in a sorted scratch table. Rows of a run still
 # staging under the old layout are carried over, so that run can still commit.
 SEEN_APPEND_ONLY = [
