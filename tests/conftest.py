@@ -59,3 +59,15 @@ def held_checkpoint(monkeypatch):
     yield release
     release.set()
     wait_for_checkpoints()
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under pytest-xdist, tests that share one expensive session fixture run on one worker:
+    the browser tests share one Prefect server and its runs; the flow tests one Prefect harness."""
+    groups = {"browser": "browser", "test_flows": "prefect", "test_deployments": "prefect"}
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        for part, group in groups.items():
+            if part in path:
+                item.add_marker(pytest.mark.xdist_group(group))
+                break

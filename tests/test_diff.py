@@ -546,7 +546,7 @@ def test_stage_history_has_one_row_per_stay(store, runner):
     ]
 
 
-@settings(max_examples=300)
+@settings(max_examples=300, deadline=None)  # a loaded CI machine is no failure
 @given(
     integration=st.text() | st.sampled_from(["acme:greenhouse", 'q"uote', "back\\slash", "tab\t"]),
     application=st.text() | st.from_regex(r"[1-9A-HJ-NP-Za-km-z]{24}", fullmatch=True),
