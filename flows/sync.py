@@ -91,6 +91,21 @@ class SyncFailed(StagewatchError):
         return (SyncFailed, (str(self), self.outcomes))
 
 
+class _ReportedFailure(logging.Filter):
+    """A deployed flow run that returns its Failed state is still raised again by Prefect's
+    engine on exit, which logs it as an "unexpected exception" with a 40-line traceback. A
+    `SyncFailed` is expected and already told (the state message, the summary artifact, the
+    failed integration's task run): drop those records, and only those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], SyncFailed))
+
+
+# The engine's two loggers: the flow run's (its logs in the UI) and the process's own (stderr).
+for _name in ("prefect.flow_runs", "prefect.engine"):
+    logging.getLogger(_name).addFilter(_ReportedFailure())
+
+
 def open_client(
     api_key: SecretStr,
     integration_id: str,
@@ -148,7 +163,7 @@ def _state(outcomes: list[SyncOutcome]) -> State:
         o = outcomes[0]
         if o.status == "synced":
             return Completed(message=f"{o.changes} changes", data=data)
-        name = "NotReady" if o.status == "not_ready" else "Unsupported"
+        name = "Not ready" if o.status == "not_ready" else "Unsupported"
         return Completed(name=name, message=o.message, data=data)
     counts = {s: sum(o.status == s for o in outcomes) for s in report.STATUS_LABELS}
     message = ", ".join(f"{n} {report.STATUS_LABELS[s]}" for s, n in counts.items() if n)
