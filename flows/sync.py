@@ -21,7 +21,7 @@ import httpx
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
-from pydantic import Field, SecretStr, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_validator
 
 from stagewatch import pipeline, report
 from stagewatch.errors import StagewatchError
@@ -41,29 +41,45 @@ _library_logger = logging.getLogger("stagewatch")
 if _library_logger.level == logging.NOTSET:
     _library_logger.setLevel(PREFECT_LOGGING_LEVEL.value())
 
+_INTEGRATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+EXAMPLE_ID = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28"
+
+
+def _integration_id(value: str) -> str:
+    """Checked here rather than as a JSON-schema pattern: the UI's run form shows a failed
+    pattern as the raw regex, a validator's message as the sentence it is."""
+    if not _INTEGRATION_ID.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an integration id: an integration id looks like tool:24 "
+            f"characters, e.g. {EXAMPLE_ID}"
+        )
+    return value
+
+
 IntegrationId = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=200,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_integration_id),
 ]
 
 
 class SyncIntegrationParams(SyncOptions):
     integration_id: IntegrationId = Field(
-        description="Kombo integration id, e.g. greenhouse:HWUTwvyx2wLoSUHphiWVrp28."
+        description=f"Kombo integration id: the tool, a colon and 24 characters, e.g. {EXAMPLE_ID}."
     )
 
 
 class SyncManyParams(SyncOptions):
     integration_ids: list[IntegrationId] = Field(
-        min_length=1, max_length=500, description="Kombo integration ids to sync."
+        min_length=1,
+        max_length=500,
+        description=(
+            f"Kombo integration ids to sync, 1 to 500, each the tool, a colon and 24 characters "
+            f"(e.g. {EXAMPLE_ID})."
+        ),
     )
     max_concurrency: int = Field(
-        default=4, ge=1, le=16, description="Integrations synced at the same time."
+        default=4, ge=1, le=16, description="Integrations synced at the same time, 1 to 16."
     )
 
     @field_validator("integration_ids", mode="before")
