@@ -53,5 +53,5 @@ def test_demo_runs_offline_and_points_to_what_it_made(tmp_path):
     assert moves, "two simulated days move some applications"
     artifact = (output / f"{report.artifact_key(normal)}.md").read_text()
     assert artifact.startswith(
-        f"# {report.escape_md(normal, redact=False)}: incremental sync, {len(last_events)} change"
+        f"# {report.escape_md(report.short_id(normal))}: incremental sync, {len(last_events)} change"
     )

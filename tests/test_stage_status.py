@@ -94,7 +94,7 @@ def test_report_marks_moves_into_and_out_of_inactive_stages():
     moves = [move("a1", "ACTIVE", "INACTIVE"), move("a2", "inactive", None), move("a3", None, "ACTIVE")]
     text = integration_markdown(outcome(counts={"stage moved": 3}), moves)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "Screen" in line]
-    assert any("| Screen | Interview \\(inactive\\) |" in row for row in rows), text
-    assert any("| Screen \\(inactive\\) | Interview |" in row for row in rows), text
-    assert any("| Screen | Interview |" in row for row in rows), text
+    assert any("| Screen → Interview \\(inactive\\) |" in row for row in rows), text
+    assert any("| Screen \\(inactive\\) → Interview |" in row for row in rows), text
+    assert any("| Screen → Interview |" in row for row in rows), text
     assert "ACTIVE" not in text

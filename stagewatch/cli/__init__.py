@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from stagewatch import __version__
@@ -40,4 +42,15 @@ def _register() -> None:
     admin.register(app)
 
 
+def _reflow_help() -> None:
+    """Typer keeps a docstring's line breaks in places (the commands list, later paragraphs), which
+    broke sentences mid-line at every width: each paragraph becomes one line the terminal wraps."""
+    for info in app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        paragraphs = [" ".join(part.split()) for part in doc.split("\n\n")]
+        info.help = "\n\n".join(paragraphs)
+        info.short_help = info.short_help or paragraphs[0]
+
+
 _register()
+_reflow_help()

@@ -347,6 +347,7 @@ HEADINGS = (
     re.compile(r"## Hires and declines"),
     re.compile(r"## Stage moves \(\d+(, \d+ backward)?\)"),
     re.compile(r"## Transitions"),
+    re.compile(r"## (Job changes|Deletions|Restores) \(\d+\)"),
     re.compile(r"## Notes"),
     re.compile(r"## Run statistics"),
     re.compile(r"# stagewatch sync: \d+ integrations?( \(.*\))?"),
