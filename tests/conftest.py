@@ -3,6 +3,7 @@ rest of the suite never starts a Prefect server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -102,9 +103,10 @@ def _postgres_unavailable() -> str | None:
     return _postgres_unavailable.reason
 
 
-@pytest.fixture
-def pg_url():
-    """A URL of the test server naming a schema of its own, dropped after the test."""
+@contextlib.contextmanager
+def postgres_schema():
+    """A URL of the test server naming a schema of its own, dropped afterwards; skips (or fails,
+    see POSTGRES_REQUIRED_ENV) when no server answers."""
     import uuid
 
     import psycopg
@@ -117,9 +119,18 @@ def pg_url():
         pytest.skip(f"no PostgreSQL server answers at {reason}")
     schema = f"sw_test_{uuid.uuid4().hex[:12]}"
     base = postgres_url()
-    yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
-    with psycopg.connect(base, autocommit=True) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_url():
+    """A store URL on the test server, in a schema of the test's own."""
+    with postgres_schema() as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", "postgres"])

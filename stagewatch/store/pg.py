@@ -115,8 +115,10 @@ def connect(location: PostgresLocation, *, readonly: bool = False) -> PgConnecti
 
 
 def _first_line(exc: BaseException) -> str:
+    """libpq's reason, without its preamble: `Connection refused`, `role "x" does not exist`."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    return redact(lines[-1] if lines else type(exc).__name__)
+    line = lines[0] if lines else type(exc).__name__
+    return redact(line.rsplit("failed: ", 1)[-1].replace("FATAL:  ", ""))
 
 
 def advisory_lock(conn: PgConnection, *names: str) -> None:
