@@ -69,8 +69,8 @@ BEGIN
 END $$
 """
 
-# json.dumps of a string with ensure_ascii: PostgreSQL's JSON escapes are Python's for ASCII, so
-# only characters past ASCII need spelling out (as \\uXXXX, in surrogate pairs past the BMP).
+# json.dumps of a string with ensure_ascii: PostgreSQL's JSON escapes are Python's below DEL, so
+# only DEL and what lies past ASCII need spelling out (\\uXXXX, in surrogate pairs past the BMP).
 _JSON_STRING = r"""
 CREATE FUNCTION sw_json_string(value text) RETURNS text LANGUAGE plpgsql IMMUTABLE STRICT AS $$
 DECLARE
@@ -79,12 +79,12 @@ DECLARE
     ch text;
     code int;
 BEGIN
-    IF quoted !~ '[^\x01-\x7f]' THEN
+    IF quoted !~ '[^\x01-\x7e]' THEN
         RETURN quoted;
     END IF;
     FOREACH ch IN ARRAY regexp_split_to_array(quoted, '') LOOP
         code := ascii(ch);
-        IF code < 128 THEN
+        IF code < 127 THEN
             out := out || ch;
         ELSIF code < 65536 THEN
             out := out || '\u' || lpad(to_hex(code), 4, '0');
