@@ -51,6 +51,8 @@ EVENT_FIELDS = (
 )
 
 REMOTE_DELETED = "remote_deleted"
+# On PostgreSQL a run listing more applications than this refreshes the planner's statistics first.
+ANALYZE_ABOVE_ROWS = 10_000
 MISSING_FROM_FULL_LISTING = "missing_from_full_listing"
 
 
@@ -505,8 +507,12 @@ def apply_applications(
     execute(_ABSENT_TABLE)
     execute(_FILL_SEEN, params)
     seen = execute("SELECT count(*) FROM temp.sw_seen").fetchone()[0]
-    if postgres:  # PostgreSQL keeps no statistics of temporary tables unless asked
+    if postgres:
+        # Statistics for the planner: temporary tables have none unless asked, and a big run's
+        # staging (or a first run's snapshot) is not yet analysed by autovacuum.
         execute("ANALYZE temp.sw_seen")
+        if seen > ANALYZE_ABOVE_ROWS:
+            execute("ANALYZE staged_applications, applications, job_stages")
     execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
         execute(statement, params)

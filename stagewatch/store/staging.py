@@ -389,10 +389,13 @@ class Staging:
         """Where in `encoded` a record differs from the live snapshot, or is new to it."""
         if not self._db.postgres:
             return _changed_positions(conn, integration_id, _pairs(encoded))
+        # One primary-key probe per id whatever the statistics say: a join or `= ANY(array)`
+        # planned on a snapshot not yet analysed scans the whole integration per batch.
         live = dict(
             conn.execute(
-                "SELECT application_id, content_hash FROM applications WHERE integration_id = ? "
-                "AND application_id = ANY(?) AND deleted_observed_at IS NULL",
+                "SELECT b.id, (SELECT a.content_hash FROM applications AS a "
+                "WHERE a.integration_id = ? AND a.application_id = b.id "
+                "AND a.deleted_observed_at IS NULL) FROM unnest(?::text[]) AS b (id)",
                 (integration_id, [app.id for app, _, _ in encoded]),
             ).fetchall()
         )
