@@ -310,3 +310,11 @@ def test_migrate_store_back_to_sqlite_reads_the_same(tmp_path, pg_url):
     assert result.exit_code == 0, result.output
     query = "SELECT * FROM events ORDER BY id"
     assert db_rows(back, query) == db_rows(pg_url, query)
+
+
+def test_the_webhook_ledger_of_a_postgresql_store_is_a_file_here(pg_url):
+    from pathlib import Path
+
+    from stagewatch.webhooks.ledger import default_ledger_path
+
+    assert default_ledger_path(with_password(pg_url)) == Path("stagewatch-webhooks.db")
