@@ -32,7 +32,7 @@ def main(
 
 
 def _register() -> None:
-    from stagewatch.cli import admin, demo, query, simulator, sync, webhooks
+    from stagewatch.cli import admin, demo, query, simulator, store, sync, webhooks
 
     simulator.register(app)
     query.register(app)
@@ -40,6 +40,7 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     webhooks.register(app)
     admin.register(app)
+    store.register(app)
 
 
 def _reflow_help() -> None:
