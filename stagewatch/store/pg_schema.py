@@ -197,12 +197,27 @@ def _leases() -> list[str]:
     return _ported(statements, {carry: [_LEASE_CARRY.strip()]})
 
 
+_ADD_COLUMN = re.compile(r"ALTER TABLE (\w+) ADD COLUMN (\w+) .*?/\*(.*?)\*/", re.S)
+
+
+def _added_columns(statements: list[str]) -> list[str]:
+    """ADD COLUMN statements run as they are; their `/* */` comments become COMMENT ON."""
+    out: list[str] = []
+    for statement in statements:
+        out.append(statement)
+        if match := _ADD_COLUMN.search(statement):
+            table, column, comment = match.groups()
+            out.append(f"COMMENT ON COLUMN {table}.{column} IS {_quote(comment.strip())}")
+    return out
+
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _initial()),
     ("0002_sync_runs_published", _ported(sqlite_schema.PUBLISHED, {})),
     ("0003_staged_seen_append_only", _ported(sqlite_schema.SEEN_APPEND_ONLY, {})),
     ("0004_run_leases", _leases()),
     ("0005_run_facts_and_stays", _run_facts()),
+    ("0008_stage_status", _added_columns(sqlite_schema.STAGE_STATUS)),
 ]
 
 

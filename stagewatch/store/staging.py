@@ -195,7 +195,7 @@ INSERT INTO staged_jobs (
 _STAGED_COLUMNS = (
     "run_id", "seq", "application_id", "content_hash", "raw", "remote_id", "job_id", "stage_id",
     "stage_name", "outcome", "rejection_reason_name", "rejected_at", "remote_deleted_at",
-    "changed_at", "remote_created_at", "remote_updated_at",
+    "changed_at", "remote_created_at", "remote_updated_at", "stage_status",
 )  # fmt: skip
 
 

@@ -133,6 +133,7 @@ def test_threads_opening_a_new_schema_together_migrate_it_once(pg_url):
         ("0003_staged_seen_append_only",),
         ("0004_run_leases",),
         ("0005_run_facts_and_stays",),
+        ("0008_stage_status",),
     ]
 
 
