@@ -555,6 +555,8 @@ def m0005_run_facts_and_stays(db: Database) -> None:
 # order in its job, and how each stay ended. They are written for a PostgreSQL twin: standard window
 # functions and CASE instead of SQLite's IS NOT / max(a, b) / NULLS LAST. The one dialect bit, seconds
 # between two stored timestamps, comes from `_seconds` (PostgreSQL: extract(epoch from b - a)).
+# Values needing a lookup are joined by id, never repeated as scalar subqueries: SQLite copies a
+# subquery into every expression that names its column when it flattens the query.
 # Frozen with the migration: a later change to these views is a new migration, not an edit here.
 
 
@@ -598,17 +600,17 @@ FROM (
             AS entered_after,
         CASE WHEN t.created_at IS NOT NULL THEN 'created' ELSE 'observed' END AS entered_from,
         CASE
-            WHEN upper(t.entry_outcome) IN {_DECIDED} THEN t.observed_entry
+            WHEN upper(eo.to_outcome) IN {_DECIDED} THEN t.observed_entry
             WHEN d.id IS NOT NULL THEN d.observed_at
             ELSE t.observed_left
         END AS left_at,
         CASE
-            WHEN upper(t.entry_outcome) IN {_DECIDED} THEN t.observed_after
+            WHEN upper(eo.to_outcome) IN {_DECIDED} THEN t.observed_after
             WHEN d.id IS NOT NULL THEN d.previous_observed_at
             ELSE c.previous_observed_at
         END AS left_after,
         CASE
-            WHEN upper(t.entry_outcome) IN {_DECIDED} THEN lower(t.entry_outcome)
+            WHEN upper(eo.to_outcome) IN {_DECIDED} THEN lower(eo.to_outcome)
             WHEN d.id IS NOT NULL THEN lower(d.to_outcome)
             WHEN t.left_by = 'deleted' THEN 'deleted'
             WHEN t.left_by = 'stage_changed' AND coalesce(c.job_id, '') <> coalesce(t.job_id, '')
@@ -628,11 +630,11 @@ FROM (
                 h.entered_at AS observed_entry, h.entered_after AS observed_after,
                 h.left_at AS observed_left, h.left_by, h.sync_run_id, h.event_id,
                 opener.kind AS opened_by,
-                (SELECT o.to_outcome FROM events AS o
+                (SELECT max(o.id) FROM events AS o
                     WHERE o.application_id = h.application_id
                         AND o.integration_id = h.integration_id AND o.id <= h.event_id
-                        AND o.kind IN ('first_seen', 'restored', 'outcome_changed')
-                    ORDER BY o.id DESC LIMIT 1) AS entry_outcome,
+                        AND o.kind IN ('first_seen', 'restored', 'outcome_changed'))
+                    AS entry_outcome_id,
                 (SELECT min(o.id) FROM events AS o
                     WHERE o.application_id = h.application_id
                         AND o.integration_id = h.integration_id AND o.id > h.event_id
@@ -648,6 +650,7 @@ FROM (
         LEFT JOIN applications AS a
             ON a.integration_id = s.integration_id AND a.application_id = s.application_id
     ) AS t
+    LEFT JOIN events AS eo ON eo.id = t.entry_outcome_id
     LEFT JOIN events AS d ON d.id = t.decided_id
     LEFT JOIN events AS c ON c.id = t.closer_id
     LEFT JOIN job_stages AS js
@@ -660,8 +663,9 @@ FROM (
 # subquery of it, so both give the same numbers. Stages come in index order; stages without an
 # index (or not among the job's listed stages) follow in listed order, then by name. Medians and
 # p90 are nearest-rank over closed stays, in integer arithmetic (SQLite has no percentile_cont).
+# The stays are MATERIALIZED (SQLite 3.35+, PostgreSQL 12+): read four times, computed once.
 FUNNEL_SELECT = f"""
-WITH stays AS (
+WITH stays AS MATERIALIZED (
     SELECT
         x.*,
         max(x.stage_index) OVER (
@@ -677,7 +681,7 @@ WITH stays AS (
             AS closed_stays
     FROM {{stays}} AS x
 ),
-stages AS (
+stages AS MATERIALIZED (
     SELECT integration_id, job_id, stage_id, name AS stage_name, stage_index,
         position AS stage_position, 1 AS listed
     FROM job_stages
@@ -706,6 +710,13 @@ per_stage AS (
     FROM stays
     GROUP BY integration_id, job_id, stage_id
 ),
+levels AS (
+    SELECT integration_id, job_id, stage_index,
+        lead(stage_index) OVER (PARTITION BY integration_id, job_id ORDER BY stage_index)
+            AS next_index
+    FROM (SELECT DISTINCT integration_id, job_id, stage_index FROM stages
+        WHERE stage_index IS NOT NULL) AS distinct_levels
+),
 hires AS (
     SELECT
         integration_id, job_id, seconds_to_hire,
@@ -720,16 +731,21 @@ hires AS (
     ) AS per_application
     WHERE seconds_to_hire IS NOT NULL
 ),
+hire_medians AS (
+    SELECT integration_id, job_id, round(avg(seconds_to_hire) / 86400.0, 3) AS median_days
+    FROM hires
+    WHERE r IN ((n + 1) / 2, (n + 2) / 2)
+    GROUP BY integration_id, job_id
+),
 per_job AS (
     SELECT
-        integration_id, job_id,
-        count(DISTINCT CASE WHEN ended = 'hired' THEN application_id END) AS job_hired,
-        count(DISTINCT CASE WHEN ended = 'declined' THEN application_id END) AS job_declined,
-        (SELECT round(avg(h.seconds_to_hire) / 86400.0, 3) FROM hires AS h
-            WHERE h.integration_id = stays.integration_id AND h.job_id = stays.job_id
-                AND h.r IN ((h.n + 1) / 2, (h.n + 2) / 2)) AS job_median_days_to_hire
-    FROM stays
-    GROUP BY integration_id, job_id
+        s.integration_id, s.job_id,
+        count(DISTINCT CASE WHEN s.ended = 'hired' THEN s.application_id END) AS job_hired,
+        count(DISTINCT CASE WHEN s.ended = 'declined' THEN s.application_id END) AS job_declined,
+        max(m.median_days) AS job_median_days_to_hire
+    FROM stays AS s
+    LEFT JOIN hire_medians AS m ON m.integration_id = s.integration_id AND m.job_id = s.job_id
+    GROUP BY s.integration_id, s.job_id
 ),
 ordered AS (
     SELECT
@@ -741,10 +757,11 @@ ordered AS (
                 st.stage_name, st.stage_id
         ) AS stage_order,
         count(*) OVER (PARTITION BY st.integration_id, st.job_id, st.stage_index) AS sharing_index,
-        (SELECT min(nx.stage_index) FROM stages AS nx
-            WHERE nx.integration_id = st.integration_id AND nx.job_id = st.job_id
-                AND nx.stage_index > st.stage_index) AS next_index
+        lv.next_index
     FROM stages AS st
+    LEFT JOIN levels AS lv
+        ON lv.integration_id = st.integration_id AND lv.job_id = st.job_id
+            AND lv.stage_index = st.stage_index
 )
 SELECT
     o.integration_id, -- Integration.
