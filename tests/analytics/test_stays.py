@@ -101,3 +101,31 @@ def test_a_store_without_the_views_is_a_clear_error(tmp_path):
     conn = sqlite3.connect(tmp_path / "empty.db")
     with pytest.raises(AnalyticsError, match="cannot read stays: no such table: stage_stays"):
         list(stays(conn, as_of=AS_OF))
+
+
+def test_a_restore_opens_a_new_stay_and_a_late_decline_counts_from_a_later_sighting(store):
+    from tests.test_store_fixtures import Runner, application, job
+
+    runner = Runner(store)
+    gone = {"remote_deleted_at": "2026-01-06T08:00:00Z"}
+    runner.run([application("app-r", ("st-applied", "Applied"))], hours=0, jobs=[job()])
+    runner.run([application("app-r", ("st-applied", "Applied"), **gone)], hours=24)
+    runner.run(
+        [application("app-r", ("st-onsite", "Onsite")), application("app-n", ("st-screen", "S"))],
+        hours=48,
+    )
+    # A new application already declined when first seen after the baseline: decided on entry.
+    runner.run(
+        [
+            application("app-r", ("st-onsite", "Onsite")),
+            application("app-n", ("st-screen", "S")),
+            application("app-x", ("st-offer", "Offer"), "DECLINED"),
+        ],
+        hours=96,
+    )
+    assert _rows(stays(store._conn, as_of=AS_OF)) == [
+        ("app-n", "job-1", "st-screen", H48, H24, "observed", None, None, "current", 3.5, 24.0),
+        ("app-r", "job-1", "st-applied", H0, None, "observed", H24, H0, "deleted", 1.0, None),
+        ("app-r", "job-1", "st-onsite", H48, H24, "observed", None, None, "current", 3.5, 24.0),
+        ("app-x", "job-1", "st-offer", H96, H48, "observed", H96, H48, "declined", 0.0, 48.0),
+    ]

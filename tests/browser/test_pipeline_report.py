@@ -16,6 +16,7 @@ expect = pytest.importorskip("playwright.sync_api", reason=skip_reason()).expect
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 REPORT = "pipeline-report/weekly-pipeline-report"
+LOAD_TIMEOUT = 60_000
 SVG_CHARTS = 'main img[src^="data:image/svg+xml;base64,"]'
 # Every chart decoded and laid out: a data URI the UI refused would load as a 0x0 broken image.
 CHARTS_DRAWN = """sel => { const imgs = [...document.querySelectorAll(sel)];
@@ -59,7 +60,8 @@ def pipeline_artifact(stack):
 def test_pipeline_report_charts_render(pipeline_artifact, page):
     # pipeline_artifact first: Prefect's sync calls must run before Playwright starts its loop.
     page.goto(f"/v2/artifacts/artifact/{pipeline_artifact.id}")
-    expect(page.get_by_role("heading", name="Funnel per job")).to_be_visible()
+    # The UI renders the artifact after its queries settle: slow on a loaded machine.
+    expect(page.get_by_role("heading", name="Funnel per job")).to_be_visible(timeout=LOAD_TIMEOUT)
     charts = page.wait_for_function(CHARTS_DRAWN, arg=SVG_CHARTS).json_value()
     assert charts >= 1
     expect(page.locator(SVG_CHARTS).first).to_be_visible()
