@@ -78,6 +78,8 @@ def _job_section(rows: list[dict[str, Any]]) -> list[str]:
         f"![Funnel of {title}: applications that reached each stage, and in it now]"
         f"({svg_chart(rows)})",
         "",
+        "Light bars: applications that reached the stage; dark: in it now.",
+        "",
         "| # | stage | reached | | in now | moved on | conversion | median d | p90 d | back | note |",
         "| ---: | --- | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
@@ -188,9 +190,9 @@ def pipeline_markdown(
     """The artifact's text. Candidate names appear only when passed (off by default)."""
     job_names = job_names or {}
     head = [
-        f"# Pipeline: {escape_md(report.integration_id, redact=False)}",
+        "# Pipeline",
         "",
-        f"As of {_when(format_ts(report.as_of))} UTC; the week since {_when(format_ts(report.since))}. "
+        f"Integration `{escape_md(report.integration_id, redact=False)}`. As of {_when(format_ts(report.as_of))} UTC; the week since {_when(format_ts(report.since))}. "
         "Times are observations: a move happened between the run that saw it and the run before, "
         "so days carry ± hours (README, Stage analytics).",
         "",
