@@ -51,19 +51,19 @@ class AnalyticsError(StagewatchError):
 
 
 def stay_filters(
-    integration_id: str | None, job_id: str | None, since: datetime | None
+    integration_id: str | None, job_id: str | None, since: datetime | None, alias: str = ""
 ) -> tuple[str, dict[str, Any]]:
-    """WHERE clause (or "") and its parameters over stage_stays; `since` keeps stays entered at or
-    after it."""
+    """WHERE clause (or "") and its parameters over stage_stays (named `alias`, e.g. "s."); `since`
+    keeps stays entered at or after it."""
     clauses, params = [], {}
     if integration_id is not None:
-        clauses.append("integration_id = :integration_id")
+        clauses.append(f"{alias}integration_id = :integration_id")
         params["integration_id"] = integration_id
     if job_id is not None:
-        clauses.append("job_id = :job_id")
+        clauses.append(f"{alias}job_id = :job_id")
         params["job_id"] = job_id
     if since is not None:
-        clauses.append("entered_at >= :since")
+        clauses.append(f"{alias}entered_at >= :since")
         params["since"] = format_ts(since)
     return (f"WHERE {' AND '.join(clauses)}" if clauses else ""), params
 

@@ -64,36 +64,18 @@ def stuck(
     for name, value in [("--days", days), *overrides.items()]:
         if not value >= 0:
             raise AnalyticsError(f"stuck threshold {name} must be zero or more days, not {value}")
-    where, params = stay_filters(integration_id, job_id, None)
-    where = where.replace("WHERE ", "WHERE s.").replace(" AND ", " AND s.") or "WHERE 1 = 1"
-    sql = _CURRENT.format(where=f"{where} AND s.ended = 'current'")
+    where, params = stay_filters(integration_id, job_id, None, alias="s.")
+    sql = _CURRENT.format(where=f"{where or 'WHERE 1 = 1'} AND s.ended = 'current'")
+    cursor = conn.execute(sql, params)
+    columns = [c[0] for c in cursor.description]
     out = []
-    for row in conn.execute(sql, params):
-        stay = dict(
-            zip(
-                (
-                    "integration_id",
-                    "application_id",
-                    "job_id",
-                    "stage_id",
-                    "stage_name",
-                    "entered_at",
-                    "entered_after",
-                    "entry_window_seconds",
-                    "event_id",
-                    "event_key",
-                ),
-                row,
-                strict=True,
-            )
-        )
+    for row in cursor:
+        stay = dict(zip(columns, row, strict=True))
         in_stage = (as_of - parse_ts(stay["entered_at"])).total_seconds() / 86400.0
         threshold = _threshold(days, overrides, stay)
         if in_stage > threshold:
             stay["days_in_stage"] = round(in_stage, 3)
-            stay["uncertainty_hours"] = uncertainty_hours(
-                stay.pop("entry_window_seconds"), None, True
-            )
+            stay["uncertainty_hours"] = uncertainty_hours(stay["entry_window_seconds"], None, True)
             stay["threshold_days"] = threshold
             out.append({field: stay[field] for field in STUCK_FIELDS})
     out.sort(key=lambda s: (-s["days_in_stage"], s["integration_id"], s["application_id"]))

@@ -199,6 +199,10 @@ def stuck(
         return _write_jsonl(rows, analytics.STUCK_FIELDS)
     if output is Format.csv:
         return _write_csv(rows, analytics.STUCK_FIELDS)
+    Console().print(_stuck_table(rows))
+
+
+def _stuck_table(rows: list[dict]) -> Table:
     table = Table(
         _ids("integration"),
         _ids("application"),
@@ -220,7 +224,7 @@ def stuck(
             _number(row["uncertainty_hours"], 0),
             _number(row["threshold_days"], 0),
         )
-    Console().print(table)
+    return table
 
 
 def browse(

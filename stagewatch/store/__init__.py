@@ -186,4 +186,3 @@ class Store:
 
     def integrity_check(self) -> str:
         return self._queries.integrity_check()
-

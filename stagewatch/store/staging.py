@@ -303,9 +303,7 @@ class ApplicationStager:
         unparsed = [record_id for record_id, app in pending.items() if app is None]
         if self._staging.in_memory:  # a second connection would see another database
             pairs = _pairs(encoded, unparsed)
-            self._staging.stage_encoded(
-                None, self._run_id, encoded, len(unparsed), pairs, None
-            )
+            self._staging.stage_encoded(None, self._run_id, encoded, len(unparsed), pairs, None)
             return
         self._wait()
         if self._worker is None:
