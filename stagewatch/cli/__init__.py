@@ -33,6 +33,7 @@ def main(
 
 def _register() -> None:
     from stagewatch.cli import admin, demo, query, simulator, store, sync, webhooks
+    from stagewatch.cli import analytics as stage_analytics
 
     simulator.register(app)
     query.register(app)
@@ -41,6 +42,7 @@ def _register() -> None:
     webhooks.register(app)
     admin.register(app)
     store.register(app)
+    stage_analytics.register(app)
 
 
 def _reflow_help() -> None:
