@@ -54,6 +54,11 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "PUT /ats/applications/{application_id}/stage",
     ),
     ("GET", re.compile(r"/check-api-key"), "GET /check-api-key"),
+    (
+        "POST",
+        re.compile(r"/ats/import-tracked-application"),
+        "POST /ats/import-tracked-application",
+    ),
 )
 
 
@@ -395,6 +400,8 @@ class Simulator:
             raise api.invalid(f"{endpoint} takes no query parameters.")
         if endpoint == "POST /ats/jobs/{job_id}/applications":
             return api.create_application(integ, path_params["job_id"], body)
+        if endpoint == "POST /ats/import-tracked-application":
+            return api.import_tracked_application(integ, body)
         return api.set_application_stage(integ, path_params["application_id"], body)
 
     def _error(
