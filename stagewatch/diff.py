@@ -399,6 +399,18 @@ ON CONFLICT (integration_id, application_id) DO UPDATE SET
 """
 
 
+# An application stagewatch imported (the `imports` ledger) is tagged there when first seen, so
+# the change log's first sightings can tell imported from tracked ones (view `first_sightings`).
+_MARK_IMPORTS_SEEN = """
+UPDATE imports SET first_seen_at = :observed_at, first_seen_run_id = :run_id
+WHERE integration_id = :integration_id AND application_id IS NOT NULL AND first_seen_at IS NULL
+    AND EXISTS (
+        SELECT 1 FROM temp.sw_diff AS d
+        WHERE d.application_id = imports.application_id AND d.is_first_seen
+    )
+"""
+
+
 def apply_jobs(
     conn: sqlite3.Connection, *, run_id: int, integration_id: str, observed_at: str
 ) -> None:
@@ -450,6 +462,7 @@ def apply_applications(
     conn.execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
         conn.execute(statement, params)
+    conn.execute(_MARK_IMPORTS_SEEN, params)
     absent = 0
     if full:
         conn.execute(_FILL_ABSENT, params)
