@@ -35,6 +35,7 @@ from stagewatch.kombo.errors import (
     safe_to_resend,
 )
 from stagewatch.kombo.imports import ImportRequest, ImportRowError, import_request
+from stagewatch.report.text import escape_md, slug
 from stagewatch.store.imports import FINAL, MAYBE_DONE, ImportLedger
 
 RowStatus = Literal[
@@ -294,3 +295,37 @@ def counts(results: Iterable[RowResult]) -> dict[str, int]:
     """Rows per status, in the order `RowStatus` lists them."""
     found = Counter(r.status for r in results)
     return {s: found[s] for s in RowStatus.__args__ if found[s]}  # type: ignore[attr-defined]
+
+
+# -- the results as markdown (the flow's artifact) ---------------------------------------------------
+
+MAX_MARKDOWN_ROWS = 200
+
+
+def artifact_key(integration_id: str) -> str:
+    return f"import-{slug(integration_id)}"
+
+
+def _ids_text(ids: dict[str, dict[str, str]] | None) -> str:
+    if not ids:
+        return "-"
+    [(_, fields)] = ids.items()
+    return ", ".join(f"{k}={v}" for k, v in fields.items() if k != "id_type")
+
+
+def results_markdown(integration_id: str, results: list[RowResult], *, dry_run: bool) -> str:
+    """Counts per status, then the rows: those needing attention first."""
+    title = "Dry run: nothing sent" if dry_run else "Import of tracked applications"
+    lines = [f"# {title}", "", f"Integration `{escape_md(integration_id, redact=False)}`", ""]
+    lines += ["| status | rows |", "| --- | ---: |"]
+    lines += [f"| {s.replace('_', ' ')} | {n} |" for s, n in counts(results).items()]
+    ordered = sorted(results, key=lambda r: (r.status in OK_STATUSES, r.line))
+    lines += ["", "| line | status | ATS ids | Kombo id | message |", "| ---: | --- | --- | --- | --- |"]
+    for r in ordered[:MAX_MARKDOWN_ROWS]:
+        lines.append(
+            f"| {r.line} | {r.status.replace('_', ' ')} | {escape_md(_ids_text(r.ids), redact=False)}"
+            f" | {escape_md(r.application_id, redact=False)} | {escape_md(r.message, limit=300)} |"
+        )
+    if len(ordered) > MAX_MARKDOWN_ROWS:
+        lines += ["", f"{len(ordered) - MAX_MARKDOWN_ROWS} more rows: see the flow's results."]
+    return "\n".join(lines) + "\n"
