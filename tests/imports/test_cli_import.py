@@ -116,3 +116,30 @@ def test_an_integration_id_without_a_tool_needs_tool(tmp_path):
     ok = stagewatch("-i", "abc", str(path), "--dry-run", "--tool", "recruitee",
                     "--db", str(tmp_path / "none.db"))  # fmt: skip
     assert ok.exit_code == 0 and '"placement_id": "7"' in ok.stdout
+
+
+def test_the_simulator_lists_its_untracked_applications_for_an_import_file(served, tmp_path):
+    world, base_url = served
+    integration_id = world.normal_integration_id
+
+    def untracked() -> list[dict]:
+        answer = httpx.get(f"{base_url}/_sim/untracked", params={"integration_id": integration_id})
+        return answer.json()["untracked"]
+
+    before = untracked()
+    first = world.integration(integration_id).backlog[0]
+    assert before[0] == {
+        "tool": "greenhouse",
+        "application_id": first.remote_id,
+        "application_remote_id": first.remote_id,
+        "placement_id": first.remote_id,
+        "candidate_remote_id": first.candidate_remote_id,
+        "job_remote_id": world.integration(integration_id).jobs[first.job].remote_id,
+    }
+    path = write(tmp_path / "rows.csv", "application_id\n" + before[0]["application_id"] + "\n")
+    result = stagewatch("-i", integration_id, str(path), "--base-url", base_url,
+                        "--db", str(tmp_path / "sw.db"))  # fmt: skip
+    assert result.exit_code == 0 and result.stdout.startswith("1 imported\n")
+    assert untracked() == before[1:]
+    missing = httpx.get(f"{base_url}/_sim/untracked", params={"integration_id": "x:y"})
+    assert missing.status_code == 404
