@@ -70,16 +70,25 @@ def import_requests(simulator: Simulator) -> int:
     return simulator.stats()["requests"].get("POST /ats/import-tracked-application", 0)
 
 
-def client_for(world: World, integration_id: str, simulator: Simulator | None = None, **kw):
+def client_for(
+    world: World, integration_id: str, simulator: Simulator | None = None, *, then=None, **kw
+):
+    """A client on the simulator whose sleeps are recorded (and passed to `then`), not slept."""
     simulator = simulator or Simulator(world)
     transport = Recording(SimulatorTransport(simulator, sleep=lambda s: None))
     sleeps: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        if then is not None:
+            then(seconds)
+
     client = KomboClient(
         KEY,
         integration_id,
         base_url=KOMBO_URL,
         transport=transport,
-        sleep=sleeps.append,
+        sleep=sleep,
         rng=random.Random(0),
         **kw,
     )

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from stagewatch.importer import Importer, RowResult, read_rows, write_results
+from stagewatch.importer import Importer, InputRow, RowResult, read_rows, write_results
 from stagewatch.simulator import FaultConfig, Simulator
 from stagewatch.store import Store
-from tests.imports.conftest import client_for, import_requests, write
+from tests.imports.conftest import body_validator, client_for, import_requests, write
 
 UNKNOWN_COLUMN = "unknown column(s) placement_id for greenhouse; expected ['application_id']"
 
@@ -202,3 +202,32 @@ def test_results_files_hold_one_line_per_row(tmp_path):
         '""application_id""}}",,X.Y,"say ""no"", twice"',
     ]
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_the_rate_limit_is_waited_out_as_for_listing_and_every_body_meets_the_spec(
+    world, tmp_path
+):
+    """Two requests a minute: the client waits `ratelimit-reset` (on a clock its sleeps move) and
+    every row is imported exactly once."""
+    now = [1_000.0]
+    simulator = Simulator(world, rate_limit=2, rate_window_seconds=60, clock=lambda: now[0])
+    backlog = world.integration(world.normal_integration_id).backlog[:5]
+    rows = [InputRow(n, {"application_id": u.remote_id}) for n, u in enumerate(backlog, 1)]
+    def tick(seconds: float) -> None:
+        now[0] += seconds
+
+    client, transport, _, sleeps = client_for(
+        world, world.normal_integration_id, simulator, then=tick
+    )
+    with client, Store(tmp_path / "sw.db") as store:
+        results = Importer(
+            world.normal_integration_id, "greenhouse", client, store.import_ledger()
+        ).run(rows)
+    assert [r.status for r in results] == ["imported"] * 5
+    assert simulator.stats()["rate_limited"] == len(sleeps) == 2
+    assert sleeps == [20.0, 60.0]  # to the end of each window
+    bodies = [body for method, _, body in transport.sent if method == "POST"]
+    assert len(bodies) == 7
+    validator = body_validator()
+    for body in bodies:
+        validator.validate(body)
