@@ -30,7 +30,7 @@ def main(
 
 
 def _register() -> None:
-    from stagewatch.cli import admin, demo, imports, query, simulator, sync, webhooks
+    from stagewatch.cli import admin, demo, query, simulator, sync, webhooks
 
     simulator.register(app)
     query.register(app)
@@ -38,6 +38,12 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     webhooks.register(app)
     admin.register(app)
+    _register_imports()
+
+
+def _register_imports() -> None:
+    from stagewatch.cli import imports
+
     imports.register(app)
 
 
