@@ -153,9 +153,11 @@ def tool_of(integration_id: str) -> str:
 
 
 class _BatchStopped(Exception):
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
+    """The row's answer stops the batch; it carries the row's result."""
+
+    def __init__(self, result: dict[str, Any]) -> None:
+        super().__init__(result["message"])
+        self.result = result
 
 
 @dataclass
@@ -182,8 +184,8 @@ class Importer:
                 try:
                     result = self._row(row, entries, seen)
                 except _BatchStopped as stop:
-                    stopped = stop.reason
-                    result = RowResult(line=row.line, status="failed", message=stop.reason)
+                    stopped = stop.result["message"]
+                    result = RowResult(line=row.line, **stop.result)
             else:
                 result = RowResult(line=row.line, status="not_sent", message=f"not sent: {stopped}")
             results.append(result)
@@ -220,9 +222,10 @@ class Importer:
             status = _status_of(exc)
             message = UNKNOWN_NOTE if status == "unknown" else exc.message
             self.ledger.finish(integration_id, key, status, error_code=exc.code, message=message)
+            result = {"status": status, "code": exc.code, "message": message}
             if isinstance(exc, BATCH_STOPPERS):
-                raise _BatchStopped(str(exc)) from None
-            return {"status": status, "code": exc.code, "message": message}
+                raise _BatchStopped({**result, "ids": request.tool_ids, "message": str(exc)}) from None
+            return result
         self.ledger.finish(
             integration_id,
             key,

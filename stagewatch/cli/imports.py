@@ -130,7 +130,14 @@ def import_command(
             done = _send(integration_id, ats, rows, tracked_at, retry_unknown, base_url, db)
     except StagewatchError as exc:
         raise _fail(str(exc)) from None
-    write_results(results_path, done)
+    try:
+        write_results(results_path, done)
+    except OSError as exc:
+        _summary(done, None, dry_run)
+        raise _fail(
+            f"cannot write the results to {results_path} ({exc.strerror}); the store's import "
+            "ledger holds what was sent"
+        ) from None
     _summary(done, results_path, dry_run)
     raise typer.Exit(0 if all(r.status in OK_STATUSES for r in done) else 1)
 

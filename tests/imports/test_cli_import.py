@@ -143,3 +143,16 @@ def test_the_simulator_lists_its_untracked_applications_for_an_import_file(serve
     assert untracked() == before[1:]
     missing = httpx.get(f"{base_url}/_sim/untracked", params={"integration_id": "x:y"})
     assert missing.status_code == 404
+
+
+def test_a_results_file_that_cannot_be_written_is_one_line_after_the_summary(tmp_path):
+    path = write(tmp_path / "rows.csv", "application_id\n7\n")
+    out = tmp_path / "missing" / "out.jsonl"
+    result = stagewatch("-i", "greenhouse:abc", str(path), "--dry-run", "--results", str(out),
+                        "--db", str(tmp_path / "none.db"))  # fmt: skip
+    assert result.exit_code == 1
+    assert "dry run, nothing sent: 1 would send" in result.stdout
+    assert result.stderr.splitlines() == [
+        f"error: cannot write the results to {out} (No such file or directory); the store's "
+        "import ledger holds what was sent"
+    ]

@@ -159,6 +159,8 @@ def test_an_answer_about_the_integration_stops_the_batch(world, tmp_path):
             read_rows(path)
         )
     assert [r.status for r in results] == ["failed", "not_sent", "not_sent"]
+    assert (results[0].ids, results[0].code) == (ids(backlog[0].remote_id),
+                                                 "PLATFORM.AUTHENTICATION_INVALID")  # fmt: skip
     assert results[0].message.startswith("PLATFORM.AUTHENTICATION_INVALID (HTTP 401)")
     assert results[1].message == f"not sent: {results[0].message}"
     assert import_requests(simulator) == 1
