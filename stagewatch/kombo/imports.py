@@ -30,6 +30,8 @@ IMPORT_SHAPES: dict[str, dict[str, tuple[str, ...]]] = {
     "successfactors": {"application_remote_id": ("application_remote_id",)},
     "recruitee": {"placement_id": ("placement_id",)},
     "greenhouse": {"application_id": ("application_id",)},
+    # Not in the spec snapshot (2026-05-05); Kombo's SDK 1.4.0, generated from the live API, has it.
+    "greenhousev3": {"application_id": ("application_id",)},
     "onlyfy": {"application_id": ("application_id",)},
     "smartrecruiters": {
         "candidate_and_job_remote_ids": ("candidate_remote_id", "job_remote_id"),

@@ -4,6 +4,7 @@ what is (never) sent again after a fault."""
 from __future__ import annotations
 
 import pytest
+from kombo.models import PostAtsImportTrackedApplicationPositiveResponse
 
 from stagewatch.kombo.errors import InputInvalidError, TransientError, UnsupportedError
 from stagewatch.kombo.imports import IMPORT_PATH, ImportAnswer, ImportRowError
@@ -128,6 +129,8 @@ def test_the_simulators_import_answers_match_the_spec(world):
     bad = http.post(IMPORT_PATH, json={"greenhouse": {}}, headers=headers)
     path = ("paths", "/ats/import-tracked-application", "post", "responses")
     spec_validator(*path, "200", "content", "application/json", "schema").validate(ok.json())
+    sdk = PostAtsImportTrackedApplicationPositiveResponse.model_validate(ok.json())
+    assert sdk.data.id == ok.json()["data"]["id"]
     assert (again.status_code, again.json()["error"]["code"]) == (
         409,
         "ATS.APPLICATION_ALREADY_EXISTS",

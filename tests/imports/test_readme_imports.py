@@ -24,11 +24,11 @@ def table(text: str) -> list[list[str]]:
     return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
 
 
-def test_the_file_format_table_is_the_specs_shapes():
+def test_the_file_format_table_is_the_shapes_the_client_checks():
     documented = {}
     for tool, columns, id_type in table(section("The file, per ATS")):
         fields = tuple(re.findall(r"`(\w+)`", columns))
-        documented.setdefault(tool.strip("`"), {})[id_type.strip("`")] = fields
+        documented.setdefault(tool.strip("`"), {})[id_type.split("`")[1]] = fields
     assert documented == IMPORT_SHAPES
 
 

@@ -64,6 +64,7 @@ def test_an_imported_applications_history_starts_at_its_first_sighting_tagged_im
 
 SHAPES = [
     ("greenhouse", "application_id", ("application_id",)),
+    ("greenhousev3", "application_id", ("application_id",)),
     ("onlyfy", "application_id", ("application_id",)),
     ("recruitee", "placement_id", ("placement_id",)),
     ("successfactors", "application_remote_id", ("application_remote_id",)),

@@ -3,9 +3,12 @@ spec accepts, invalid rows are refused with a one-line reason before anything is
 
 from __future__ import annotations
 
+import typing
 from datetime import UTC, datetime
 
 import pytest
+from kombo.models import PostAtsImportTrackedApplicationRequestBody
+from pydantic import BaseModel, ValidationError
 
 from stagewatch.kombo.imports import (
     IMPORT_SHAPES,
@@ -14,6 +17,7 @@ from stagewatch.kombo.imports import (
     request_from_tool_ids,
 )
 from stagewatch.simulator.backlog import IMPORT_ID_TYPES
+from stagewatch.timeutil import parse_ts
 from tests.imports.conftest import body_validator, spec_shapes
 
 # One valid row per (tool, id_type), and the body it must become.
@@ -22,6 +26,11 @@ VALID = [
         "greenhouse",
         {"application_id": "4567"},
         {"greenhouse": {"id_type": "application_id", "application_id": "4567"}},
+    ),
+    (
+        "greenhousev3",
+        {"application_id": "4568"},
+        {"greenhousev3": {"id_type": "application_id", "application_id": "4568"}},
     ),
     (
         "onlyfy",
@@ -79,12 +88,40 @@ VALID = [
 ]
 
 
-def test_the_shapes_are_the_specs():
+def _models(annotation) -> list[type[BaseModel]]:
+    """The pydantic models inside Optional[...], Union[...] and Annotated[...]."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) is typing.Annotated:
+        args = args[:1]
+    return [model for arg in args for model in _models(arg)]
+
+
+def sdk_shapes() -> dict[str, dict[str, tuple[str, ...]]]:
+    """tool -> id_type -> required id fields, from the request model of Kombo's SDK."""
+    shapes: dict[str, dict[str, tuple[str, ...]]] = {}
+    for tool, field in PostAtsImportTrackedApplicationRequestBody.model_fields.items():
+        if tool == "tracked_at":
+            continue
+        for variant in _models(field.annotation):
+            fields = variant.model_fields
+            id_type = fields["ID_TYPE"].default
+            required = tuple(n for n, f in fields.items() if n != "ID_TYPE" and f.is_required())
+            shapes.setdefault(tool, {})[id_type] = required
+    return shapes
+
+
+def test_the_shapes_are_the_specs_and_the_sdks():
     spec = spec_shapes()
-    assert spec == IMPORT_SHAPES
-    assert spec == IMPORT_ID_TYPES  # the simulator keeps its own copy
+    assert {t: s for t, s in IMPORT_SHAPES.items() if t != "greenhousev3"} == spec
+    assert IMPORT_ID_TYPES == IMPORT_SHAPES  # the simulator keeps its own copy
+    sdk = sdk_shapes()  # Kombo's SDK 1.4.0 is newer than the spec snapshot: greenhousev3
+    assert {t: {i: set(f) for i, f in s.items()} for t, s in sdk.items()} == {
+        t: {i: set(f) for i, f in s.items()} for t, s in IMPORT_SHAPES.items()
+    }
     covered = {(tool, next(iter(body[tool].values()))) for tool, _, body in VALID}
-    assert covered == {(t, i) for t, types in spec_shapes().items() for i in types}
+    assert covered == {(t, i) for t, types in IMPORT_SHAPES.items() for i in types}
 
 
 @pytest.mark.parametrize(("tool", "row", "expected"), VALID)
@@ -92,9 +129,15 @@ def test_a_valid_row_becomes_a_body_the_spec_accepts(tool, row, expected):
     request = import_request(tool, row, tracked_at=datetime(2026, 3, 1, 9, 30, tzinfo=UTC))
     body = request.body()
     assert body == {"tracked_at": "2026-03-01T09:30:00.000Z", **expected}
-    body_validator().validate(body)
     assert import_request(tool, row).body() == {"tracked_at": None, **expected}
-    body_validator().validate(import_request(tool, row).body())
+    for sent in (body, import_request(tool, row).body()):
+        if tool in spec_shapes():
+            body_validator().validate(sent)
+        sdk = PostAtsImportTrackedApplicationRequestBody.model_validate(sent)
+        dumped = sdk.model_dump(by_alias=True, exclude_none=True)
+        assert {k: v for k, v in dumped.items() if k != "tracked_at"} == expected
+        when = sent["tracked_at"]
+        assert sdk.tracked_at == (None if when is None else parse_ts(when))
 
 
 @pytest.mark.parametrize(("tool", "row", "expected"), VALID)
@@ -104,7 +147,10 @@ def test_dropping_any_required_id_fails_here_and_in_the_spec(tool, row, expected
         with pytest.raises(ImportRowError):
             import_request(tool, {**partial, "id_type": expected[tool]["id_type"]})
         ids = {k: v for k, v in expected[tool].items() if k != field}
-        assert not body_validator().is_valid({"tracked_at": None, tool: ids})
+        if tool in spec_shapes():
+            assert not body_validator().is_valid({"tracked_at": None, tool: ids})
+        with pytest.raises(ValidationError):
+            PostAtsImportTrackedApplicationRequestBody.model_validate({"tracked_at": None, tool: ids})
 
 
 @pytest.mark.parametrize(
@@ -161,8 +207,8 @@ def test_dropping_any_required_id_fails_here_and_in_the_spec(tool, row, expected
         (
             "lever",
             {"application_id": "1"},
-            "Kombo imports applications only for erecruiter, greenhouse, onlyfy, recruitee, "
-            "smartrecruiters, successfactors; not for 'lever'",
+            "Kombo imports applications only for erecruiter, greenhouse, greenhousev3, onlyfy, "
+            "recruitee, smartrecruiters, successfactors; not for 'lever'",
         ),
     ],
 )
