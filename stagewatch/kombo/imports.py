@@ -3,7 +3,7 @@
 Kombo tracks only the applications created through it; importing makes an existing ATS application
 tracked. The ATS-side ids differ per ATS (`PostAtsImportTrackedApplicationRequestBody`): each tool
 names one or more `id_type`s, each with its own required fields. `IMPORT_SHAPES` mirrors the spec
-(tests hold it to the spec) so a bad row is refused here, before anything is sent.
+and Kombo's SDK (tests hold it to both), so a bad row is refused here, before anything is sent.
 """
 
 from __future__ import annotations
