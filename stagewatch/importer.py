@@ -220,7 +220,7 @@ class Importer:
             answer = self.client.import_tracked_application(request.tool_ids, request.tracked_at)
         except KomboError as exc:
             status = _status_of(exc)
-            message = UNKNOWN_NOTE if status == "unknown" else exc.message
+            message = f"{exc.message}: {UNKNOWN_NOTE}" if status == "unknown" else exc.message
             self.ledger.finish(integration_id, key, status, error_code=exc.code, message=message)
             result = {"status": status, "code": exc.code, "message": message}
             if isinstance(exc, BATCH_STOPPERS):
