@@ -18,6 +18,7 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval
 
+from flows.imports import import_tracked_applications
 from flows.report import PipelineReportParams, pipeline_report
 from flows.sync import SyncManyParams, sync_many
 
@@ -104,11 +105,28 @@ def _pipeline_report(
     )
 
 
+def build_import_deployment() -> RunnerDeployment:
+    """import-tracked-applications, as in `prefect.yaml`: manual, its rows given per run."""
+    return import_tracked_applications.to_deployment(
+        name="import-tracked-applications",
+        description=(
+            "On demand: ask Kombo to track applications it did not create (paste the rows, one "
+            "object per application named by the ATS's id fields); the results go to a markdown "
+            "artifact."
+        ),
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        tags=[*TAGS, "import"],
+    )
+
+
 def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
-    serve(*build_deployments(integration_ids, **options), pause_on_shutdown=False)
+    deployments = build_deployments(integration_ids, **options)
+    serve(*deployments, build_import_deployment(), pause_on_shutdown=False)
 
 
 def main() -> None:

@@ -43,6 +43,14 @@ def _register() -> None:
     admin.register(app)
     store.register(app)
     stage_analytics.register(app)
+    _register_imports()
+
+
+def _register_imports() -> None:
+    from stagewatch.cli import imports
+
+    imports.register(app)
+
 
 
 def _reflow_help() -> None:

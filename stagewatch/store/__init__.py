@@ -26,6 +26,7 @@ from stagewatch.store.connection import (
     wait_for_checkpoints,
 )
 from stagewatch.store.errors import LeaseLostError, LockedError, Run, StoreError
+from stagewatch.store.imports import ImportLedger
 from stagewatch.store.lease import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from stagewatch.store.queries import Queries
 from stagewatch.store.runs import RUN_FACTS, Runs
@@ -151,6 +152,11 @@ class Store:
 
     def stale_job_ids(self, run_id: int) -> list[str]:
         return self._staging.stale_job_ids(run_id)
+
+    # -- the import ledger (see imports.ImportLedger) -------------------------------------------
+
+    def import_ledger(self) -> ImportLedger:
+        return ImportLedger(self._db)
 
     # -- queries (see queries.Queries) ---------------------------------------------------------
 
