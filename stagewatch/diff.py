@@ -46,6 +46,8 @@ EVENT_FIELDS = (
     "rejected_at",
     "deleted_at",
     "deleted_reason",
+    "from_stage_status",
+    "to_stage_status",
 )
 
 REMOTE_DELETED = "remote_deleted"
@@ -127,10 +129,10 @@ _DIFF_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS sw_diff (
     application_id TEXT PRIMARY KEY,
     staged_id INTEGER NOT NULL,
-    job_id TEXT, stage_id TEXT, stage_name TEXT, outcome TEXT,
+    job_id TEXT, stage_id TEXT, stage_name TEXT, stage_status TEXT, outcome TEXT,
     rejection_reason_name TEXT, rejected_at TEXT, remote_deleted_at TEXT,
     old_version INTEGER, old_job_id TEXT, old_stage_id TEXT, old_stage_name TEXT,
-    old_outcome TEXT, old_deleted_observed_at TEXT, old_deleted_reason TEXT,
+    old_stage_status TEXT, old_outcome TEXT, old_deleted_observed_at TEXT, old_deleted_reason TEXT,
     old_version_observed_at TEXT, old_first_seen_at TEXT, is_live INTEGER,
     is_first_seen INTEGER, is_restored INTEGER, is_job_changed INTEGER, is_stage_changed INTEGER,
     is_outcome_changed INTEGER, is_deleted INTEGER, is_tracked INTEGER
@@ -187,9 +189,15 @@ FROM (
                 WHERE js.integration_id = :integration_id AND js.job_id = s.job_id
                     AND js.stage_id = s.stage_id
             )) AS stage_name,
+            coalesce(s.stage_status, (
+                SELECT js.status FROM job_stages AS js
+                WHERE js.integration_id = :integration_id AND js.job_id = s.job_id
+                    AND js.stage_id = s.stage_id
+            )) AS stage_status,
             s.outcome, s.rejection_reason_name, s.rejected_at, s.remote_deleted_at,
             a.version AS old_version, a.job_id AS old_job_id, a.stage_id AS old_stage_id,
-            a.stage_name AS old_stage_name, a.outcome AS old_outcome,
+            a.stage_name AS old_stage_name, a.stage_status AS old_stage_status,
+            a.outcome AS old_outcome,
             a.deleted_observed_at AS old_deleted_observed_at,
             a.deleted_reason AS old_deleted_reason,
             a.version_observed_at AS old_version_observed_at,
@@ -262,6 +270,7 @@ _EVENT_INSERTS = (
         {
             "to_stage_id": "d.stage_id",
             "to_stage_name": "d.stage_name",
+            "to_stage_status": "d.stage_status",
             "to_outcome": "d.outcome",
             "to_job_id": "d.job_id",
             "rejection_reason_name": "d.rejection_reason_name",
@@ -277,6 +286,7 @@ _EVENT_INSERTS = (
         {
             "to_stage_id": "d.stage_id",
             "to_stage_name": "d.stage_name",
+            "to_stage_status": "d.stage_status",
             "to_outcome": "d.outcome",
             "to_job_id": "d.job_id",
         },
@@ -296,6 +306,8 @@ _EVENT_INSERTS = (
             "from_stage_name": "d.old_stage_name",
             "to_stage_id": "d.stage_id",
             "to_stage_name": "d.stage_name",
+            "from_stage_status": "coalesce(d.old_stage_status, f.status)",
+            "to_stage_status": "d.stage_status",
             "direction": _DIRECTION,
         },
         _STAGE_SOURCE,
@@ -354,13 +366,14 @@ WHERE integration_id = :integration_id
 
 _UPSERT_SNAPSHOT = f"""
 INSERT INTO applications (
-    integration_id, application_id, remote_id, job_id, stage_id, stage_name, outcome,
+    integration_id, application_id, remote_id, job_id, stage_id, stage_name, stage_status, outcome,
     rejection_reason_name, rejected_at, remote_deleted_at, changed_at, remote_created_at,
     remote_updated_at, deleted_observed_at, deleted_reason, first_seen_at, version_observed_at,
     last_run_id, version, content_hash, raw
 )
 SELECT
-    :integration_id, d.application_id, s.remote_id, d.job_id, d.stage_id, d.stage_name, d.outcome,
+    :integration_id, d.application_id, s.remote_id, d.job_id, d.stage_id, d.stage_name,
+    d.stage_status, d.outcome,
     d.rejection_reason_name, d.rejected_at, d.remote_deleted_at, s.changed_at,
     s.remote_created_at, s.remote_updated_at,
     CASE WHEN d.remote_deleted_at IS NULL THEN NULL
@@ -382,6 +395,7 @@ ON CONFLICT (integration_id, application_id) DO UPDATE SET
     job_id = excluded.job_id,
     stage_id = excluded.stage_id,
     stage_name = excluded.stage_name,
+    stage_status = excluded.stage_status,
     outcome = excluded.outcome,
     rejection_reason_name = excluded.rejection_reason_name,
     rejected_at = excluded.rejected_at,

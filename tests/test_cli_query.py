@@ -89,6 +89,8 @@ def first_seen(app_id, stage_id, stage_name, integration=INTEGRATION, observed=H
         "rejected_at": None,
         "deleted_at": None,
         "deleted_reason": None,
+        "from_stage_status": None,
+        "to_stage_status": None,
     }
 
 
@@ -164,9 +166,9 @@ def test_changes_as_csv_with_filters(db):
         ",".join(CONTRACT_FIELDS)
         + "\n"
         + f"{STAGE_MOVE['event_key']},{INTEGRATION},app-1,stage_changed,{H30},{H0},job-1,2,"
-        "st-applied,Applied,st-onsite,Onsite,forward,,,,,,,,\n"
+        "st-applied,Applied,st-onsite,Onsite,forward,,,,,,,,,,\n"
         + f"{DECLINE['event_key']},{INTEGRATION},app-2,outcome_changed,{H30},{H0},job-1,2,"
-        ',,,,,PENDING,DECLINED,,,"Not a fit, sadly",,,\n'
+        ',,,,,PENDING,DECLINED,,,"Not a fit, sadly",,,,,\n'
     )
 
 

@@ -14,7 +14,8 @@ OTHER_INTEGRATION = "lever:9Qm2fLx7RkT4vNc8ZpW3bY6d"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 FINISHED = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
-# The public change-log format as docs/architecture.md lists it, plus deleted_reason.
+# The public change-log format as docs/architecture.md lists it: deleted_reason and the stage
+# statuses came later, so they come last.
 CONTRACT_FIELDS = (
     "event_key",
     "integration_id",
@@ -37,6 +38,8 @@ CONTRACT_FIELDS = (
     "rejected_at",
     "deleted_at",
     "deleted_reason",
+    "from_stage_status",
+    "to_stage_status",
 )
 
 PIPELINE = (

@@ -58,6 +58,16 @@ def escape_md(value: Any, *, limit: int = MAX_TEXT, redact: bool = True) -> str:
     return "".join(out)
 
 
+def stage_label(event: Any, side: str) -> str | None:
+    """A change's stage on `side` ("from" or "to"): its name, else its id, marked when the ATS
+    says the stage is inactive (an application can sit in a stage no longer in use)."""
+    label = event.get(f"{side}_stage_name") or event.get(f"{side}_stage_id")
+    status = event.get(f"{side}_stage_status")
+    if label is not None and isinstance(status, str) and status.upper() == "INACTIVE":
+        return f"{label} (inactive)"
+    return label
+
+
 def slug(integration_id: str) -> str:
     """`greenhouse:AbC` -> `greenhouse-abc-1a2b3c4d`: valid in an artifact key, and the hash of the
     exact id keeps ids that differ only by case or punctuation apart."""

@@ -102,7 +102,7 @@ def _stamp_from_json(path: str) -> str:
 _INSERT_STAGED = """INSERT INTO staged_applications (
     run_id, seq, application_id, content_hash, raw, remote_id, job_id, stage_id, stage_name,
     outcome, rejection_reason_name, rejected_at, remote_deleted_at, changed_at,
-    remote_created_at, remote_updated_at
+    remote_created_at, remote_updated_at, stage_status
 )"""
 
 # The columns the diff reads are taken out of the stored JSON by SQLite, which parses each record
@@ -126,12 +126,13 @@ SELECT ?1, seq, application_id, content_hash, r, json_extract(r, '$.remote_id'),
     json_extract(r, '$.current_stage.name'), json_extract(r, '$.outcome'),
     json_extract(r, '$.rejection_reason_name'), {_stamp_from_json("$.rejected_at")},
     {_stamp_from_json("$.remote_deleted_at")}, {_stamp_from_json("$.changed_at")},
-    {_stamp_from_json("$.remote_created_at")}, {_stamp_from_json("$.remote_updated_at")}
+    {_stamp_from_json("$.remote_created_at")}, {_stamp_from_json("$.remote_updated_at")},
+    json_extract(r, '$.current_stage.status')
 FROM batch
 """
 
 _STAGE_CHANGED_FROM_MODEL = f"""
-{_INSERT_STAGED} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+{_INSERT_STAGED} VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 
 _ESCAPED_NUL = b"\\u0000"
@@ -155,6 +156,7 @@ def _row_from_model(run_id: int, seq: int, app: Application, digest: str, raw: b
         _ts(app.changed_at),
         _ts(app.remote_created_at),
         _ts(app.remote_updated_at),
+        app.stage_status,
     )
 
 
