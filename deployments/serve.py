@@ -16,14 +16,28 @@ from typing import Any
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
-from flows.sync import SyncManyParams, sync_many
+from flows.sync import SyncIntegrationParams, SyncManyParams, sync_many, sync_on_change
 
 HOURLY_CRON = "0 * * * *"
 WEEKLY_CRON = "30 3 * * 0"
 TIMEZONE = "UTC"
 TAGS = ["stagewatch"]
+# sync-on-change: the event `stagewatch webhooks` emits for a Kombo data-changed webhook, and what
+# a triggered run syncs. Jobs are listed afresh, as the webhook may be about a job or its stages.
+CHANGE_EVENT = "kombo.data-changed"
+CHANGE_RESOURCE = "kombo.integration.*"
+ON_CHANGE = {
+    "integration_id": "{{ event.payload.integration_id }}",
+    "mode": "incremental",
+    "jobs_cache_hours": 0,
+}
+# Integrations synced at once by triggered runs; a burst for one integration takes at most two.
+ON_CHANGE_CONCURRENCY = 4
+# How often the runner asks for runs to start: the time a triggered run waits to be picked up.
+QUERY_SECONDS = 1.0
 
 
 def build_deployments(
@@ -33,8 +47,9 @@ def build_deployments(
     db: str | None = None,
     incremental_every: timedelta | None = None,
 ) -> list[RunnerDeployment]:
-    """hourly-incremental, weekly-full and manual, as in `prefect.yaml`. `incremental_every`
-    replaces the hourly cron with an interval (the UI demo runs it every minute)."""
+    """hourly-incremental, weekly-full, manual and sync-on-change, as in `prefect.yaml`.
+    `incremental_every` replaces the hourly cron with an interval (the UI demo runs it every
+    minute)."""
     common: dict[str, Any] = {"integration_ids": integration_ids}
     if base_url:
         common["base_url"] = base_url
@@ -77,14 +92,48 @@ def build_deployments(
             parameters={"params": common | {"mode": "incremental"}},
             tags=TAGS,
         ),
+        on_change_deployment(base_url=base_url, db=db),
     ]
+
+
+def on_change_trigger(**options: str) -> DeploymentEventTrigger:
+    """A run per `kombo.data-changed` event, syncing the integration it names; `options` are
+    further sync options (base_url, db) every triggered run gets."""
+    SyncIntegrationParams(integration_id="checked:here", **options)
+    return DeploymentEventTrigger(
+        name="kombo-data-changed",
+        match={"prefect.resource.id": CHANGE_RESOURCE},
+        expect={CHANGE_EVENT},
+        for_each={"prefect.resource.id"},
+        parameters={"params": ON_CHANGE | options},
+    )
+
+
+def on_change_deployment(*, base_url: str | None = None, db: str | None = None) -> RunnerDeployment:
+    options = {name: value for name, value in (("base_url", base_url), ("db", db)) if value}
+    return sync_on_change.to_deployment(
+        name="sync-on-change",
+        description=(
+            "The integration a Kombo data-changed webhook names, seconds after it arrives; "
+            "runs of one integration coalesce (one syncs, one waits, the rest end Coalesced)."
+        ),
+        triggers=[on_change_trigger(**options)],
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=ON_CHANGE_CONCURRENCY, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        tags=TAGS,
+    )
 
 
 def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
-    serve(*build_deployments(integration_ids, **options), pause_on_shutdown=False)
+    serve(
+        *build_deployments(integration_ids, **options),
+        pause_on_shutdown=False,
+        query_seconds=QUERY_SECONDS,
+    )
 
 
 def main() -> None:
