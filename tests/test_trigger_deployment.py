@@ -81,9 +81,7 @@ def _runs(deployment_id, count: int, timeout: float = 60.0):
             time.sleep(0.25)
 
 
-def test_a_data_changed_webhook_starts_a_run_of_exactly_its_integration(
-    prefect_harness, tmp_path
-):
+def test_a_data_changed_webhook_starts_a_run_of_exactly_its_integration(prefect_harness, tmp_path):
     db = str(tmp_path / "stagewatch.db")
     deployment_id = on_change_deployment(db=db).apply()
     effects = receiver.side_effects()
