@@ -137,6 +137,7 @@ def test_threads_opening_a_new_schema_together_migrate_it_once(pg_url):
         ("0006_stage_analytics",),
         ("0007_import_ledger",),
         ("0008_stage_status",),
+        ("0009_sync_waiters",),
     ]
 
 
