@@ -31,6 +31,7 @@ def main(
 
 def _register() -> None:
     from stagewatch.cli import admin, demo, query, simulator, sync, webhooks
+    from stagewatch.cli import stack as stack_cli
 
     simulator.register(app)
     query.register(app)
@@ -38,6 +39,7 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     webhooks.register(app)
     admin.register(app)
+    stack_cli.register(app)
 
 
 _register()
