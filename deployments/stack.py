@@ -410,11 +410,11 @@ def up(config: StackConfig, say: Callable[[str], None] = print) -> dict[str, Any
         _write_state(config, processes)
         wait_for_server(config, processes[0])
         prepare_server(config)
-        deploy(config, logs)
-        processes += start_workers(config, logs)
+        processes += start_workers(config, logs)  # they start while `prefect deploy` runs
         receiver = start_receiver(config, logs)
         processes += [receiver] if receiver else []
         _write_state(config, processes)
+        deploy(config, logs)
         wait_for_workers(config)
     except BaseException:
         for process in reversed(processes):

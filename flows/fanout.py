@@ -10,6 +10,7 @@ integration fails its batch's run, never another batch's, and never its siblings
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -24,6 +25,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 from prefect.client.schemas.objects import FlowRun
 from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectAlreadyExists
 from prefect.states import Completed, Failed, State
 from pydantic import Field, SecretStr
 
@@ -91,9 +93,11 @@ def ensure_limits(client: Any, integration_ids: list[str]) -> int:
     wanted.setdefault(ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS)
     missing = [name for name in wanted if name not in existing]
     for name in missing:
-        client.create_global_concurrency_limit(
-            GlobalConcurrencyLimitCreate(name=name, limit=wanted[name])
-        )
+        # Another fan-out (the hourly run meeting the weekly one) may create it first.
+        with contextlib.suppress(ObjectAlreadyExists):
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=wanted[name])
+            )
     return len(missing)
 
 

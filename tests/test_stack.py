@@ -1,0 +1,224 @@
+"""`stagewatch stack up|down` as a user runs it: Prefect's server on its own PostgreSQL database, two
+process workers, the fan-out deployments and the webhook receiver, against the simulator on
+loopback. One run per deployment; the runs spread over both workers; one integration without
+permission fails its own batch only; `down` leaves no process and (asked to) no database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from stagewatch import report
+from stagewatch.simulator import World, serve_in_thread
+
+KEY = "sk_stack_test_key_never_printed_31"
+WEBHOOK_SECRET = "whsec_stack_test_never_printed_31"
+STAGEWATCH = str(Path(sys.executable).parent / "stagewatch")
+POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
+RUNS_TIMEOUT = 240.0
+WORKERS = {"stack-worker-1", "stack-worker-2"}
+
+pytestmark = pytest.mark.timeout(420)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _databases() -> set[str]:
+    import asyncpg
+
+    async def names() -> set[str]:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            return {row[0] for row in await conn.fetch("SELECT datname FROM pg_database")}
+        finally:
+            await conn.close()
+
+    return asyncio.run(names())
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie waiting for a container's init to reap it."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [STAGEWATCH, "stack", *args], env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+@pytest.fixture
+def world():
+    world = World(
+        seed=33,
+        applications=30,
+        jobs=3,
+        api_key=KEY,
+        scenarios=("normal", "normal", "no-applications", "permission-missing"),
+    )
+    base_url, stop = serve_in_thread(world)
+    yield world, base_url
+    stop()
+
+
+@pytest.fixture
+def stack(world, tmp_path):
+    """A stack on a fresh state directory and its own PostgreSQL database, stopped afterwards
+    (the test stops it itself; this only cleans up after a failure)."""
+    _, base_url = world
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "KOMBO_"))}
+    env |= {
+        "KOMBO_API_KEY": KEY,
+        "KOMBO_BASE_URL": base_url,
+        "KOMBO_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "STAGEWATCH_DB": str(tmp_path / "store.db"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    info = {
+        "state_dir": tmp_path / "state",
+        "db": f"stagewatch_prefect_test_{uuid.uuid4().hex[:12]}",
+        "port": _free_port(),
+        "webhook_port": _free_port(),
+        "env": env,
+    }
+    yield info
+    if (info["state_dir"] / "stack.json").exists():
+        _cli(["down", "--state-dir", str(info["state_dir"]), "--drop-database"], env)
+
+
+def _flow_runs(api_url: str) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return [run for run in client.read_flow_runs(limit=200) if run.deployment_id]
+
+
+def _wait_for(api_url: str, started: set) -> list:
+    """Every run the deployments produced (the started ones and their batches), once final."""
+    deadline = time.monotonic() + RUNS_TIMEOUT
+    while time.monotonic() < deadline:
+        runs = [r for r in _flow_runs(api_url) if r.state and r.state.name != "Scheduled"]
+        ours = [r for r in runs if r.id in started or r.parent_task_run_id]
+        if started <= {r.id for r in ours} and all(r.state.is_final() for r in ours):
+            return ours
+        time.sleep(1)
+    raise AssertionError(f"runs not final within {RUNS_TIMEOUT:.0f} s: {_flow_runs(api_url)}")
+
+
+def _artifacts(api_url: str, keys: list[str]) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: api_url}), get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=keys))
+        )
+
+
+def _trigger(api_url: str, ids: list[str], bad: str) -> dict:
+    """One run of each deployment; the manual one in batches of one, with the bad integration."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    plan = {
+        "sync-fanout/hourly-incremental": {"integration_ids": ids, "mode": "incremental"},
+        "sync-fanout/weekly-full": {"integration_ids": ids, "mode": "full"},
+        "sync-fanout/manual": {"integration_ids": [ids[0], bad], "batch_size": 1},
+        "sync-batch/batch": {"integration_ids": ids[:1]},
+    }
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        return {
+            name: run_deployment(name, parameters={"params": params}, timeout=0).id
+            for name, params in plan.items()
+        }
+
+
+def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world, stack):
+    sim, _ = world
+    bad = sim.integration_for("permission-missing")
+    ids = [i for i in sim.integrations if i != bad]
+    state_dir, env = stack["state_dir"], stack["env"]
+    up = _cli(
+        [
+            "up",
+            *("--state-dir", str(state_dir), "--prefect-db", stack["db"]),
+            *("--port", str(stack["port"]), "--webhook-port", str(stack["webhook_port"])),
+            *("--worker-limit", "3", "--poll-seconds", "1", "-i", ",".join(ids)),
+        ],
+        env,
+    )
+    assert up.returncode == 0, up.stderr + up.stdout
+    ui = f"http://127.0.0.1:{stack['port']}"
+    assert f"Prefect UI: {ui}" in up.stdout
+    assert stack["db"] in _databases()
+    api_url = f"{ui}/api"
+    health = httpx.get(f"http://127.0.0.1:{stack['webhook_port']}/healthz", timeout=5)
+    assert health.status_code == 200
+
+    started = _trigger(api_url, ids, bad)
+    runs = _wait_for(api_url, set(started.values()))
+    by_id = {run.id: run for run in runs}
+    states = {name: by_id[run_id].state.name for name, run_id in started.items()}
+    messages = {name: by_id[run_id].state.message for name, run_id in started.items()}
+    assert states == {
+        "sync-fanout/hourly-incremental": "Completed",
+        "sync-fanout/weekly-full": "Completed",
+        "sync-fanout/manual": "Failed",
+        "sync-batch/batch": "Completed",
+    }, messages
+    manual = by_id[started["sync-fanout/manual"]]
+    assert manual.state.message == "1 of 2 batches did not complete: batch-2-of-2 (Failed)"
+    batches = sorted((r.name, r.state.name) for r in runs if r.name.startswith("batch-"))
+    assert batches == [
+        ("batch-1-of-1", "Completed"),  # hourly: every integration in one batch
+        ("batch-1-of-1", "Completed"),  # weekly
+        ("batch-1-of-2", "Completed"),  # manual: the integration beside the bad one
+        ("batch-2-of-2", "Failed"),
+    ]
+    # 4 runs started at once, 3 slots per worker, and a fan-out holds its slot until its batches
+    # end: both workers ran some.
+    assert {run.labels.get("prefect.worker.name") for run in runs} == WORKERS
+
+    summaries = _artifacts(api_url, ["fanout-summary"])
+    assert len(summaries) == 3
+    manual_summary = next(a for a in summaries if a.flow_run_id == manual.id)
+    assert "| 2 | 1 | batch\\-2\\-of\\-2 |" in manual_summary.data
+    assert "INTEGRATION\\.PERMISSION\\_MISSING" in manual_summary.data
+    changes = _artifacts(api_url, [report.artifact_key(i) for i in ids])
+    assert {a.key for a in changes} == {report.artifact_key(i) for i in ids}
+    assert {a.flow_run_id for a in changes} <= {
+        r.id for r in runs if r.name.startswith("batch")
+    } | {started["sync-batch/batch"]}
+
+    recorded = json.loads((state_dir / "stack.json").read_text())["processes"]
+    assert [p["name"] for p in recorded] == ["server", "worker-1", "worker-2", "webhooks"]
+    down = _cli(["down", "--state-dir", str(state_dir), "--drop-database"], env)
+    assert down.returncode == 0, down.stderr
+    assert down.stdout.strip() == "stopped 4 processes"
+    assert [p["name"] for p in recorded if _running(p["pid"])] == []
+    assert not (state_dir / "stack.json").exists()
+    assert stack["db"] not in _databases()
+    for log in (state_dir / "logs").iterdir():
+        text = log.read_text()
+        assert KEY not in text and WEBHOOK_SECRET not in text, log
