@@ -34,7 +34,6 @@ DEFAULT_STATE_DIR = Path(".stack")
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 DEFAULT_PREFECT_DB = "stagewatch_prefect"
 POOL = "stagewatch-stack"
-INTEGRATIONS_VARIABLE = "stagewatch_integration_ids"
 SERVER_START_TIMEOUT = 120.0
 WORKERS_ONLINE_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
@@ -285,7 +284,7 @@ def prepare_server(config: StackConfig) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.workers.process import ProcessWorker
 
-    from flows.fanout import ACCOUNT_LIMIT
+    from flows.fanout import ACCOUNT_LIMIT, INTEGRATIONS_VARIABLE
 
     template = ProcessWorker.get_default_base_job_template()
     with temporary_settings({PREFECT_API_URL: config.api_url}), get_client(sync_client=True) as c:

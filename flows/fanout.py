@@ -27,6 +27,7 @@ from prefect.concurrency.sync import concurrency
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectAlreadyExists
 from prefect.states import Completed, Failed, State
+from prefect.variables import Variable
 from pydantic import Field, SecretStr
 
 from flows.sync import IntegrationId, SyncManyParams, _state, sync_in_flow
@@ -46,12 +47,18 @@ SLOT_TIMEOUT_SECONDS = 900.0
 POLL_SECONDS = 2.0
 LIMITS_PAGE = 200
 SUMMARY_KEY = "fanout-summary"
+INTEGRATIONS_VARIABLE = "stagewatch_integration_ids"
 WORKER_LABEL = "prefect.worker.name"
 
 
 class FanoutParams(SyncManyParams):
     integration_ids: list[IntegrationId] = Field(
-        min_length=1, max_length=20_000, description="Kombo integration ids to sync."
+        default_factory=list,
+        max_length=20_000,
+        description=(
+            "Kombo integration ids to sync; empty: the Prefect variable "
+            f"{INTEGRATIONS_VARIABLE}, read when the run starts (the webhook receiver keeps it)."
+        ),
     )
     batch_size: int = Field(
         default=100, ge=1, le=500, description="Integrations per run of the batch deployment."
@@ -141,13 +148,21 @@ def fanout_state(runs: list[FlowRun]) -> State:
     return Failed(message=f"{len(bad)} of {len(runs)} batches did not complete: {names}{more}")
 
 
+def _listed_ids() -> Any:
+    """The variable's value: a JSON list of ids or a comma-separated string (both validated)."""
+    return Variable.get(INTEGRATIONS_VARIABLE, default=[])
+
+
 @flow(name="sync-fanout", log_prints=False)
 def sync_fanout(params: FanoutParams) -> State:
     """Sync many integrations as runs of the batch deployment, spread over the pool's workers."""
     logger = get_run_logger()
-    groups = batches(params.integration_ids, params.batch_size)
+    ids = params.integration_ids or FanoutParams(integration_ids=_listed_ids()).integration_ids
+    if not ids:
+        return Completed(name="NothingToSync", message=f"{INTEGRATIONS_VARIABLE} lists none")
+    groups = batches(ids, params.batch_size)
     with get_client(sync_client=True) as client:
-        created = ensure_limits(client, params.integration_ids)
+        created = ensure_limits(client, ids)
         if created:
             logger.info("created %d global concurrency limits", created)
         started = [
