@@ -29,8 +29,6 @@ POSTGRES = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 RUNS_TIMEOUT = 240.0
 WORKERS = {"stack-worker-1", "stack-worker-2"}
 
-pytestmark = pytest.mark.timeout(420)
-
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -154,6 +152,7 @@ def _trigger(api_url: str, ids: list[str], bad: str) -> dict:
         }
 
 
+@pytest.mark.timeout(420)
 def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world, stack):
     sim, _ = world
     bad = sim.integration_for("permission-missing")
@@ -200,6 +199,12 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
     # end: both workers ran some.
     assert {run.labels.get("prefect.worker.name") for run in runs} == WORKERS
 
+    limits = httpx.post(f"{api_url}/v2/concurrency_limits/filter", json={"limit": 200}).json()
+    assert {(limit["name"], limit["limit"]) for limit in limits} == {
+        ("stagewatch-kombo-account", 8),
+        *((f"stagewatch-integration-{report.slug(i)}", 1) for i in [*ids, bad]),
+    }
+
     summaries = _artifacts(api_url, ["fanout-summary"])
     assert len(summaries) == 3
     manual_summary = next(a for a in summaries if a.flow_run_id == manual.id)
@@ -222,3 +227,135 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
     for log in (state_dir / "logs").iterdir():
         text = log.read_text()
         assert KEY not in text and WEBHOOK_SECRET not in text, log
+
+
+# -- the parts, without a stack ------------------------------------------------------------------
+
+
+def test_batches_keep_order_and_cover_every_id():
+    from flows.fanout import batches
+
+    assert batches(["a", "b", "c", "d", "e"], 2) == [["a", "b"], ["c", "d"], ["e"]]
+    assert batches(["a"], 100) == [["a"]]
+
+
+def test_batch_parameters_pass_only_the_options_given():
+    from flows.fanout import FanoutParams, batch_parameters
+
+    params = FanoutParams(
+        integration_ids="x:1, y:2", mode="full", since=None, batch_size=1, max_concurrency=3
+    )
+    assert batch_parameters(params, ["y:2"]) == {
+        "params": {"mode": "full", "since": None, "integration_ids": ["y:2"], "max_concurrency": 3}
+    }
+
+
+def test_fanout_params_reject_a_bad_id_and_accept_none():
+    from pydantic import ValidationError
+
+    from flows.fanout import FanoutParams
+
+    assert FanoutParams().integration_ids == []  # the run reads the Prefect variable
+    with pytest.raises(ValidationError, match=r"integration_ids\.0"):
+        FanoutParams(integration_ids=["bad id/with slash"])
+
+
+def test_integration_limit_names_are_valid_prefect_names_and_distinct():
+    from flows.fanout import integration_limit
+
+    names = {integration_limit(i) for i in ["greenhouse:AbC", "greenhouse:abc", "lever:x/y"]}
+    assert len(names) == 3
+    assert all(not set("/%&<>") & set(name) for name in names)
+    assert (
+        integration_limit("greenhouse:AbC")
+        == "stagewatch-integration-greenhouse-abc-"
+        + (report.slug("greenhouse:AbC").rsplit("-", 1)[1])
+    )
+
+
+def test_fanout_state_and_markdown_name_the_batches_that_failed():
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.states import Completed, Failed
+
+    from flows.fanout import fanout_markdown, fanout_state
+
+    def run(name, state, worker):
+        return FlowRun(
+            name=name, flow_id=uuid.uuid4(), state=state, labels={"prefect.worker.name": worker}
+        )
+
+    runs = [
+        run("batch-1-of-2", Completed(message="2 synced"), "w1"),
+        run("batch-2-of-2", Failed(message="1 of 1 failed: a|b"), "w2"),
+    ]
+    state = fanout_state(runs)
+    assert (state.type.value, state.message) == (
+        "FAILED",
+        "1 of 2 batches did not complete: batch-2-of-2 (Failed)",
+    )
+    assert fanout_state(runs[:1]).message == "1 batches completed"
+    assert fanout_markdown(runs, [2, 1]).splitlines()[2:] == [
+        "| 1 | 2 | batch\\-1\\-of\\-2 | w1 | Completed | 2 synced |",
+        "| 2 | 1 | batch\\-2\\-of\\-2 | w2 | Failed | 1 of 1 failed\\: a\\|b |",
+    ]
+
+
+def test_stack_config_refuses_bad_names_and_urls(tmp_path):
+    from deployments.stack import StackConfig
+    from stagewatch.errors import StagewatchError
+
+    with pytest.raises(StagewatchError, match="'bad-name' must be lower-case"):
+        StackConfig(state_dir=tmp_path, prefect_db="bad-name")
+    with pytest.raises(StagewatchError, match="postgresql\\+asyncpg://"):
+        StackConfig(state_dir=tmp_path, postgres="postgresql://postgres@127.0.0.1")
+    config = StackConfig(state_dir=tmp_path, postgres="postgresql+asyncpg://u:secret@h:1/")
+    assert config.database_url == "postgresql+asyncpg://u:secret@h:1/stagewatch_prefect"
+    assert config.store_url == str(tmp_path.resolve() / "stagewatch.db")
+
+
+def test_unreachable_postgres_is_one_line_without_the_password(tmp_path):
+    from deployments.stack import StackConfig, ensure_database
+    from stagewatch.errors import StagewatchError
+
+    port = _free_port()  # nothing listens there
+    config = StackConfig(
+        state_dir=tmp_path, postgres=f"postgresql+asyncpg://u:hunter2@127.0.0.1:{port}"
+    )
+    with pytest.raises(StagewatchError) as caught:
+        ensure_database(config)
+    message = str(caught.value)
+    assert message.startswith(
+        f"cannot prepare PostgreSQL database 'stagewatch_prefect' at "
+        f"postgresql+asyncpg://u:***@127.0.0.1:{port}: "
+    )
+    assert "hunter2" not in message and "\n" not in message
+
+
+def test_stop_process_ends_the_whole_group(tmp_path):
+    from deployments.stack import _spawn, stop_process
+
+    script = "import subprocess, sys, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
+    started = _spawn("sleeper", [sys.executable, "-c", script], dict(os.environ), tmp_path)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not _group(started.pid)[1:]:
+        time.sleep(0.05)
+    members = _group(started.pid)
+    assert len(members) == 2  # python and its sleep child
+    assert stop_process(started, timeout=5) is False  # SIGTERM was enough
+    deadline = time.monotonic() + 5  # signals are delivered, not awaited
+    while time.monotonic() < deadline and any(_running(pid) for pid in members):
+        time.sleep(0.05)
+    assert [pid for pid in members if _running(pid)] == []
+
+
+def _group(pgid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                pids.append(int(entry.name))
+    return sorted(pids)
