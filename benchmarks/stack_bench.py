@@ -149,13 +149,13 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
 
 
 def profile_integrations(stack: dict[str, Any], ids: list[str]) -> tuple[float, str]:
-    """The batch's per-integration path (`sync_with_slots`), serially in a flow run of this
+    """The batch's per-integration path (`sync_guarded`), serially in a flow run of this
     process, under cProfile; returns (CPU seconds of this process per integration, the top of
     the profile). The flow runs in-process, so only the per-integration work is profiled."""
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.fanout import sync_with_slots
+    from flows.fanout import sync_guarded
     from stagewatch.pipeline import SyncOptions
     from tasks.secrets import kombo_api_key
 
@@ -164,11 +164,11 @@ def profile_integrations(stack: dict[str, Any], ids: list[str]) -> tuple[float, 
     @flow(name="stack-bench-profile")
     def serial(ids: list[str]) -> float:
         key, options = kombo_api_key(), SyncOptions()
-        sync_with_slots(ids[0], options, key)  # warm: imports, the client's first connection
+        sync_guarded(ids[0], options, key)  # warm: imports, the client's first connection
         cpu = time.process_time()
         profiler.enable()
         for integration_id in ids[1:]:
-            sync_with_slots(integration_id, options, key)
+            sync_guarded(integration_id, options, key)
         profiler.disable()
         return (time.process_time() - cpu) / (len(ids) - 1)
 
@@ -320,7 +320,7 @@ def _section(
         lines += [
             "",
             f"Profile: {args.profile - 1} idle integrations synced serially in one flow run "
-            f"(`sync_with_slots`, the batch's per-integration path) cost {1000 * per:.0f} ms of "
+            f"(`sync_guarded`, the batch's per-integration path) cost {1000 * per:.0f} ms of "
             "CPU each in that process (all its threads); cProfile's top (main thread, cumulative):",
             "",
             "```",

@@ -48,6 +48,12 @@ RETENTION = {
         {"prefect.flow-run.heartbeat": DAY}
     ),
 }
+# SQLAlchemy's default pool (5 + 10 overflow) ran out under two workers' task-run traffic; this
+# stays well inside PostgreSQL's default 100 connections.
+SERVER_POOL = {
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_POOL_SIZE": "10",
+    "PREFECT_SERVER_DATABASE_SQLALCHEMY_MAX_OVERFLOW": "20",
+}
 _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 
@@ -244,6 +250,7 @@ def _server_env(config: StackConfig) -> dict[str, str]:
     return (
         _base_env(config)
         | RETENTION
+        | SERVER_POOL
         | {"PREFECT_SERVER_DATABASE_CONNECTION_URL": config.database_url}
     )
 
@@ -452,7 +459,7 @@ def down(
     if drop_database:
         config = state["config"]
         asyncio.run(_drop_database(config["postgres"], config["prefect_db"]))
-    _state_path(state_dir).unlink()
+    _state_path(state_dir).unlink(missing_ok=True)  # a second `down` may have run meanwhile
     say(
         f"stopped {len(processes)} processes" + (f" (killed {', '.join(killed)})" if killed else "")
     )
