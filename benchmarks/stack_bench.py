@@ -101,6 +101,19 @@ def _count(api_url: str) -> tuple[int, int]:
     )
 
 
+def _settled(api_url: str, quiet: float = 10.0, limit: float = 300.0) -> tuple[int, int]:
+    """The counts once they stop moving: task runs reach the database through events, which
+    the server records after the flow run has ended."""
+    counts, deadline = _count(api_url), time.monotonic() + limit
+    while time.monotonic() < deadline:
+        time.sleep(quiet)
+        now = _count(api_url)
+        if now == counts:
+            break
+        counts = now
+    return counts
+
+
 def _run(api_url: str, name: str, params: dict[str, Any], **options: Any) -> Any:
     """Start a run of deployment `name` and wait for its final state."""
     from prefect.client.orchestration import get_client
@@ -133,8 +146,7 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
     started = time.perf_counter()
     run = _run(api_url, "sync-fanout/manual", params)
     seconds = time.perf_counter() - started
-    time.sleep(3)  # the server's event persister catches up before the database is measured
-    counts = _count(api_url)
+    counts = _settled(api_url)
     return Cycle(
         name=name,
         seconds=seconds,
