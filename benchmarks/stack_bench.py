@@ -161,13 +161,13 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
 
 
 def profile_integrations(stack: dict[str, Any], ids: list[str]) -> tuple[float, str]:
-    """The batch's per-integration path (`sync_guarded`), serially in a flow run of this
+    """The batch's per-integration path (`sync_with_slot`), serially in a flow run of this
     process, under cProfile; returns (CPU seconds of this process per integration, the top of
     the profile). The flow runs in-process, so only the per-integration work is profiled."""
     from prefect import flow
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    from flows.fanout import sync_guarded
+    from flows.fanout import sync_with_slot
     from stagewatch.pipeline import SyncOptions
     from tasks.secrets import kombo_api_key
 
@@ -176,11 +176,11 @@ def profile_integrations(stack: dict[str, Any], ids: list[str]) -> tuple[float, 
     @flow(name="stack-bench-profile")
     def serial(ids: list[str]) -> float:
         key, options = kombo_api_key(), SyncOptions()
-        sync_guarded(ids[0], options, key)  # warm: imports, the client's first connection
+        sync_with_slot(ids[0], options, key)  # warm: imports, the client's first connection
         cpu = time.process_time()
         profiler.enable()
         for integration_id in ids[1:]:
-            sync_guarded(integration_id, options, key)
+            sync_with_slot(integration_id, options, key)
         profiler.disable()
         return (time.process_time() - cpu) / (len(ids) - 1)
 
@@ -302,7 +302,7 @@ def _section(
         flow_runs=0,
         task_runs=max(c.task_runs for c in idle),
     )
-    month_gb = worst.db_growth * 24 * 30 / 1e9
+    week_gb = worst.db_growth * 24 * 7 / 1e9
     lines = [
         "## Stack: idle integrations through `make stack` (issue 21, target 1)",
         "",
@@ -323,16 +323,16 @@ def _section(
         "",
         f"Prefect's own cost per 1,000 idle integration syncs: server CPU "
         f"{1000 * worst.server_cpu / n:.1f} s, database growth {1000 * worst.db_growth / n / 1e6:.1f}"
-        f" MB ({1000 * worst.task_runs / n:.0f} task runs). Hourly for 30 days (the flow-run "
-        f"retention the stack sets) that is about {month_gb:.1f} GB before the vacuum deletes the "
-        "oldest.",
+        f" MB ({1000 * worst.task_runs / n:.0f} task runs). Hourly, with the 7-day retention of "
+        f"events and flow runs the stack sets, Prefect's database levels off near {week_gb:.1f} GB "
+        "(what a month needs: the vacuum deletes what is older).",
     ]
     if profile:
         per, top = profile
         lines += [
             "",
             f"Profile: {args.profile - 1} idle integrations synced serially in one flow run "
-            f"(`sync_guarded`, the batch's per-integration path) cost {1000 * per:.0f} ms of "
+            f"(`sync_with_slot`, the batch's per-integration path) cost {1000 * per:.0f} ms of "
             "CPU each in that process (all its threads); cProfile's top (main thread, cumulative):",
             "",
             "```",

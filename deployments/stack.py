@@ -38,12 +38,12 @@ SERVER_START_TIMEOUT = 120.0
 WORKERS_ONLINE_TIMEOUT = 60.0
 STOP_TIMEOUT = 20.0
 DAY = 24 * 3600
-# What a month of hourly runs leaves behind: events for 7 days (heartbeats 1), flow runs with
-# their logs and artifacts for 30 days; Prefect itself keeps flow runs forever by default.
+# Bounded by age: events for 7 days (heartbeats 1), flow runs with their logs and artifacts for 7
+# days (Prefect keeps flow runs forever by default); the history itself lives in the store.
 RETENTION = {
     "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": "P7D",  # a plain timedelta: ISO 8601, not seconds
     "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
-    "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(30 * DAY),
+    "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": str(7 * DAY),
     "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES": json.dumps(
         {"prefect.flow-run.heartbeat": DAY}
     ),

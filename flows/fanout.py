@@ -2,10 +2,10 @@
 
 `sync-fanout` splits the integrations into batches and starts one run of the `sync-batch`
 deployment per batch; any worker of the pool picks each one up. A batch syncs its integrations in
-a bounded thread pool while it holds global concurrency slots: one of each of its integrations'
-limits (limit 1, so the hourly and the weekly run never sync one integration at once) and as many
-of the Kombo account's as it syncs at once (its limit bounds the requests in flight against the
-account's rate limit). A failing
+a bounded thread pool while it holds as many of the Kombo account's global concurrency slots as
+it syncs at once (the account limit bounds the requests in flight against its rate limit); each
+integration syncs holding its own slot (limit 1, so the hourly and the weekly run never sync one
+integration at once). A failing
 integration fails its batch's run, never another batch's, and never its siblings' syncs.
 """
 
@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from uuid import UUID
@@ -43,8 +42,8 @@ BATCH_DEPLOYMENT = "sync-batch/batch"
 ACCOUNT_LIMIT = "stagewatch-kombo-account"
 DEFAULT_ACCOUNT_SLOTS = 8
 INTEGRATION_LIMIT_PREFIX = "stagewatch-integration-"
-# How long a batch waits for its slots before it fails; a crashed holder's slots come back when
-# its lease expires (Prefect's default lease, 300 s).
+# How long a batch waits for the account's slots, an integration for its own, before failing; a
+# crashed holder's slots come back when its lease expires (Prefect's default lease, 300 s).
 SLOT_TIMEOUT_SECONDS = 900.0
 POLL_SECONDS = 2.0
 LIMITS_PAGE = 200
@@ -185,11 +184,12 @@ def sync_fanout(params: FanoutParams) -> State:
     return fanout_state(runs)
 
 
-def sync_guarded(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
-    """One integration's sync; an unexpected error (a database that cannot be opened, a bug)
-    fails this integration only."""
+def sync_with_slot(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
+    """One integration's sync while it holds its own slot. An error (no slot in time, a database
+    that cannot be opened, a bug) fails this integration only."""
     try:
-        return sync_in_flow(integration_id, options, api_key)
+        with concurrency(integration_limit(integration_id), timeout_seconds=SLOT_TIMEOUT_SECONDS):
+            return sync_in_flow(integration_id, options, api_key)
     except Exception as exc:
         get_run_logger().exception("sync of %s failed", integration_id)
         return SyncOutcome(
@@ -200,18 +200,6 @@ def sync_guarded(integration_id: str, options: SyncOptions, api_key: SecretStr) 
         )
 
 
-@contextlib.contextmanager
-def batch_slots(ids: list[str], in_flight: int) -> Iterator[None]:
-    """The batch's slots, taken once for the whole batch: one of each integration's limit, then
-    `in_flight` of the account's (as many as it syncs at once). Per integration, the two calls
-    queued every sync on the account limit's one row in Prefect's database."""
-    with (
-        concurrency([integration_limit(i) for i in ids], timeout_seconds=SLOT_TIMEOUT_SECONDS),
-        concurrency(ACCOUNT_LIMIT, occupy=in_flight, timeout_seconds=SLOT_TIMEOUT_SECONDS),
-    ):
-        yield
-
-
 @flow(name="sync-batch", log_prints=False)
 def sync_batch(params: SyncManyParams) -> State:
     """Sync one batch of a fan-out, at most `max_concurrency` integrations at a time."""
@@ -219,12 +207,14 @@ def sync_batch(params: SyncManyParams) -> State:
     options = SyncOptions(**params.model_dump(include=set(SyncOptions.model_fields)))
     ids = params.integration_ids
     in_flight = min(params.max_concurrency, len(ids))
+    # The account's slots for the whole batch, as many as it syncs at once: taken per integration,
+    # every sync queued on that limit's one row in Prefect's database.
     with (
-        batch_slots(ids, in_flight),
+        concurrency(ACCOUNT_LIMIT, occupy=in_flight, timeout_seconds=SLOT_TIMEOUT_SECONDS),
         ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="stagewatch-batch") as pool,
     ):
         futures = [
-            pool.submit(contextvars.copy_context().run, sync_guarded, i, options, api_key)
+            pool.submit(contextvars.copy_context().run, sync_with_slot, i, options, api_key)
             for i in ids
         ]
         outcomes = [future.result() for future in futures]
