@@ -33,6 +33,7 @@ STATE_FILE = "stack.json"
 DEFAULT_STATE_DIR = Path(".stack")
 DEFAULT_PG = "postgresql+asyncpg://postgres@127.0.0.1:5432"
 DEFAULT_PREFECT_DB = "stagewatch_prefect"
+DEFAULT_STORE_DB = "stagewatch"
 POOL = "stagewatch-stack"
 SERVER_START_TIMEOUT = 120.0
 WORKERS_ONLINE_TIMEOUT = 60.0
@@ -59,7 +60,8 @@ _DB_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
 
 @dataclass
 class StackConfig:
-    """Everything `up` starts; the store is one setting (`STAGEWATCH_DB` for every process)."""
+    """Everything `up` starts. The store is one setting (`STAGEWATCH_DB` for every process): by
+    default the database `store_db` beside Prefect's on the same PostgreSQL server."""
 
     state_dir: Path = DEFAULT_STATE_DIR
     host: str = "127.0.0.1"
@@ -67,6 +69,7 @@ class StackConfig:
     webhook_port: int = 8780
     postgres: str = DEFAULT_PG
     prefect_db: str = DEFAULT_PREFECT_DB
+    store_db: str = DEFAULT_STORE_DB
     store: str | None = None
     workers: int = 2
     worker_limit: int = 4
@@ -76,11 +79,11 @@ class StackConfig:
 
     def __post_init__(self) -> None:
         self.state_dir = Path(self.state_dir).resolve()
-        if not _DB_NAME.match(self.prefect_db):
-            raise StagewatchError(
-                f"prefect database name {self.prefect_db!r} must be lower-case letters, digits "
-                "and underscores"
-            )
+        for name in (self.prefect_db, self.store_db):
+            if not _DB_NAME.match(name):
+                raise StagewatchError(
+                    f"database name {name!r} must be lower-case letters, digits and underscores"
+                )
         if not self.postgres.startswith("postgresql+asyncpg://"):
             raise StagewatchError("the PostgreSQL URL must start with postgresql+asyncpg://")
         if self.workers < 1 or self.worker_limit < 2:
@@ -96,7 +99,9 @@ class StackConfig:
 
     @property
     def store_url(self) -> str:
-        return self.store or str(self.state_dir / "stagewatch.db")
+        """`--store` as given, else the database `store_db` on the same PostgreSQL server."""
+        server = self.postgres.replace("postgresql+asyncpg://", "postgresql://", 1).rstrip("/")
+        return self.store or f"{server}/{self.store_db}"
 
 
 # -- PostgreSQL ---------------------------------------------------------------------------------
@@ -132,10 +137,17 @@ async def _drop_database(postgres: str, name: str) -> None:
         await admin.close()
 
 
+async def _ensure_databases(config: StackConfig) -> None:
+    await _ensure_database(config.postgres, config.prefect_db)
+    if config.store is None:
+        await _ensure_database(config.postgres, config.store_db)
+
+
 def ensure_database(config: StackConfig) -> None:
-    """Create Prefect's database (and the pg_trgm extension Prefect needs) when missing."""
+    """Create Prefect's database (and the pg_trgm extension Prefect needs) and, unless `--store`
+    names another, the store's, when missing; the store creates its schema itself."""
     try:
-        asyncio.run(_ensure_database(config.postgres, config.prefect_db))
+        asyncio.run(_ensure_databases(config))
     except Exception as exc:  # asyncpg's errors, refused connections: one line for the user
         raise StagewatchError(
             f"cannot prepare PostgreSQL database {config.prefect_db!r} at "
@@ -432,7 +444,7 @@ def up(config: StackConfig, say: Callable[[str], None] = print) -> dict[str, Any
     _write_state(config, processes, ui_url=ui, api_url=config.api_url, webhook_url=webhooks)
     say(f"Prefect UI: {ui}   (API {config.api_url}; logs in {logs})")
     say(f"work pool {POOL}: {config.workers} process workers, {config.worker_limit} runs each")
-    say(f"store: {config.store_url}")
+    say(f"store: {_redacted(config.store_url)}")
     say(
         f"webhook receiver: {webhooks}"
         if webhooks

@@ -49,6 +49,30 @@ def _databases() -> set[str]:
     return asyncio.run(names())
 
 
+def _drop(name: str) -> None:
+    import asyncpg
+
+    async def drop() -> None:
+        conn = await asyncpg.connect("postgresql://postgres@127.0.0.1:5432/postgres")
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+    asyncio.run(drop())
+
+
+def _store_runs(name: str) -> dict[tuple[str, str], int]:
+    """(integration, status) -> runs, from the store's own table in PostgreSQL."""
+    import psycopg
+
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{name}") as conn:
+        rows = conn.execute(
+            "SELECT integration_id, status, count(*) FROM stagewatch.sync_runs GROUP BY 1, 2"
+        ).fetchall()
+    return {(integration, status): count for integration, status, count in rows}
+
+
 def _running(pid: int) -> bool:
     """Alive and not a zombie waiting for a container's init to reap it."""
     try:
@@ -88,12 +112,14 @@ def stack(world, tmp_path):
         "KOMBO_API_KEY": KEY,
         "KOMBO_BASE_URL": base_url,
         "KOMBO_WEBHOOK_SECRET": WEBHOOK_SECRET,
-        "STAGEWATCH_DB": str(tmp_path / "store.db"),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     }
+    env.pop("STAGEWATCH_DB", None)
+    suffix = uuid.uuid4().hex[:12]
     info = {
         "state_dir": tmp_path / "state",
-        "db": f"stagewatch_prefect_test_{uuid.uuid4().hex[:12]}",
+        "db": f"stagewatch_prefect_test_{suffix}",
+        "store_db": f"stagewatch_store_test_{suffix}",
         "port": _free_port(),
         "webhook_port": _free_port(),
         "env": env,
@@ -101,6 +127,7 @@ def stack(world, tmp_path):
     yield info
     if (info["state_dir"] / "stack.json").exists():
         _cli(["down", "--state-dir", str(info["state_dir"]), "--drop-database"], env)
+    _drop(info["store_db"])
 
 
 def _flow_runs(api_url: str) -> list:
@@ -162,6 +189,7 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
         [
             "up",
             *("--state-dir", str(state_dir), "--prefect-db", stack["db"]),
+            *("--store-db", stack["store_db"]),
             *("--port", str(stack["port"]), "--webhook-port", str(stack["webhook_port"])),
             *("--worker-limit", "3", "--poll-seconds", "1", "-i", ",".join(ids)),
         ],
@@ -170,7 +198,7 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
     assert up.returncode == 0, up.stderr + up.stdout
     ui = f"http://127.0.0.1:{stack['port']}"
     assert f"Prefect UI: {ui}" in up.stdout
-    assert stack["db"] in _databases()
+    assert {stack["db"], stack["store_db"]} <= _databases()
     api_url = f"{ui}/api"
     health = httpx.get(f"http://127.0.0.1:{stack['webhook_port']}/healthz", timeout=5)
     assert health.status_code == 200
@@ -217,6 +245,15 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
         r.id for r in runs if r.name.startswith("batch")
     } | {started["sync-batch/batch"]}
 
+    normal, other, unsupported = ids
+    # ids[0]: hourly, weekly, manual and the batch run; the others: hourly and weekly.
+    assert _store_runs(stack["store_db"]) == {
+        (normal, "succeeded"): 4,
+        (other, "succeeded"): 2,
+        (unsupported, "unsupported"): 2,
+        (bad, "failed"): 1,
+    }
+
     recorded = json.loads((state_dir / "stack.json").read_text())["processes"]
     assert [p["name"] for p in recorded] == ["server", "worker-1", "worker-2", "webhooks"]
     down = _cli(["down", "--state-dir", str(state_dir), "--drop-database"], env)
@@ -225,6 +262,7 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
     assert [p["name"] for p in recorded if _running(p["pid"])] == []
     assert not (state_dir / "stack.json").exists()
     assert stack["db"] not in _databases()
+    assert stack["store_db"] in _databases()  # the history outlives the stack
     for log in (state_dir / "logs").iterdir():
         text = log.read_text()
         assert KEY not in text and WEBHOOK_SECRET not in text, log
@@ -311,7 +349,8 @@ def test_stack_config_refuses_bad_names_and_urls(tmp_path):
         StackConfig(state_dir=tmp_path, postgres="postgresql://postgres@127.0.0.1")
     config = StackConfig(state_dir=tmp_path, postgres="postgresql+asyncpg://u:secret@h:1/")
     assert config.database_url == "postgresql+asyncpg://u:secret@h:1/stagewatch_prefect"
-    assert config.store_url == str(tmp_path.resolve() / "stagewatch.db")
+    assert config.store_url == "postgresql://u:secret@h:1/stagewatch"
+    assert StackConfig(state_dir=tmp_path, store="x.db").store_url == "x.db"
 
 
 def test_unreachable_postgres_is_one_line_without_the_password(tmp_path):

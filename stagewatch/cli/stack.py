@@ -40,10 +40,14 @@ def up(
         help="PostgreSQL server for Prefect's database (postgresql+asyncpg://, no database name).",
     ),
     prefect_db: str = typer.Option("stagewatch_prefect", help="Prefect's database name."),
+    store_db: str = typer.Option(
+        "stagewatch", help="The store's database on the same server (created when missing)."
+    ),
     store: str | None = typer.Option(
         None,
         envvar="STAGEWATCH_DB",
-        help="The stagewatch store every run writes to (default: stagewatch.db in --state-dir).",
+        help="Another store for every run: a SQLite file or a postgresql:// URL (default: "
+        "--store-db on --postgres).",
         show_default=False,
     ),
     workers: int = typer.Option(2, min=1, max=16, help="Process workers polling the pool."),
@@ -73,6 +77,7 @@ def up(
             webhook_port=webhook_port,
             postgres=postgres,
             prefect_db=prefect_db,
+            store_db=store_db,
             store=store,
             workers=workers,
             worker_limit=worker_limit,
