@@ -42,6 +42,7 @@ TARGET_SECONDS = 60.0
 TARGET_REQUESTS_PER_INTEGRATION = 1.0
 TARGET_CPU_MS_PER_INTEGRATION = 40.0
 PREFECT_DB = "stagewatch_prefect_bench"
+STORE_DB = "stagewatch_store_bench"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START, END = "<!-- stack-bench:start -->", "<!-- stack-bench:end -->"
 TIMEOUT = 1800.0
@@ -244,23 +245,18 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, work: Path, say) -> list[str]:
-    from deployments.stack import StackConfig, down, up
+    from deployments.stack import StackConfig, down, drop_database, up
 
     sim_args = dict(applications=2, jobs=1, normal_integrations=args.integrations)
     with SimulatorProcess(
         api_key=API_KEY, latency_ms=LATENCY_MS, log_path=work / "sim.log", **sim_args
     ) as sim:
         ids = sim.normal_integrations()
-        os.environ.update(
-            {
-                "KOMBO_API_KEY": API_KEY,
-                "KOMBO_BASE_URL": sim.base_url,
-                "STAGEWATCH_DB": str(work / "store.db"),
-            }
-        )
+        os.environ.update({"KOMBO_API_KEY": API_KEY, "KOMBO_BASE_URL": sim.base_url})
         config = StackConfig(
             state_dir=work / "stack", port=_free_port(), webhook_port=_free_port(),
-            prefect_db=PREFECT_DB, workers=2, worker_limit=args.worker_limit, poll_seconds=1,
+            prefect_db=PREFECT_DB, store_db=STORE_DB, workers=2, worker_limit=args.worker_limit,
+            poll_seconds=1,
             account_limit=args.account_limit,
         )  # fmt: skip
         started = time.perf_counter()
@@ -280,6 +276,7 @@ def run(args: argparse.Namespace, work: Path, say) -> list[str]:
             profile = profile_integrations(stack, ids[: args.profile]) if args.profile else None
         finally:
             down(config.state_dir, drop_database=True, say=say)
+            asyncio.run(drop_database(config.postgres, STORE_DB))
     return _section(args, startup, cycles, len(ids), profile)
 
 
@@ -312,7 +309,8 @@ def _section(
         f"{LOAD_BEFORE}, after {machine.load()}; commit {machine._commit()}.",
         "",
         f"{n} integrations, each one empty page at {LATENCY_MS:.0f} ms, through `stagewatch stack "
-        f"up` (Prefect server on PostgreSQL, 2 process workers x {args.worker_limit} runs); "
+        f"up` (Prefect server and the store on PostgreSQL, 2 process workers x "
+        f"{args.worker_limit} runs); "
         f"`sync-fanout/manual` in batches of {args.batch_size}. Stack start-up (one-time): "
         f"{startup:.1f} s. Worker CPU counts the workers and every flow-run process they started.",
         "",
