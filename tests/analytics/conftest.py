@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import pytest
+
+from stagewatch.store import Store
+from tests.analytics.scenario import build
+from tests.test_store_fixtures import FINISHED
+
+
+@pytest.fixture
+def store(tmp_path):
+    with Store(tmp_path / "sw.db", clock=lambda: FINISHED) as store:
+        yield store
+
+
+@pytest.fixture
+def scenario(store):
+    """The store after the scenario's five runs."""
+    build(store)
+    return store
