@@ -26,6 +26,7 @@ TABLES = (
     "applications",
     "events",
     "quarantined",
+    "imports",
 )
 _IDENTITY = ("sync_runs", "events", "quarantined")
 BATCH_ROWS = 5000
