@@ -85,22 +85,6 @@ def build_deployments(
     ]
 
 
-def build_import_deployment() -> RunnerDeployment:
-    """import-tracked-applications, as in `prefect.yaml`: manual, its rows given per run."""
-    return import_tracked_applications.to_deployment(
-        name="import-tracked-applications",
-        description=(
-            "On demand: ask Kombo to track applications it did not create (paste the rows, one "
-            "object per application named by the ATS's id fields); the results go to a markdown "
-            "artifact."
-        ),
-        concurrency_limit=ConcurrencyLimitConfig(
-            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-        ),
-        tags=[*TAGS, "import"],
-    )
-
-
 def _pipeline_report(
     integration_ids: list[str], db: str | None, limit: ConcurrencyLimitConfig
 ) -> RunnerDeployment:
@@ -118,6 +102,22 @@ def _pipeline_report(
         concurrency_limit=limit,
         parameters={"params": params},
         tags=TAGS,
+    )
+
+
+def build_import_deployment() -> RunnerDeployment:
+    """import-tracked-applications, as in `prefect.yaml`: manual, its rows given per run."""
+    return import_tracked_applications.to_deployment(
+        name="import-tracked-applications",
+        description=(
+            "On demand: ask Kombo to track applications it did not create (paste the rows, one "
+            "object per application named by the ATS's id fields); the results go to a markdown "
+            "artifact."
+        ),
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        tags=[*TAGS, "import"],
     )
 
 

@@ -52,6 +52,7 @@ def _register_imports() -> None:
     imports.register(app)
 
 
+
 def _reflow_help() -> None:
     """Typer keeps a docstring's line breaks in places (the commands list, later paragraphs), which
     broke sentences mid-line at every width: each paragraph becomes one line the terminal wraps."""

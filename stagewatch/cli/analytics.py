@@ -50,7 +50,7 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 
 def stays(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = INTEGRATION_OPTION,
     job: str | None = JOB_OPTION,
     since: str | None = SINCE_OPTION,
@@ -132,7 +132,7 @@ def _funnel_table(rows: list[dict]) -> Table:
 
 def funnel(
     integration: str = typer.Option(..., "--integration", help="The integration."),
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     job: str | None = JOB_OPTION,
     since: str | None = SINCE_OPTION,
     output: Format = FORMAT_OPTION,
@@ -180,7 +180,7 @@ def stuck(
     stage: list[str] | None = typer.Option(
         None, "--stage", help="Another threshold for one stage: STAGE=DAYS, by id or name."
     ),
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = INTEGRATION_OPTION,
     job: str | None = JOB_OPTION,
     output: Format = FORMAT_OPTION,
@@ -233,7 +233,7 @@ def _stuck_table(rows: list[dict]) -> Table:
 
 
 def browse(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8001, "--port", min=0, max=65535, help="Port (0: any free one)."),
     metadata_out: Path | None = typer.Option(
@@ -246,7 +246,15 @@ def browse(
     """Open the store in Datasette, read-only, with every table and view described and canned
     queries for stays, funnel and stuck (needs the browse extra)."""
     from stagewatch.analytics import browse as browsing
+    from stagewatch.store.location import is_postgres
 
+    if is_postgres(db):
+        typer.echo(
+            "Error: browse opens SQLite stores (Datasette reads files); a PostgreSQL store has the "
+            "same tables and views for psql or any SQL tool",
+            err=True,
+        )
+        raise typer.Exit(2)
     with _open(db) as store:
         metadata = browsing.metadata(store._conn, database=browsing.database_name(db))
     if metadata_out is not None:

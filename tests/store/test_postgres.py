@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import psycopg
@@ -133,6 +134,7 @@ def test_threads_opening_a_new_schema_together_migrate_it_once(pg_url):
         ("0003_staged_seen_append_only",),
         ("0004_run_leases",),
         ("0005_run_facts_and_stays",),
+        ("0006_stage_analytics",),
         ("0007_import_ledger",),
         ("0008_stage_status",),
     ]
@@ -211,6 +213,9 @@ def _race(url: str, tmp_path, wait: float) -> list[str]:
         )
         for _ in range(2)
     ]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.ready.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     start.touch()
     lines = []
     for worker in workers:
