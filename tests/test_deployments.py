@@ -43,8 +43,7 @@ def loaded(monkeypatch):
     monkeypatch.chdir(ROOT)  # entrypoints are relative to the project root, as for `prefect deploy`
     PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_FILE.read_text()))  # raises if invalid
     configs, actions = _load_deploy_configs_and_actions(PREFECT_FILE, console=Console(quiet=True))
-    syncs = [c for c in configs if c["entrypoint"].startswith("flows/sync.py")]  # imports: tests/imports
-    return {config["name"]: config for config in syncs}, actions
+    return {config["name"]: config for config in configs}, actions
 
 
 def test_prefect_yaml_deployments_load_and_validate(loaded, prefect_harness):

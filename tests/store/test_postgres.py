@@ -273,6 +273,7 @@ def test_migrate_store_copies_everything_and_the_history_goes_on_alike(tmp_path,
         ["applications", "2"],
         ["events", "4"],
         ["quarantined", "0"],
+        ["imports", "0"],
     ]
     assert "s3cret-pw" not in result.output
     assert lines[-1].endswith(":***@" + pg_url.split("@", 1)[1] + ": row counts and digests match.")
