@@ -102,7 +102,11 @@ def test_the_manual_deployment_in_prefect_yaml_and_serve_py(monkeypatch):
     assert (served.entrypoint, served.concurrency_limit) == (config["entrypoint"], 1)
     assert served.concurrency_options.collision_strategy.value == "ENQUEUE"
     assert config["concurrency_limit"] == {"limit": 1, "collision_strategy": "ENQUEUE"}
-    assert served.description == yaml.safe_load(path.read_text())["deployments"][-1]["description"]
+    (written,) = [
+        d for d in yaml.safe_load(path.read_text())["deployments"]
+        if d["name"] == "import-tracked-applications"
+    ]
+    assert served.description == written["description"]
 
 
 def test_rows_are_required_and_tracked_at_must_be_kombos_format():
