@@ -424,12 +424,14 @@ INSERT INTO job_stages (
     integration_id, job_id, stage_id, remote_id, name, stage_index, position, status,
     first_seen_at, last_seen_at
 )
-SELECT
+SELECT DISTINCT ON (s.job_id, stage.value->>'id')
     :integration_id, s.job_id, stage.value->>'id', stage.value->>'remote_id',
-    stage.value->>'name', (stage.value->>'index')::integer, stage.ordinality - 1,
+    stage.value->>'name', (stage.value->>'index')::double precision, stage.ordinality - 1,
     stage.value->>'status', :observed_at, :observed_at
 FROM staged_jobs AS s, jsonb_array_elements(s.stages::jsonb) WITH ORDINALITY AS stage
 WHERE s.run_id = :run_id AND {_LAST_STAGED_JOB}
+-- A stage id listed twice: its last listing wins, as in SQLite's row-by-row upsert.
+ORDER BY s.job_id, stage.value->>'id', stage.ordinality DESC
 ON CONFLICT (integration_id, job_id, stage_id) DO UPDATE SET
     remote_id = excluded.remote_id,
     name = excluded.name,

@@ -94,6 +94,25 @@ def test_bad_input_is_quarantined_and_the_rest_stored(path, corpus_baseline, tmp
     assert scanner.where == []
 
 
+# The cases where PostgreSQL once differed from SQLite (make reliability runs the whole corpus there).
+POSTGRES_CORPUS = (
+    "21-stage-index-beyond-64-bits",
+    "22-job-duplicate-stage-ids",
+    "31-control-characters",
+)
+
+
+@pytest.mark.parametrize("stem", POSTGRES_CORPUS)
+def test_bad_input_on_postgres_is_quarantined_and_the_rest_stored(
+    stem, corpus_baseline, tmp_path, scanner, pg_url
+):
+    (path,) = [p for p in badinput.case_files() if p.stem == stem]
+    result = badinput.run_case(path, tmp_path, KEY, scanner, corpus_baseline, store_at=pg_url)
+    assert result.problems == []
+    assert (result.lost, result.duplicated) == (0, 0)
+    assert scanner.where == []
+
+
 @pytest.mark.parametrize("case", fatal.CASES, ids=lambda c: c.cause)
 def test_a_fatal_error_stops_after_one_request_and_changes_nothing(case, tmp_path, scanner):
     result = fatal.run_in_process_case(case, tmp_path, KEY, scanner)

@@ -41,6 +41,8 @@ def _port(statement: str) -> list[str]:
             )
             .replace(" REAL,", " DOUBLE PRECISION,")
             .replace(") WITHOUT ROWID", ")")
+            # SQLite keeps an index past 64 bits as a REAL in that column; so does PostgreSQL.
+            .replace("stage_index INTEGER,", "stage_index DOUBLE PRECISION,")
         )
         return [table, *_comment_on(sql)]
     if sql.startswith("INSERT INTO"):

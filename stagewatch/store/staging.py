@@ -431,6 +431,8 @@ class Staging:
                     raw,
                 )
             )
+        if self._db.postgres:
+            rows = [_no_nul(row) for row in rows]
         with self._db.transaction() as conn:
             self._runs.running(conn, run_id)
             conn.executemany(_STAGE_JOB, rows)
@@ -532,6 +534,8 @@ class Staging:
             )
             for item in items
         ]
+        if self._db.postgres:
+            rows = [_no_nul(row) for row in rows]
         with self._db.transaction() as conn:
             owner = self._runs.running(conn, run_id)
             if owner != integration_id:

@@ -41,7 +41,10 @@ class TableCopy:
 
 
 def _row_hash(row) -> int:
-    text = json.dumps(list(row), ensure_ascii=False, separators=(",", ":"))
+    # A whole number is one value whether a backend keeps it as an integer or a float
+    # (PostgreSQL's stage_index is double precision).
+    values = [int(v) if isinstance(v, float) and v.is_integer() else v for v in row]
+    text = json.dumps(values, ensure_ascii=False, separators=(",", ":"))
     return int.from_bytes(hashlib.sha256(text.encode()).digest()[:16], "big")
 
 

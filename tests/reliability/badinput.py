@@ -36,6 +36,7 @@ from tests.reliability.harness import (
     SecretScanner,
     captured_logs,
     compare,
+    connect_ro,
     describe,
     fingerprint,
     integrity,
@@ -204,9 +205,9 @@ def _expected_job(record: dict) -> Any:
     return record.get("job_id") or (job["id"] if isinstance(job, dict) else None)
 
 
-def _rows(db: Path, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
-    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
+def _rows(db: Path | str, sql: str, params: tuple = ()) -> list[dict[str, Any]]:
+    conn = connect_ro(db)
+    conn.row_factory = sqlite3.Row  # PostgreSQL's rows answer by name already
     try:
         return [dict(row) for row in conn.execute(sql, params)]
     finally:
@@ -251,8 +252,18 @@ def _check_quarantine(result: CaseResult, db: Path, run_id: int, case: dict) -> 
             unmatched.remove(match)
 
 
-def _check_stored(result: CaseResult, db: Path, case: dict) -> None:
+def _without_nul(value: Any) -> Any:
+    """What PostgreSQL keeps of a value: its text holds no NUL, the staged columns drop it."""
+    if isinstance(value, str):
+        return value.replace("\x00", "")
+    if isinstance(value, tuple):
+        return tuple(_without_nul(item) for item in value)
+    return value
+
+
+def _check_stored(result: CaseResult, db: Path | str, case: dict) -> None:
     """Every good record of the case's pages is in the snapshot, as the page said."""
+    keep = _without_nul if is_postgres(str(db)) else lambda value: value
     expect = case["expect"]
     bad = {
         (item["model"], item["page"], item["index"])
@@ -283,7 +294,7 @@ def _check_stored(result: CaseResult, db: Path, case: dict) -> None:
         }
         if isinstance(stage, dict) and stage.get("name") is not None:
             wanted["stage_name"] = stage["name"]
-        wanted = {column: as_stored(value) for column, value in wanted.items()}
+        wanted = {column: keep(as_stored(value)) for column, value in wanted.items()}
         for column, value in wanted.items():
             result.check(
                 row[column] == value,
@@ -299,7 +310,7 @@ def _check_stored(result: CaseResult, db: Path, case: dict) -> None:
             continue
         for column in ("name", "status"):
             result.check(
-                row[column] == as_stored(record.get(column)),
+                row[column] == keep(as_stored(record.get(column))),
                 f"job {record['id']!r}: {column} stored {str(row[column])[:80]!r}, "
                 f"listed {str(record.get(column))[:80]!r}",
             )
@@ -310,18 +321,41 @@ def _check_stored(result: CaseResult, db: Path, case: dict) -> None:
             continue
         for column, value in columns.items():
             result.check(
-                row[column] == value,
+                row[column] == keep(value),
                 f"application {application_id!r}: {column} is {row[column]!r}, expected {value!r}",
             )
 
 
+def _store_bytes(db: Path | str) -> bytes:
+    """Everything the store holds: the file, or every stored table's rows as text."""
+    if not is_postgres(str(db)):
+        return db.read_bytes()
+    tables = ("sync_runs", "jobs", "job_stages", "applications", "events", "quarantined")
+    return "\n".join(str(_rows(db, f"SELECT * FROM {table}")) for table in tables).encode()
+
+
+def _scan_store(scanner: SecretScanner, db: Path | str) -> None:
+    if is_postgres(str(db)):
+        scanner.text("postgres store", _store_bytes(db).decode())
+    else:
+        scanner.path(db)
+
+
 def run_case(
-    path: Path, workdir: Path, key: str, scanner: SecretScanner, baseline_db: Path
+    path: Path,
+    workdir: Path,
+    key: str,
+    scanner: SecretScanner,
+    baseline_db: Path,
+    store_at: str | None = None,
 ) -> CaseResult:
+    """One corpus case; `store_at` puts the store under test elsewhere (a PostgreSQL URL), its
+    clean reference staying a SQLite file."""
     case = json.loads(path.read_text())
     result = CaseResult(path.stem)
     expect = case["expect"]
     db, reference_db = workdir / f"{path.stem}.db", workdir / f"{path.stem}.reference.db"
+    db = store_at or db
     copy_db(baseline_db, db)
     before = fingerprint(db)
     fake = FakeKombo(key, case_pages(case), ROUND_DATES[1])
@@ -340,7 +374,7 @@ def run_case(
             left = leftovers(db)
             result.check(not any(left.values()), f"the crash left behind {left}")
             scanner.text(f"{path.stem}: logs", logs.text)
-            scanner.path(db)
+            _scan_store(scanner, db)
             return result
     outcome = synced.outcome
     result.info = {"status": outcome.status, "requests": dict(fake.requests)}
@@ -371,13 +405,17 @@ def run_case(
         got, want = fingerprint(db), fingerprint(reference_db)
         got.pop("quarantined")
         want.pop("quarantined")
+        if store_at:
+            want = {table: [_without_nul(row) for row in rows] for table, rows in want.items()}
         result.add(compare(got, want), "against the same page without its bad records")
     result.check(integrity(db) == "ok", f"integrity_check: {integrity(db)}")
     left = leftovers(db)
     result.check(not any(left.values()), f"left behind {left}")
-    result.check(CONTACT_DOMAIN not in db.read_bytes(), "candidate contact data in the database")
+    result.check(CONTACT_DOMAIN not in _store_bytes(db), "candidate contact data in the database")
     _check_markdown(result, synced.publications[-1].markdown, outcome, expect, scanner, path.stem)
     scanner.path(workdir)
+    if is_postgres(str(db)):
+        _scan_store(scanner, db)
     return result
 
 

@@ -2,7 +2,8 @@
 
 Each case gets a schema of its own (dropped after). Fault storms compare the faulty week on
 PostgreSQL with the fault-free week on SQLite, so they also check that both backends write the
-same history; the thread races sync one integration (or two) into one PostgreSQL store.
+same history; the thread races sync one integration (or two) into one PostgreSQL store; the bad
+input corpus checks PostgreSQL's store against SQLite's clean reference.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from stagewatch.store.location import redact
-from tests.reliability import concurrency, faults
+from tests.reliability import badinput, concurrency, faults
 from tests.reliability.harness import CaseResult, SecretScanner
 
 URL_ENV = "STAGEWATCH_TEST_POSTGRES_URL"
@@ -74,4 +75,15 @@ def cases(work: Path, key: str, scanner: SecretScanner, storms: int) -> list:
             )
         )
     (work / "threads").mkdir(parents=True, exist_ok=True)
+    corpus = work / "corpus"
+    corpus.mkdir(parents=True, exist_ok=True)
+    baseline = corpus / "baseline.db"
+    runs += [
+        lambda path=path: _in_schema(
+            lambda url: badinput.run_case(path, corpus, key, scanner, baseline, store_at=url),
+            path.stem,
+        )
+        for path in badinput.case_files()
+    ]
+    badinput.make_baseline(baseline, key)
     return runs
