@@ -79,7 +79,6 @@ POSTGRES_URL_ENV = "STAGEWATCH_TEST_POSTGRES_URL"
 POSTGRES_DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 # Set (say in CI) to fail rather than skip the PostgreSQL tests when no server answers.
 POSTGRES_REQUIRED_ENV = "STAGEWATCH_TEST_REQUIRE_POSTGRES"
-_postgres_skipped: list[str] = []
 
 
 def postgres_url() -> str:
@@ -114,7 +113,6 @@ def postgres_schema():
     if reason is not None:
         if os.environ.get(POSTGRES_REQUIRED_ENV):
             pytest.fail(f"PostgreSQL is required ({POSTGRES_REQUIRED_ENV}) but {reason}")
-        _postgres_skipped.append(reason)
         pytest.skip(f"no PostgreSQL server answers at {reason}")
     schema = f"sw_test_{uuid.uuid4().hex[:12]}"
     base = postgres_url()
@@ -141,11 +139,20 @@ def db_url(request, tmp_path):
 
 
 def pytest_terminal_summary(terminalreporter):
-    if _postgres_skipped:
+    """One loud line when the PostgreSQL tests were skipped. Read from the skip reports, which
+    pytest-xdist's workers send here, not from this process's own list."""
+    marker = "no PostgreSQL server answers at "
+    reasons = [
+        str(report.longrepr[2]) if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        for report in terminalreporter.stats.get("skipped", [])
+    ]
+    skipped = [reason for reason in reasons if marker in reason]
+    if skipped:
+        where = skipped[0].split(marker, 1)[1]
         terminalreporter.write_sep(
             "!",
-            f"POSTGRESQL TESTS SKIPPED ({len(_postgres_skipped)}): no server answers at "
-            f"{_postgres_skipped[0]}; set {POSTGRES_URL_ENV} to run them",
+            f"POSTGRESQL TESTS SKIPPED ({len(skipped)}): no server answers at {where}; "
+            f"set {POSTGRES_URL_ENV} to run them",
             red=True,
             bold=True,
         )
