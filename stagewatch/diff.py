@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
+from functools import cache
 
 EVENT_KINDS = (
     "first_seen",
@@ -51,6 +53,8 @@ EVENT_FIELDS = (
 )
 
 REMOTE_DELETED = "remote_deleted"
+# On PostgreSQL a run listing more applications than this refreshes the planner's statistics first.
+ANALYZE_ABOVE_ROWS = 10_000
 MISSING_FROM_FULL_LISTING = "missing_from_full_listing"
 
 
@@ -383,7 +387,7 @@ SELECT
     coalesce(d.old_first_seen_at, :observed_at),
     CASE WHEN d.is_tracked THEN :observed_at ELSE d.old_version_observed_at END,
     :run_id,
-    coalesce(d.old_version, 0) + d.is_tracked,
+    coalesce(d.old_version, 0) + CAST(d.is_tracked AS INTEGER),
     s.content_hash,
     s.raw
 FROM temp.sw_diff AS d
@@ -413,13 +417,79 @@ ON CONFLICT (integration_id, application_id) DO UPDATE SET
 """
 
 
+# -- PostgreSQL: the same statements where the two agree, its own where they do not -------------
+
+_PG_APPLY_JOB_STAGES = f"""
+INSERT INTO job_stages (
+    integration_id, job_id, stage_id, remote_id, name, stage_index, position, status,
+    first_seen_at, last_seen_at
+)
+SELECT
+    :integration_id, s.job_id, stage.value->>'id', stage.value->>'remote_id',
+    stage.value->>'name', (stage.value->>'index')::integer, stage.ordinality - 1,
+    stage.value->>'status', :observed_at, :observed_at
+FROM staged_jobs AS s, jsonb_array_elements(s.stages::jsonb) WITH ORDINALITY AS stage
+WHERE s.run_id = :run_id AND {_LAST_STAGED_JOB}
+ON CONFLICT (integration_id, job_id, stage_id) DO UPDATE SET
+    remote_id = excluded.remote_id,
+    name = excluded.name,
+    stage_index = excluded.stage_index,
+    position = excluded.position,
+    status = excluded.status,
+    last_seen_at = excluded.last_seen_at
+"""
+
+_PG_OWN = {
+    _APPLY_JOB_STAGES: _PG_APPLY_JOB_STAGES,
+    _DIFF_TABLE: re.sub(r"(is_\w+) INTEGER", r"\1 BOOLEAN", _DIFF_TABLE),
+    _SEEN_TABLE: _SEEN_TABLE.replace("WITHOUT ROWID", ""),
+}
+
+
+@cache
+def _for_postgres(sql: str) -> str:
+    """A statement of this module as PostgreSQL spells it."""
+    if sql in _PG_OWN:
+        return _PG_OWN[sql]
+    sql = re.sub(r"\bIS NOT (?!NULL\b)", "IS DISTINCT FROM ", sql)
+    sql = sql.replace("temp.", "pg_temp.").replace("INDEXED BY applications_content", "")
+    sql = sql.replace("CROSS JOIN", "JOIN")
+    if "INSERT OR IGNORE INTO" in sql:
+        sql = sql.replace("INSERT OR IGNORE INTO", "INSERT INTO") + "\nON CONFLICT DO NOTHING"
+    return sql
+
+
+def _runner(conn, postgres: bool):
+    if not postgres:
+        return conn.execute
+    return lambda sql, *params: conn.execute(_for_postgres(sql), *params)
+
+
+# An application stagewatch imported (the `imports` ledger) is tagged there when first seen, so
+# the change log's first sightings can tell imported from tracked ones (view `first_sightings`).
+_MARK_IMPORTS_SEEN = """
+UPDATE imports SET first_seen_at = :observed_at, first_seen_run_id = :run_id
+WHERE integration_id = :integration_id AND application_id IS NOT NULL AND first_seen_at IS NULL
+    AND EXISTS (
+        SELECT 1 FROM temp.sw_diff AS d
+        WHERE d.application_id = imports.application_id AND d.is_first_seen
+    )
+"""
+
+
 def apply_jobs(
-    conn: sqlite3.Connection, *, run_id: int, integration_id: str, observed_at: str
+    conn: sqlite3.Connection,
+    *,
+    run_id: int,
+    integration_id: str,
+    observed_at: str,
+    postgres: bool = False,
 ) -> None:
     """Upsert the run's staged jobs and their stages; stages no longer listed keep their last values."""
     params = {"run_id": run_id, "integration_id": integration_id, "observed_at": observed_at}
-    conn.execute(_APPLY_JOBS, params)
-    conn.execute(_APPLY_JOB_STAGES, params)
+    execute = _runner(conn, postgres)
+    execute(_APPLY_JOBS, params)
+    execute(_APPLY_JOB_STAGES, params)
 
 
 @dataclass(frozen=True)
@@ -439,6 +509,7 @@ def apply_applications(
     observed_at: str,
     previous_observed_at: str | None,
     full: bool,
+    postgres: bool = False,
 ) -> Applied:
     """Write the run's events and bring the application snapshot up to date.
 
@@ -456,22 +527,30 @@ def apply_applications(
         "baseline": previous_observed_at is None,
     }
     # The scratch tables are temporary and transactional: a rollback leaves them as they were.
-    conn.execute(_SEEN_TABLE)
-    conn.execute(_DIFF_TABLE)
-    conn.execute(_ABSENT_TABLE)
-    conn.execute(_FILL_SEEN, params)
-    seen = conn.execute("SELECT count(*) FROM temp.sw_seen").fetchone()[0]
-    conn.execute(_FILL_DIFF, params)
+    execute = _runner(conn, postgres)
+    execute(_SEEN_TABLE)
+    execute(_DIFF_TABLE)
+    execute(_ABSENT_TABLE)
+    execute(_FILL_SEEN, params)
+    seen = execute("SELECT count(*) FROM temp.sw_seen").fetchone()[0]
+    if postgres:
+        # Statistics for the planner: temporary tables have none unless asked, and a big run's
+        # staging (or a first run's snapshot) is not yet analysed by autovacuum.
+        execute("ANALYZE temp.sw_seen")
+        if seen > ANALYZE_ABOVE_ROWS:
+            execute("ANALYZE staged_applications, applications, job_stages")
+    execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
-        conn.execute(statement, params)
+        execute(statement, params)
+    execute(_MARK_IMPORTS_SEEN, params)
     absent = 0
     if full:
-        conn.execute(_FILL_ABSENT, params)
-        absent = conn.execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
-        conn.execute(_ABSENT_EVENTS, params)
-        conn.execute(_MARK_ABSENT, params)
-    conn.execute(_UPSERT_SNAPSHOT, params)
-    conn.execute("DELETE FROM temp.sw_diff")
-    conn.execute("DELETE FROM temp.sw_absent")
-    conn.execute("DELETE FROM temp.sw_seen")
+        execute(_FILL_ABSENT, params)
+        absent = execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
+        execute(_ABSENT_EVENTS, params)
+        execute(_MARK_ABSENT, params)
+    execute(_UPSERT_SNAPSHOT, params)
+    execute("DELETE FROM temp.sw_diff")
+    execute("DELETE FROM temp.sw_absent")
+    execute("DELETE FROM temp.sw_seen")
     return Applied(seen, absent)

@@ -24,8 +24,15 @@ from flows.sync import SyncManyParams
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
 IDS = ["greenhouse:AbC123", "lever:xyz789"]
-# The deployments of sync-many; sync-on-change has tests of its own (tests/test_trigger_deployment.py).
-SYNC_MANY = ["hourly-incremental", "weekly-full", "manual"]
+SYNC_ENTRYPOINT = "flows/sync.py:sync_many"  # others are tested with their flows (tests/analytics)
+
+
+def syncs(deployments: dict) -> dict:
+    return {n: d for n, d in deployments.items() if _entrypoint(d) == SYNC_ENTRYPOINT}
+
+
+def _entrypoint(deployment) -> str:
+    return deployment["entrypoint"] if isinstance(deployment, dict) else deployment.entrypoint
 
 
 @pytest.fixture
@@ -33,13 +40,14 @@ def loaded(monkeypatch):
     monkeypatch.chdir(ROOT)  # entrypoints are relative to the project root, as for `prefect deploy`
     PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_FILE.read_text()))  # raises if invalid
     configs, actions = _load_deploy_configs_and_actions(PREFECT_FILE, console=Console(quiet=True))
-    return {config["name"]: config for config in configs}, actions
+    syncs = [c for c in configs if c["entrypoint"].startswith("flows/sync.py")]  # imports: tests/imports
+    return {config["name"]: config for config in syncs}, actions
 
 
 def test_prefect_yaml_deployments_load_and_validate(loaded, prefect_harness):
     configs, actions = loaded
-    assert list(configs) == [*SYNC_MANY, "sync-on-change"]
-    configs = {name: configs[name] for name in SYNC_MANY}
+    configs = syncs(configs)
+    assert list(configs) == ["hourly-incremental", "weekly-full", "manual"]
     ((step, inputs),) = (item for step in actions["pull"] for item in step.items())
     import_object(step)
     assert (step, inputs) == (
@@ -78,11 +86,10 @@ def test_prefect_yaml_deployments_load_and_validate(loaded, prefect_harness):
 def test_served_deployments_match_prefect_yaml(loaded):
     from deployments.serve import build_deployments
 
-    configs, _ = loaded
-    served = {d.name: d for d in build_deployments(IDS, db="/data/stagewatch.db")}
+    configs = syncs(loaded[0])
+    served = syncs({d.name: d for d in build_deployments(IDS, db="/data/stagewatch.db")})
     assert list(served) == list(configs)
-    for name in SYNC_MANY:
-        deployment = served[name]
+    for name, deployment in served.items():
         config = configs[name]
         assert deployment.entrypoint == config["entrypoint"]
         assert deployment.concurrency_limit == 1

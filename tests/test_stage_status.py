@@ -28,9 +28,9 @@ def _app(app_id: str, stage: tuple[str, str], status: str | None, **fields):
     return application(app_id, stage, current_stage=current, **fields)
 
 
-def test_statuses_are_recorded_on_first_sightings_moves_and_the_snapshot(tmp_path):
+def test_statuses_are_recorded_on_first_sightings_moves_and_the_snapshot(db_url):
     jobs = [_job_with_statuses({"st-applied": "ACTIVE", "st-screen": "ACTIVE", "st-old": "INACTIVE"})]
-    with Store(tmp_path / "s.db") as store:
+    with Store(db_url) as store:
         runner = Runner(store)
         runner.run(
             [_app("a1", ("st-applied", "Applied"), "ACTIVE"), _app("a2", ("st-screen", "Phone screen"), None)],
@@ -72,8 +72,8 @@ def test_statuses_are_recorded_on_first_sightings_moves_and_the_snapshot(tmp_pat
     assert rows == [("a1", "st-old", "INACTIVE"), ("a2", "st-applied", "ARCHIVED_STAGE")]
 
 
-def test_older_shape_without_any_status_records_none(tmp_path):
-    with Store(tmp_path / "s.db") as store:
+def test_older_shape_without_any_status_records_none(db_url):
+    with Store(db_url) as store:
         runner = Runner(store)
         runner.run([application("a1", ("st-applied", "Applied"))], hours=0, jobs=[job()])
         runner.run([application("a1", ("st-screen", "Phone screen"))], hours=1)
@@ -94,7 +94,7 @@ def test_report_marks_moves_into_and_out_of_inactive_stages():
     moves = [move("a1", "ACTIVE", "INACTIVE"), move("a2", "inactive", None), move("a3", None, "ACTIVE")]
     text = integration_markdown(outcome(counts={"stage moved": 3}), moves)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "Screen" in line]
-    assert any("| Screen | Interview \\(inactive\\) |" in row for row in rows), text
-    assert any("| Screen \\(inactive\\) | Interview |" in row for row in rows), text
-    assert any("| Screen | Interview |" in row for row in rows), text
+    assert any("| Screen → Interview \\(inactive\\) |" in row for row in rows), text
+    assert any("| Screen \\(inactive\\) → Interview |" in row for row in rows), text
+    assert any("| Screen → Interview |" in row for row in rows), text
     assert "ACTIVE" not in text
