@@ -202,3 +202,21 @@ def test_holding_the_listing_allows_only_purged_deletions():
     assert not holds_the_listing([*listed, ("a2", "j1", "s1", "PENDING", None)], listed)
     assert not holds_the_listing([("a1", "j1", "s1", "PENDING", None)], listed)
     assert not holds_the_listing([], listed)
+
+
+def test_the_waiting_place_on_both_backends(db_url):
+    busy = "greenhouse:WaitingPlace0000000000000"
+    with Store(db_url) as store:
+        assert not store.lock_held(busy)
+        assert store.take_waiting_place(busy, "first") is None
+        assert store.take_waiting_place(busy, "second") == "first"
+        assert store.take_waiting_place(busy, "first") is None  # its own place still
+        assert store.renew_waiting_place(busy, "first")
+        assert not store.renew_waiting_place(busy, "second")
+        run = store.begin_run(busy)
+        assert store.lock_held(busy)
+        assert store.leave_waiting_place(busy, "first") == 1
+        assert store.take_waiting_place(busy, "third") is None
+        assert store.leave_waiting_place(busy, "third") == 0
+        store.fail_run(run.id, error="the test is over")
+        assert not store.lock_held(busy)

@@ -338,7 +338,8 @@ class Runs:
                 "ON CONFLICT (integration_id) DO UPDATE SET token = excluded.token, "
                 "pid = excluded.pid, hostname = excluded.hostname, machine = excluded.machine, "
                 "since = excluded.since, renewed_at = excluded.renewed_at, "
-                "lease_expires_at = excluded.lease_expires_at, coalesced = 0",
+                "lease_expires_at = excluded.lease_expires_at, coalesced = CASE "
+                "WHEN sync_waiters.token = excluded.token THEN sync_waiters.coalesced ELSE 0 END",
                 (
                     integration_id,
                     token,
