@@ -51,7 +51,7 @@ def build_deployments(
     db: str | None = None,
     incremental_every: timedelta | None = None,
 ) -> list[RunnerDeployment]:
-    """hourly-incremental, weekly-full, manual, weekly-pipeline-report and sync-on-change, as in
+    """hourly-incremental, weekly-full, manual, sync-on-change and weekly-pipeline-report, as in
     `prefect.yaml`. `incremental_every` replaces the hourly cron with an interval (the UI demo runs
     it every minute)."""
     common: dict[str, Any] = {"integration_ids": integration_ids}
@@ -170,9 +170,8 @@ def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
-    deployments = build_deployments(integration_ids, **options)
     serve(
-        *deployments,
+        *build_deployments(integration_ids, **options),
         build_import_deployment(),
         pause_on_shutdown=False,
         query_seconds=QUERY_SECONDS,

@@ -109,8 +109,8 @@ def world() -> World:
     return World(seed=18, applications=400, jobs=8, api_key=KEY, scenarios=("normal", "normal"))
 
 
-def test_a_burst_runs_one_sync_queues_one_and_records_every_change(world, tmp_path):
-    db = tmp_path / "stagewatch.db"
+def test_a_burst_runs_one_sync_queues_one_and_records_every_change(world, db_url, tmp_path):
+    db = db_url  # a SQLite file, then a PostgreSQL schema
     busy, other = world.integrations
     assert sync(world, db, busy, PlainSteps()).status == "synced"  # the baseline
     held = HeldAfterListing()
