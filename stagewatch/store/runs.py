@@ -321,7 +321,7 @@ class Runs:
         of the live waiter holding it, whose count of coalesced syncs goes up by one. A place
         whose waiter died or stopped renewing is taken over."""
         with self._db.transaction() as conn:
-            self._db.lock_integration(conn, integration_id)  # PostgreSQL: one taker at a time
+            self._db.lock_integration(conn, f"waiting:{integration_id}")
             row = conn.execute(
                 "SELECT * FROM sync_waiters WHERE integration_id = ?", (integration_id,)
             ).fetchone()
@@ -338,7 +338,8 @@ class Runs:
                 "ON CONFLICT (integration_id) DO UPDATE SET token = excluded.token, "
                 "pid = excluded.pid, hostname = excluded.hostname, machine = excluded.machine, "
                 "since = excluded.since, renewed_at = excluded.renewed_at, "
-                "lease_expires_at = excluded.lease_expires_at, coalesced = 0",
+                "lease_expires_at = excluded.lease_expires_at, coalesced = CASE "
+                "WHEN sync_waiters.token = excluded.token THEN sync_waiters.coalesced ELSE 0 END",
                 (
                     integration_id,
                     token,
