@@ -4,7 +4,7 @@ import pytest
 
 from stagewatch.store import Store
 from tests.analytics.scenario import build
-from tests.test_store_fixtures import FINISHED
+from tests.builders import FINISHED
 
 
 @pytest.fixture

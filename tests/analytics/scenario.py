@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from stagewatch.store import Store
-from tests.test_store_fixtures import Runner, application, job
+from tests.builders import Runner, application, job
 
 H0 = "2026-01-05T09:00:00.000Z"
 H24 = "2026-01-06T09:00:00.000Z"

@@ -18,7 +18,7 @@ from stagewatch.analytics import browse
 from stagewatch.cli import app
 from stagewatch.store import Store
 from tests.analytics.scenario import build
-from tests.test_store_fixtures import FINISHED, INTEGRATION
+from tests.builders import FINISHED, INTEGRATION
 
 START_TIMEOUT = 30.0
 

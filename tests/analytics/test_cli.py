@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from stagewatch.analytics import FUNNEL_FIELDS, STAY_FIELDS, STUCK_FIELDS
 from stagewatch.cli import app
 from tests.analytics.scenario import A_CREATED, H0, H24
-from tests.test_store_fixtures import INTEGRATION
+from tests.builders import INTEGRATION
 
 
 @pytest.fixture

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 from stagewatch.analytics import FUNNEL_FIELDS, funnel
-from tests.test_store_fixtures import INTEGRATION
+from tests.builders import INTEGRATION
 
 COLUMNS = (
     "job_id",

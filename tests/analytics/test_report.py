@@ -19,7 +19,7 @@ from prefect.events.worker import EventsWorker
 from stagewatch.analytics.markdown import pipeline_markdown, unicode_bar
 from stagewatch.analytics.report import pipeline_report
 from tests.analytics.scenario import AS_OF
-from tests.test_store_fixtures import INTEGRATION
+from tests.builders import INTEGRATION
 
 
 def test_unicode_bars_scale_to_the_largest():

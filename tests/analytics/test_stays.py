@@ -104,7 +104,7 @@ def test_a_store_without_the_views_is_a_clear_error(tmp_path):
 
 
 def test_a_restore_opens_a_new_stay_and_a_late_decline_counts_from_a_later_sighting(store):
-    from tests.test_store_fixtures import Runner, application, job
+    from tests.builders import Runner, application, job
 
     runner = Runner(store)
     gone = {"remote_deleted_at": "2026-01-06T08:00:00Z"}

@@ -10,7 +10,7 @@ import pytest
 from stagewatch.analytics import STUCK_EVENT_NAME, announce, stuck
 from stagewatch.analytics.stays import AnalyticsError
 from tests.analytics.scenario import AS_OF, H24, H48, NEXT, ONSITE, X, _a, _c, _d, _e, _f, _g
-from tests.test_store_fixtures import INTEGRATION, Runner, application
+from tests.builders import INTEGRATION, Runner, application
 
 COLUMNS = (
     "application_id",

@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 
 from stagewatch.cli import app
 from stagewatch.store import Store
-from tests.test_store_fixtures import FINISHED, OTHER_INTEGRATION, Runner, at, job
-from tests.test_store_fixtures import application as record
+from tests.builders import FINISHED, OTHER_INTEGRATION, Runner, at, job
+from tests.builders import application as record
 
 DATA = Path(__file__).resolve().parent.parent / "data" / "cli"
 WIDTHS = (80, 120)

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 
 from stagewatch.cli import app
 from stagewatch.store import Store
-from tests.test_store_fixtures import db_rows
+from tests.builders import db_rows
 
 KEY = '{"greenhouse":{"application_id":"900000001","id_type":"application_id"}}'
 

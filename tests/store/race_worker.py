@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from stagewatch.store import LockedError, Store
-from tests.test_store_fixtures import application, at, job
+from tests.builders import application, at, job
 
 APPLICATIONS = 300
 # How long the winner holds the lease while it "lists": the loser's attempt falls inside it.

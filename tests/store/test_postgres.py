@@ -20,9 +20,9 @@ from typer.testing import CliRunner
 from stagewatch.cli import app
 from stagewatch.diff import event_key
 from stagewatch.store import Store, StoreError
+from tests.builders import Runner, application, at, db_rows, job
 from tests.conftest import postgres_schema, postgres_url
-from tests.test_diff_property import apply, listings
-from tests.test_store_fixtures import Runner, application, at, db_rows, job
+from tests.store.test_diff_property import apply, listings
 
 HOST = socket.gethostname()
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -27,7 +27,7 @@ from stagewatch.simulator import SCENARIOS, SimulatorTransport, World, serve_in_
 from stagewatch.timeutil import parse_ts
 from tests.spec import load_spec
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk_sdk_compat"
 PAGE_SIZES = {"jobs": 8, "applications": 40}  # several pages per listing in the small world
 ENDPOINTS = ("jobs", "applications")

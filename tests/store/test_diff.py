@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from stagewatch.diff import EVENT_KINDS, event_key
 from stagewatch.store import Store
-from tests.test_store_fixtures import (
+from tests.builders import (
     FINISHED,
     INTEGRATION,
     PIPELINE,

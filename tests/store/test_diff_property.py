@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from stagewatch.store import Store
-from tests.test_store_fixtures import application, at, job
+from tests.builders import application, at, job
 
 APPS = ("app-0", "app-1", "app-2", "app-3")
 JOBS = {

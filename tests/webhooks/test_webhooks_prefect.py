@@ -25,7 +25,7 @@ from prefect.variables import Variable
 from deployments import receiver
 from stagewatch.errors import StagewatchError
 from stagewatch.webhooks import SIGNATURE_HEADER, Ledger, create_app, event_id, sign
-from tests.test_webhooks_app import Client
+from tests.webhooks.test_webhooks_app import Client
 
 ID = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
 

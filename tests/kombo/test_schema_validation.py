@@ -20,7 +20,7 @@ from referencing.jsonschema import DRAFT202012
 
 from stagewatch.simulator import FaultConfig, SimulatorTransport, World
 
-SPEC_PATH = Path(__file__).parent / "data" / "openapi-ats.json"
+SPEC_PATH = Path(__file__).parents[1] / "data" / "openapi-ats.json"
 
 
 def _nullable_enums(schema: Any) -> Any:

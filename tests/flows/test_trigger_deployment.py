@@ -17,7 +17,7 @@ from deployments import receiver
 from deployments.serve import build_deployments, on_change_deployment
 from flows.sync import SyncIntegrationParams, sync_on_change
 from stagewatch.webhooks import parse_delivery, perform, plan
-from tests.test_deployments import IDS, loaded  # noqa: F401 (a fixture)
+from tests.flows.test_deployments import IDS, loaded  # noqa: F401 (a fixture)
 
 GREENHOUSE = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
 LEVER = "lever:8eTZkF3xMDd3o5mWUvYgJxQy"

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from flows.sync import SyncManyParams
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
 IDS = ["greenhouse:AbC123", "lever:xyz789"]
 SYNC_ENTRYPOINT = "flows/sync.py:sync_many"  # others are tested with their flows (tests/analytics)
@@ -34,7 +34,7 @@ def syncs(deployments: dict) -> dict:
 def _entrypoint(deployment) -> str:
     return deployment["entrypoint"] if isinstance(deployment, dict) else deployment.entrypoint
 
-# The deployments of sync-many; sync-on-change has tests of its own (tests/test_trigger_deployment.py).
+# The deployments of sync-many; sync-on-change has tests of its own (tests/flows/test_trigger_deployment.py).
 SYNC_MANY = ["hourly-incremental", "weekly-full", "manual"]
 
 

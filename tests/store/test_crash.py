@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from stagewatch.store import CRASH_ENV, Store
-from tests.test_store_fixtures import Runner, application, at, job
+from tests.builders import Runner, application, at, job
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 CHILD = (
-    "import sys; from pathlib import Path; from tests.test_crash import apply_second; "
+    "import sys; from pathlib import Path; from tests.store.test_crash import apply_second; "
     "apply_second(Path(sys.argv[1]))"
 )
 

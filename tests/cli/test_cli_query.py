@@ -14,8 +14,7 @@ from typer.testing import CliRunner
 from stagewatch.cli import app
 from stagewatch.store import Store
 from stagewatch.store.location import is_postgres
-from tests.conftest import postgres_schema
-from tests.test_store_fixtures import (
+from tests.builders import (
     CONTRACT_FIELDS,
     FINISHED,
     INTEGRATION,
@@ -26,8 +25,9 @@ from tests.test_store_fixtures import (
     db_rows,
     job,
 )
+from tests.conftest import postgres_schema
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 H0 = "2026-01-05T09:00:00.000Z"
 H30 = "2026-01-06T15:00:00.000Z"
 

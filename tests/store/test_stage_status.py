@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from stagewatch.report.markdown import integration_markdown
 from stagewatch.store import Store
+from tests.builders import Runner, application, event, events_without_keys, job, snapshot
 from tests.report.factories import event as change
 from tests.report.factories import outcome
-from tests.test_store_fixtures import Runner, application, event, events_without_keys, job, snapshot
 
 STAGES = (("st-applied", "Applied", 0), ("st-screen", "Phone screen", 1), ("st-old", "Old screen", 2))
 

@@ -8,7 +8,7 @@ import sqlite3
 from flows.sync import SyncIntegrationParams, sync_on_change
 from stagewatch.simulator import World
 from stagewatch.store import Store
-from tests.test_flows import KEY, simulate  # noqa: F401 (a fixture)
+from tests.flows.test_flows import KEY, simulate  # noqa: F401 (a fixture)
 
 
 def sync_runs(db) -> list[tuple]:

@@ -33,7 +33,7 @@ from stagewatch.store.lease import machine_id
 from stagewatch.store.location import is_postgres
 from stagewatch.store.schema import migrations
 from stagewatch.timeutil import format_ts
-from tests.test_store_fixtures import (
+from tests.builders import (
     CONTRACT_FIELDS,
     FINISHED,
     INTEGRATION,

@@ -26,8 +26,7 @@ from stagewatch import fetch, pipeline, report
 from stagewatch.kombo.client import KomboClient
 from stagewatch.simulator import SimulatorTransport, World
 from stagewatch.store import Store
-from tests.reliability.harness import KOMBO_URL, Sleeps, sync_in_process
-from tests.test_store_fixtures import (
+from tests.builders import (
     INTEGRATION,
     OTHER_INTEGRATION,
     PIPELINE,
@@ -39,6 +38,7 @@ from tests.test_store_fixtures import (
     job,
     snapshot,
 )
+from tests.reliability.harness import KOMBO_URL, Sleeps, sync_in_process
 
 KEY = "sk_truth_tests"
 APPLIED = ("st-applied", "Applied")

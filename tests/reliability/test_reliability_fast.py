@@ -17,6 +17,7 @@ import pytest
 from stagewatch.simulator import World, serve_in_thread
 from stagewatch.simulator.faults import FAULT_KINDS
 from stagewatch.store import CRASH_ENV
+from tests.builders import db_rows
 from tests.reliability import badinput, cli, concurrency, fatal, faults, lease
 from tests.reliability.badinput import copy_db
 from tests.reliability.harness import (
@@ -28,10 +29,9 @@ from tests.reliability.harness import (
     leftovers,
     sync_in_process,
 )
-from tests.test_store_fixtures import db_rows
 
 KEY = drill_key()
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 # Each kind alone at the full 20%, then all of them mixed.
 STORMS = [faults.StormCase(seed=17 + n, kinds=(kind,)) for n, kind in enumerate(FAULT_KINDS)]

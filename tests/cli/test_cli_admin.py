@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from stagewatch.cli import app
 from stagewatch.store import LeaseLostError, Store
-from tests.test_store_fixtures import INTEGRATION, application, db_rows
+from tests.builders import INTEGRATION, application, db_rows
 
 HOST = socket.gethostname()
 STARTED = "2026-01-05T09:00:00.000Z"

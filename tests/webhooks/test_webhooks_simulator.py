@@ -20,8 +20,8 @@ from stagewatch.simulator import SimulatorTransport, World
 from stagewatch.simulator.webhooks import WebhookSender
 from stagewatch.webhooks import SIGNATURE_HEADER, Ledger, create_app, event_id, verify
 from tests.spec import load_spec
-from tests.test_webhooks_app import served
-from tests.test_webhooks_ledger import Recorder
+from tests.webhooks.test_webhooks_app import served
+from tests.webhooks.test_webhooks_ledger import Recorder
 
 SECRET = "whsec_simulator_77"
 KEY = "sk_sim_webhooks"

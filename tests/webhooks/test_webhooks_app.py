@@ -33,7 +33,7 @@ from stagewatch.webhooks import (
     sign,
 )
 from stagewatch.webhooks.app import _BodyTooLarge, read_capped
-from tests.test_webhooks_ledger import Recorder
+from tests.webhooks.test_webhooks_ledger import Recorder
 
 SECRET = "whsec_receiver-test-5f1c9a"
 INTEGRATION = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
@@ -410,7 +410,7 @@ def served(app):
 
 
 def test_request_path_latency_over_loopback(tmp_path, recorder):
-    """Measured and printed, not asserted: `pytest tests/test_webhooks_app.py -k latency -s`."""
+    """Measured and printed, not asserted: `pytest tests/webhooks/test_webhooks_app.py -k latency -s`."""
     with Ledger(tmp_path / "ledger.db") as ledger:
         app = create_app(SECRET, ledger, recorder.effects())
         with served(app) as url, httpx.Client(base_url=url) as client:
@@ -436,7 +436,7 @@ def test_request_path_latency_over_loopback(tmp_path, recorder):
 
 
 def _readme_section() -> str:
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     return readme.split("\n## Webhooks\n")[1].split("\n## ")[0]
 
 

@@ -15,8 +15,7 @@ from sqlite_utils import Database
 from stagewatch.store import LeaseLostError, LockedError, Run, Store, StoreError, lease
 from stagewatch.store.lease import LEASE_THREAD, machine_id
 from stagewatch.store.schema import migrations
-from tests.test_store import dead_pid, rows
-from tests.test_store_fixtures import (
+from tests.builders import (
     FINISHED,
     INTEGRATION,
     OTHER_INTEGRATION,
@@ -25,6 +24,7 @@ from tests.test_store_fixtures import (
     counts,
     job,
 )
+from tests.store.test_store import dead_pid, rows
 
 HOST = socket.gethostname()
 T = FINISHED  # 2026-02-01T12:00:00Z
