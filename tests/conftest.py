@@ -63,6 +63,24 @@ def held_checkpoint(monkeypatch):
     wait_for_checkpoints()
 
 
+@pytest.fixture
+def recorded_events(monkeypatch):
+    """Prefect's own recording events client, passing every event on to the test server. The
+    value drains it and returns the events whose name starts with `prefix`."""
+    from prefect.events.clients import AssertingPassthroughEventsClient
+    from prefect.events.worker import EventsWorker
+
+    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
+    monkeypatch.setattr(EventsWorker, "instance", lambda *args: worker)
+
+    def drain(prefix: str = "stagewatch.") -> list:
+        worker.drain()
+        return [e for e in AssertingPassthroughEventsClient.last.events if e.event.startswith(prefix)]
+
+    yield drain
+    worker.drain()
+
+
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, tests that share one expensive session fixture run on one worker:
     the browser tests share one Prefect server and its runs; the others one Prefect harness."""

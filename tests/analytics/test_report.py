@@ -6,15 +6,12 @@ from __future__ import annotations
 import base64
 import re
 
-import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
     ArtifactFilter,
     ArtifactFilterFlowRunId,
     ArtifactFilterKey,
 )
-from prefect.events.clients import AssertingPassthroughEventsClient
-from prefect.events.worker import EventsWorker
 
 from stagewatch.analytics.markdown import pipeline_markdown, unicode_bar
 from stagewatch.analytics.report import pipeline_report
@@ -55,23 +52,6 @@ def test_candidate_names_when_asked(scenario):
     names = scenario.candidate_names(INTEGRATION, report.application_ids)
     markdown = pipeline_markdown(report, candidate_names=names)
     assert "| Ada Lovelace (app\\-f) |" in markdown
-
-
-@pytest.fixture
-def recorded_events(monkeypatch):
-    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *args: worker)
-
-    def drain():
-        worker.drain()
-        return [
-            e
-            for e in AssertingPassthroughEventsClient.last.events
-            if e.event.startswith("stagewatch.")
-        ]
-
-    yield drain
-    worker.drain()
 
 
 def test_the_flow_publishes_the_artifact_and_announces_stuck_stays_once(

@@ -24,8 +24,6 @@ from prefect.client.schemas.filters import (
     FlowRunFilter,
     FlowRunFilterId,
 )
-from prefect.events.clients import AssertingPassthroughEventsClient
-from prefect.events.worker import EventsWorker
 from prefect.states import Completed, Failed
 
 import flows.sync
@@ -72,24 +70,6 @@ def simulate(monkeypatch, prefect_harness):
         return transport
 
     return start
-
-
-@pytest.fixture
-def recorded_events(monkeypatch):
-    """Prefect's own recording events client, passing every event on to the harness server."""
-    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *args: worker)
-
-    def drain():
-        worker.drain()
-        return [
-            e
-            for e in AssertingPassthroughEventsClient.last.events
-            if e.event.startswith("stagewatch.")
-        ]
-
-    yield drain
-    worker.drain()
 
 
 def artifacts(state, key=None):

@@ -17,8 +17,6 @@ import httpx
 import pytest
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
-from prefect.events.clients import AssertingPassthroughEventsClient
-from prefect.events.worker import EventsWorker
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.variables import Variable
 
@@ -45,22 +43,6 @@ def secret_block(prefect_harness):
 
     yield save
     Secret.delete(receiver.SECRET_BLOCK)
-
-
-@pytest.fixture
-def recorded_events(monkeypatch):
-    """Prefect's own recording events client, passing every event on to the test server."""
-    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *args: worker)
-
-    def drain():
-        worker.drain()
-        return [
-            e for e in AssertingPassthroughEventsClient.last.events if e.event.startswith("kombo.")
-        ]
-
-    yield drain
-    worker.drain()
 
 
 def created_body(delivery_id: str) -> bytes:
@@ -168,7 +150,7 @@ def test_a_delivery_becomes_a_prefect_event_and_a_listed_integration(
         assert app.state.worker.run_pending() == 1
         assert ledger.counts() == {"done": 1}
     assert Variable.get(variable) == [ID]
-    (event,) = recorded_events()
+    (event,) = recorded_events("kombo.")
     assert event.id == event_id("Cbfk5sHtDxrSrJBRjsDtbaN9")
     assert isinstance(event.id, uuid.UUID)
     assert (event.event, dict(event.resource), event.payload, event.related) == (
