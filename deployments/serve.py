@@ -18,10 +18,14 @@ from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLi
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron, Interval
 
+from flows.imports import import_tracked_applications
+from flows.report import PipelineReportParams, pipeline_report
 from flows.sync import SyncManyParams, sync_many
 
 HOURLY_CRON = "0 * * * *"
 WEEKLY_CRON = "30 3 * * 0"
+REPORT_CRON = "0 6 * * 1"
+STUCK_DAYS = 14
 TIMEZONE = "UTC"
 TAGS = ["stagewatch"]
 
@@ -33,7 +37,7 @@ def build_deployments(
     db: str | None = None,
     incremental_every: timedelta | None = None,
 ) -> list[RunnerDeployment]:
-    """hourly-incremental, weekly-full and manual, as in `prefect.yaml`. `incremental_every`
+    """hourly-incremental, weekly-full, manual and weekly-pipeline-report, as in `prefect.yaml`. `incremental_every`
     replaces the hourly cron with an interval (the UI demo runs it every minute)."""
     common: dict[str, Any] = {"integration_ids": integration_ids}
     if base_url:
@@ -77,14 +81,52 @@ def build_deployments(
             parameters={"params": common | {"mode": "incremental"}},
             tags=TAGS,
         ),
+        _pipeline_report(integration_ids, db, one_at_a_time),
     ]
+
+
+def _pipeline_report(
+    integration_ids: list[str], db: str | None, limit: ConcurrencyLimitConfig
+) -> RunnerDeployment:
+    """weekly-pipeline-report, as in `prefect.yaml`."""
+    params: dict[str, Any] = {"integration_ids": integration_ids, "stuck_days": STUCK_DAYS}
+    if db:
+        params["db"] = db
+    PipelineReportParams(**params)
+    return pipeline_report.to_deployment(
+        name="weekly-pipeline-report",
+        description=(
+            "Funnels, the week's moves, stuck applications and hires, per integration; stuck events."
+        ),
+        schedule=Cron(REPORT_CRON, timezone=TIMEZONE),
+        concurrency_limit=limit,
+        parameters={"params": params},
+        tags=TAGS,
+    )
+
+
+def build_import_deployment() -> RunnerDeployment:
+    """import-tracked-applications, as in `prefect.yaml`: manual, its rows given per run."""
+    return import_tracked_applications.to_deployment(
+        name="import-tracked-applications",
+        description=(
+            "On demand: ask Kombo to track applications it did not create (paste the rows, one "
+            "object per application named by the ATS's id fields); the results go to a markdown "
+            "artifact."
+        ),
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        tags=[*TAGS, "import"],
+    )
 
 
 def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
-    serve(*build_deployments(integration_ids, **options), pause_on_shutdown=False)
+    deployments = build_deployments(integration_ids, **options)
+    serve(*deployments, build_import_deployment(), pause_on_shutdown=False)
 
 
 def main() -> None:

@@ -14,7 +14,6 @@ import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -31,6 +30,7 @@ from stagewatch.pipeline import SyncOptions
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings
 from stagewatch.store import Store
+from stagewatch.store.location import redact, resolve
 from tasks.publish import publish_summary_task
 from tasks.secrets import kombo_api_key
 from tasks.steps import TaskSteps
@@ -150,7 +150,7 @@ def open_client(
 def sync_in_flow(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
     """One integration's run inside the current flow run, its steps as Prefect tasks."""
     settings = Settings()
-    db = str(Path(options.db or settings.stagewatch_db).resolve())
+    db = resolve(options.db or settings.stagewatch_db)
     region = options.region or settings.kombo_region
     base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
     with open_client(api_key, integration_id, base_url, settings) as client:
@@ -161,7 +161,7 @@ def sync_in_flow(integration_id: str, options: SyncOptions, api_key: SecretStr) 
                 options,
                 client=client,
                 store=store,
-                steps=TaskSteps(db=db, base_url=base_url),
+                steps=TaskSteps(db=redact(db), base_url=base_url),
             )
         finally:
             # The run is committed (durable, visible) and published by now: the flow run need not

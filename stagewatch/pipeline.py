@@ -82,7 +82,7 @@ class SyncOptions(BaseModel):
     db: str | None = Field(
         default=None,
         min_length=1,
-        description="SQLite database path; default STAGEWATCH_DB, else stagewatch.db.",
+        description="SQLite path or postgresql:// URL; default STAGEWATCH_DB, else stagewatch.db.",
     )
     jobs_cache_hours: float = Field(
         default=6,

@@ -24,6 +24,15 @@ from flows.sync import SyncManyParams
 ROOT = Path(__file__).resolve().parents[1]
 PREFECT_FILE = ROOT / "deployments" / "prefect.yaml"
 IDS = ["greenhouse:AbC123", "lever:xyz789"]
+SYNC_ENTRYPOINT = "flows/sync.py:sync_many"  # others are tested with their flows (tests/analytics)
+
+
+def syncs(deployments: dict) -> dict:
+    return {n: d for n, d in deployments.items() if _entrypoint(d) == SYNC_ENTRYPOINT}
+
+
+def _entrypoint(deployment) -> str:
+    return deployment["entrypoint"] if isinstance(deployment, dict) else deployment.entrypoint
 
 
 @pytest.fixture
@@ -31,11 +40,13 @@ def loaded(monkeypatch):
     monkeypatch.chdir(ROOT)  # entrypoints are relative to the project root, as for `prefect deploy`
     PrefectYamlModel.model_validate(yaml.safe_load(PREFECT_FILE.read_text()))  # raises if invalid
     configs, actions = _load_deploy_configs_and_actions(PREFECT_FILE, console=Console(quiet=True))
-    return {config["name"]: config for config in configs}, actions
+    syncs = [c for c in configs if c["entrypoint"].startswith("flows/sync.py")]  # imports: tests/imports
+    return {config["name"]: config for config in syncs}, actions
 
 
 def test_prefect_yaml_deployments_load_and_validate(loaded, prefect_harness):
     configs, actions = loaded
+    configs = syncs(configs)
     assert list(configs) == ["hourly-incremental", "weekly-full", "manual"]
     ((step, inputs),) = (item for step in actions["pull"] for item in step.items())
     import_object(step)
@@ -75,8 +86,8 @@ def test_prefect_yaml_deployments_load_and_validate(loaded, prefect_harness):
 def test_served_deployments_match_prefect_yaml(loaded):
     from deployments.serve import build_deployments
 
-    configs, _ = loaded
-    served = {d.name: d for d in build_deployments(IDS, db="/data/stagewatch.db")}
+    configs = syncs(loaded[0])
+    served = syncs({d.name: d for d in build_deployments(IDS, db="/data/stagewatch.db")})
     assert list(served) == list(configs)
     for name, deployment in served.items():
         config = configs[name]

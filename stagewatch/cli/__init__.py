@@ -32,7 +32,8 @@ def main(
 
 
 def _register() -> None:
-    from stagewatch.cli import admin, demo, query, simulator, sync, webhooks
+    from stagewatch.cli import admin, demo, query, simulator, store, sync, webhooks
+    from stagewatch.cli import analytics as stage_analytics
 
     simulator.register(app)
     query.register(app)
@@ -40,6 +41,16 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     webhooks.register(app)
     admin.register(app)
+    store.register(app)
+    stage_analytics.register(app)
+    _register_imports()
+
+
+def _register_imports() -> None:
+    from stagewatch.cli import imports
+
+    imports.register(app)
+
 
 
 def _reflow_help() -> None:

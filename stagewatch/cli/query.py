@@ -11,7 +11,6 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import typer
@@ -75,15 +74,15 @@ class StatusFormat(StrEnum):
 
 
 DB_OPTION = typer.Option(
-    Path("stagewatch.db"),
+    "stagewatch.db",
     "--db",
     envvar="STAGEWATCH_DB",
-    help="stagewatch database (default: $STAGEWATCH_DB, else stagewatch.db here).",
-    dir_okay=False,
+    help="stagewatch database: a SQLite file or a postgresql:// URL (default: $STAGEWATCH_DB, "
+    "else stagewatch.db here).",
 )
 
 
-def _open(db: Path) -> Store:
+def _open(db: str) -> Store:
     try:
         return Store(db, readonly=True)
     except StoreError as exc:
@@ -190,7 +189,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def changes(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = typer.Option(None, "--integration", help="Only this integration."),
     since: str | None = typer.Option(
         None, "--since", help="Only changes observed at or after this date or time (UTC)."
@@ -250,7 +249,7 @@ CHANGES_LAYOUTS = _changes_layouts()
 
 def history(
     application_id: str = typer.Argument(..., help="Kombo application id."),
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = typer.Option(None, "--integration", help="Only this integration."),
     output: Format = typer.Option(Format.table, "--format", help="table, jsonl or csv."),
 ) -> None:
@@ -291,7 +290,7 @@ HISTORY_LAYOUTS = _history_layouts()
 
 
 def status(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     output: StatusFormat = typer.Option(StatusFormat.table, "--format", help="table or jsonl."),
 ) -> None:
     """Per integration: the last run and how it ended, the watermark, and what is stored."""
@@ -372,7 +371,7 @@ def _lock_note(row: dict[str, Any]) -> str:
 
 
 def schema(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     markdown: bool = typer.Option(False, "--markdown", help="Markdown instead of SQL."),
 ) -> None:
     """Print the database's live schema."""

@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from stagewatch.report.outcome import STATUS_LABELS, SyncOutcome, event_label, ordered_labels
-from stagewatch.report.text import escape_md, short_id
+from stagewatch.report.text import escape_md, short_id, stage_label
 from stagewatch.timeutil import format_ts, parse_ts
 
 # The kinds the markdown lists one by one; the rest (first sightings, in bulk) only count.
@@ -114,8 +114,8 @@ class _Digest:
         if label == "stage moved":
             self.transitions[
                 (
-                    str(event.get("from_stage_name") or event.get("from_stage_id") or "none"),
-                    str(event.get("to_stage_name") or event.get("to_stage_id") or "none"),
+                    stage_label(event, "from") or "none",
+                    stage_label(event, "to") or "none",
                 )
             ] += 1
             if event.get("direction") == "backward":
@@ -234,8 +234,8 @@ def _stage_moves(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[s
         lines.append(
             f"| {names.application(event)} "
             f"| {names.job(event.get('job_id'))} "
-            f"| {escape_md(event.get('from_stage_name') or event.get('from_stage_id'))} → "
-            f"{escape_md(event.get('to_stage_name') or event.get('to_stage_id'))} "
+            f"| {escape_md(stage_label(event, 'from'))} → "
+            f"{escape_md(stage_label(event, 'to'))} "
             f"| {direction} | {_short_ts(event.get('observed_at'))} |"
         )
     if moves > len(digest.moves):

@@ -75,6 +75,16 @@ def escape_md(value: Any, *, limit: int = MAX_TEXT, redact: bool = False) -> str
     return "".join(out)
 
 
+def stage_label(event: Any, side: str) -> str | None:
+    """A change's stage on `side` ("from" or "to"): its name, else its id, marked when the ATS
+    says the stage is inactive (an application can sit in a stage no longer in use)."""
+    label = event.get(f"{side}_stage_name") or event.get(f"{side}_stage_id")
+    status = event.get(f"{side}_stage_status")
+    if label is not None and isinstance(status, str) and status.upper() == "INACTIVE":
+        return f"{label} (inactive)"
+    return label
+
+
 def short_id(value: Any, *, keep: int = 4) -> str:
     """`greenhouse:DBTuKq…` for `greenhouse:DBTuKqV8…` (tool and the first `keep` characters):
     enough to tell integrations and records apart at a glance where a full id does not fit."""

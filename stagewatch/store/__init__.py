@@ -1,9 +1,11 @@
-"""The store: snapshot, change log, sync runs, watermarks, leases and staging, in one SQLite file.
+"""The store: snapshot, change log, sync runs, watermarks, leases and staging, in one SQLite file
+or in a schema of a PostgreSQL database (a `postgresql://` URL; `location`, `pg`, `pg_schema`).
 
-`Store` is the one door: it opens the file (`connection`) and answers through its parts, the
+`Store` is the one door: it opens the database (`connection`) and answers through its parts, the
 runs and their leases (`runs`), staging (`staging`) and queries (`queries`); `schema` holds the
-migrations. Open one `Store(path)` per thread: runs of different integrations may share the file
-from several threads or processes; WAL lets readers proceed while one writer commits.
+migrations. Open one `Store(path)` per thread: runs of different integrations may share the store
+from several threads, processes or machines; WAL lets SQLite's readers proceed while one writer
+commits.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from stagewatch.store.connection import (
     wait_for_checkpoints,
 )
 from stagewatch.store.errors import LeaseLostError, LockedError, Run, StoreError
+from stagewatch.store.imports import ImportLedger
 from stagewatch.store.lease import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from stagewatch.store.queries import Queries
 from stagewatch.store.runs import RUN_FACTS, Runs
@@ -150,6 +153,11 @@ class Store:
     def stale_job_ids(self, run_id: int) -> list[str]:
         return self._staging.stale_job_ids(run_id)
 
+    # -- the import ledger (see imports.ImportLedger) -------------------------------------------
+
+    def import_ledger(self) -> ImportLedger:
+        return ImportLedger(self._db)
+
     # -- queries (see queries.Queries) ---------------------------------------------------------
 
     def run(self, run_id: int) -> dict[str, Any]:
@@ -186,4 +194,3 @@ class Store:
 
     def integrity_check(self) -> str:
         return self._queries.integrity_check()
-

@@ -550,9 +550,358 @@ def m0005_run_facts_and_stays(db: Database) -> None:
         db.execute(statement.strip())
 
 
+# -- 0006: stage analytics -------------------------------------------------------------------------
+# The views read stage_history (m0005) and add what analytics needs: bounds on both ends, the stage's
+# order in its job, and how each stay ended. They are written for a PostgreSQL twin: standard window
+# functions and CASE instead of SQLite's IS NOT / max(a, b) / NULLS LAST. The one dialect bit, seconds
+# between two stored timestamps, comes from `_seconds` (PostgreSQL: extract(epoch from b - a)).
+# Values needing a lookup are joined by id, never repeated as scalar subqueries: SQLite copies a
+# subquery into every expression that names its column when it flattens the query.
+# Frozen with the migration: a later change to these views is a new migration, not an edit here.
+
+
+def _seconds(later: str, earlier: str) -> str:
+    """SQLite: seconds from `earlier` to `later`, two stored UTC timestamps (the dialect bit)."""
+    return f"round((julianday({later}) - julianday({earlier})) * 86400.0, 3)"
+
+
+# Outcomes that take an application out of the pipeline: its stay ends when one is observed.
+_DECIDED = "('HIRED', 'DECLINED')"
+
+STAGE_STAYS = f"""
+CREATE VIEW stage_stays AS -- One row per stay, from stage_history: both time bounds, the stage's order in its job, and how the stay ended.
+SELECT
+    u.integration_id, -- Integration.
+    u.application_id, -- Application.
+    u.job_id, -- Job when the stage was entered.
+    u.stage_id, -- Stage.
+    u.stage_name, -- Stage name when entered.
+    u.stage_index, -- The stage's index in that job as last listed; NULL when the ATS gives none or the stage is not among the job's.
+    u.stage_position, -- The stage's position in the job's stage list as last listed; NULL when not among them.
+    u.entered_at, -- Start of the stay: remote_created_at for an application's first stay when Kombo gives it, else the observation that saw it enter.
+    u.entered_after, -- Lower bound of the start: the observation before (or remote_created_at); NULL when unknown (the integration's first run).
+    u.entered_from, -- created (entered_at is remote_created_at) or observed.
+    u.left_at, -- End of the stay: the observation that saw the move, deletion, hire or decline; NULL while current.
+    u.left_after, -- Lower bound of the end: the observation before it; NULL while current or when unknown.
+    u.ended, -- moved_forward, moved_backward, moved_unknown, hired, declined, deleted, job_changed or current.
+    {_seconds("u.left_at", "u.entered_at")} AS seconds_in_stage, -- left_at minus entered_at; NULL while current.
+    round({_seconds("u.left_at", "u.entered_at")} / 86400.0, 3) AS days_in_stage, -- seconds_in_stage in days.
+    {_seconds("u.entered_at", "u.entered_after")} AS entry_window_seconds, -- entered_at minus entered_after: how early the stay may have started; NULL when unbounded.
+    {_seconds("u.left_at", "u.left_after")} AS exit_window_seconds, -- left_at minus left_after: how early it may have ended; NULL while current or unbounded.
+    CASE WHEN u.ended = 'current' THEN 1 ELSE 0 END AS is_current, -- 1 while the application is in the stage and undecided.
+    u.sync_run_id, -- Run that saw it enter.
+    u.event_id -- Event that opened the stay (stage_history.event_id).
+FROM (
+    SELECT
+        t.integration_id, t.application_id, t.job_id, t.stage_id, t.stage_name,
+        js.stage_index, js.position AS stage_position,
+        coalesce(t.created_at, t.observed_entry) AS entered_at,
+        CASE WHEN t.created_at IS NOT NULL THEN t.created_at ELSE t.observed_after END
+            AS entered_after,
+        CASE WHEN t.created_at IS NOT NULL THEN 'created' ELSE 'observed' END AS entered_from,
+        CASE
+            WHEN upper(eo.to_outcome) IN {_DECIDED} THEN t.observed_entry
+            WHEN d.id IS NOT NULL THEN d.observed_at
+            ELSE t.observed_left
+        END AS left_at,
+        CASE
+            WHEN upper(eo.to_outcome) IN {_DECIDED} THEN t.observed_after
+            WHEN d.id IS NOT NULL THEN d.previous_observed_at
+            ELSE c.previous_observed_at
+        END AS left_after,
+        CASE
+            WHEN upper(eo.to_outcome) IN {_DECIDED} THEN lower(eo.to_outcome)
+            WHEN d.id IS NOT NULL THEN lower(d.to_outcome)
+            WHEN t.left_by = 'deleted' THEN 'deleted'
+            WHEN t.left_by = 'stage_changed' AND coalesce(c.job_id, '') <> coalesce(t.job_id, '')
+                THEN 'job_changed'
+            WHEN t.left_by = 'stage_changed' THEN 'moved_' || coalesce(c.direction, 'unknown')
+            ELSE 'current'
+        END AS ended,
+        t.sync_run_id, t.event_id
+    FROM (
+        SELECT
+            s.*,
+            CASE WHEN s.opened_by = 'first_seen' AND a.remote_created_at <= s.observed_entry
+                THEN a.remote_created_at END AS created_at
+        FROM (
+            SELECT
+                h.integration_id, h.application_id, h.job_id, h.stage_id, h.stage_name,
+                h.entered_at AS observed_entry, h.entered_after AS observed_after,
+                h.left_at AS observed_left, h.left_by, h.sync_run_id, h.event_id,
+                opener.kind AS opened_by,
+                (SELECT max(o.id) FROM events AS o
+                    WHERE o.application_id = h.application_id
+                        AND o.integration_id = h.integration_id AND o.id <= h.event_id
+                        AND o.kind IN ('first_seen', 'restored', 'outcome_changed'))
+                    AS entry_outcome_id,
+                (SELECT min(o.id) FROM events AS o
+                    WHERE o.application_id = h.application_id
+                        AND o.integration_id = h.integration_id AND o.id > h.event_id
+                        AND o.kind = 'outcome_changed' AND upper(o.to_outcome) IN {_DECIDED}
+                        AND (h.left_at IS NULL OR o.observed_at < h.left_at)) AS decided_id,
+                (SELECT min(o.id) FROM events AS o
+                    WHERE o.application_id = h.application_id
+                        AND o.integration_id = h.integration_id AND o.id > h.event_id
+                        AND o.kind IN ('stage_changed', 'deleted')) AS closer_id
+            FROM stage_history AS h
+            JOIN events AS opener ON opener.id = h.event_id
+        ) AS s
+        LEFT JOIN applications AS a
+            ON a.integration_id = s.integration_id AND a.application_id = s.application_id
+    ) AS t
+    LEFT JOIN events AS eo ON eo.id = t.entry_outcome_id
+    LEFT JOIN events AS d ON d.id = t.decided_id
+    LEFT JOIN events AS c ON c.id = t.closer_id
+    LEFT JOIN job_stages AS js
+        ON js.integration_id = t.integration_id AND js.job_id = t.job_id
+            AND js.stage_id = t.stage_id
+) AS u
+"""
+
+# The funnel over `{stays}`: the view passes stage_stays, `stagewatch funnel --since` a filtered
+# subquery of it, so both give the same numbers. Stages come in index order; stages without an
+# index (or not among the job's listed stages) follow in listed order, then by name. Medians and
+# p90 are nearest-rank over closed stays, in integer arithmetic (SQLite has no percentile_cont).
+# The stays are MATERIALIZED (SQLite 3.35+, PostgreSQL 12+): read four times, computed once.
+FUNNEL_SELECT = f"""
+WITH stays AS MATERIALIZED (
+    SELECT
+        x.*,
+        max(x.stage_index) OVER (
+            PARTITION BY x.integration_id, x.application_id, x.job_id ORDER BY x.event_id
+            ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING
+        ) AS later_max_index,
+        row_number() OVER (
+            PARTITION BY x.integration_id, x.job_id, x.stage_id,
+                CASE WHEN x.seconds_in_stage IS NULL THEN 1 ELSE 0 END
+            ORDER BY x.seconds_in_stage
+        ) AS duration_rank,
+        count(x.seconds_in_stage) OVER (PARTITION BY x.integration_id, x.job_id, x.stage_id)
+            AS closed_stays
+    FROM {{stays}} AS x
+),
+stages AS MATERIALIZED (
+    SELECT integration_id, job_id, stage_id, name AS stage_name, stage_index,
+        position AS stage_position, 1 AS listed
+    FROM job_stages
+    UNION ALL
+    SELECT integration_id, job_id, stage_id, max(stage_name), NULL, NULL, 0
+    FROM stays
+    WHERE stage_position IS NULL
+    GROUP BY integration_id, job_id, stage_id
+),
+per_stage AS (
+    SELECT
+        integration_id, job_id, stage_id,
+        count(DISTINCT application_id) AS reached,
+        count(DISTINCT CASE WHEN ended = 'current' THEN application_id END) AS currently_in,
+        count(DISTINCT CASE WHEN later_max_index > stage_index THEN application_id END)
+            AS reached_later,
+        sum(CASE WHEN ended = 'moved_backward' THEN 1 ELSE 0 END) AS backward_out,
+        sum(CASE WHEN ended = 'hired' THEN 1 ELSE 0 END) AS hired_in,
+        sum(CASE WHEN ended = 'declined' THEN 1 ELSE 0 END) AS declined_in,
+        round(avg(CASE WHEN seconds_in_stage IS NOT NULL AND duration_rank
+            IN ((closed_stays + 1) / 2, (closed_stays + 2) / 2) THEN seconds_in_stage END)
+            / 86400.0, 3) AS median_days,
+        round(max(CASE WHEN seconds_in_stage IS NOT NULL
+            AND duration_rank = (9 * closed_stays + 9) / 10 THEN seconds_in_stage END)
+            / 86400.0, 3) AS p90_days
+    FROM stays
+    GROUP BY integration_id, job_id, stage_id
+),
+levels AS (
+    SELECT integration_id, job_id, stage_index,
+        lead(stage_index) OVER (PARTITION BY integration_id, job_id ORDER BY stage_index)
+            AS next_index
+    FROM (SELECT DISTINCT integration_id, job_id, stage_index FROM stages
+        WHERE stage_index IS NOT NULL) AS distinct_levels
+),
+hires AS (
+    SELECT
+        integration_id, job_id, seconds_to_hire,
+        row_number() OVER (PARTITION BY integration_id, job_id ORDER BY seconds_to_hire) AS r,
+        count(*) OVER (PARTITION BY integration_id, job_id) AS n
+    FROM (
+        SELECT integration_id, job_id,
+            {_seconds("max(CASE WHEN ended = 'hired' THEN left_at END)", "min(entered_at)")}
+                AS seconds_to_hire
+        FROM stays
+        GROUP BY integration_id, job_id, application_id
+    ) AS per_application
+    WHERE seconds_to_hire IS NOT NULL
+),
+hire_medians AS (
+    SELECT integration_id, job_id, round(avg(seconds_to_hire) / 86400.0, 3) AS median_days
+    FROM hires
+    WHERE r IN ((n + 1) / 2, (n + 2) / 2)
+    GROUP BY integration_id, job_id
+),
+per_job AS (
+    SELECT
+        s.integration_id, s.job_id,
+        count(DISTINCT CASE WHEN s.ended = 'hired' THEN s.application_id END) AS job_hired,
+        count(DISTINCT CASE WHEN s.ended = 'declined' THEN s.application_id END) AS job_declined,
+        max(m.median_days) AS job_median_days_to_hire
+    FROM stays AS s
+    LEFT JOIN hire_medians AS m ON m.integration_id = s.integration_id AND m.job_id = s.job_id
+    GROUP BY s.integration_id, s.job_id
+),
+ordered AS (
+    SELECT
+        st.*,
+        row_number() OVER (
+            PARTITION BY st.integration_id, st.job_id
+            ORDER BY CASE WHEN st.stage_index IS NULL THEN 1 ELSE 0 END, st.stage_index,
+                CASE WHEN st.stage_position IS NULL THEN 1 ELSE 0 END, st.stage_position,
+                st.stage_name, st.stage_id
+        ) AS stage_order,
+        count(*) OVER (PARTITION BY st.integration_id, st.job_id, st.stage_index) AS sharing_index,
+        lv.next_index
+    FROM stages AS st
+    LEFT JOIN levels AS lv
+        ON lv.integration_id = st.integration_id AND lv.job_id = st.job_id
+            AND lv.stage_index = st.stage_index
+)
+SELECT
+    o.integration_id, -- Integration.
+    o.job_id, -- Job.
+    j.name AS job_name, -- Job title as last listed.
+    o.stage_order, -- 1, 2, ...: index order, then stages without an index in listed order, then by name.
+    o.stage_id, -- Stage.
+    o.stage_name, -- Stage name as last listed (or as last seen on an application).
+    o.stage_index, -- The ATS's index; NULL when it gives none.
+    CASE
+        WHEN o.listed = 0 THEN 'not among the job''s stages'
+        WHEN o.stage_index IS NULL THEN 'no index'
+        WHEN o.sharing_index > 1 THEN 'index shared'
+    END AS order_note, -- Why the order is uncertain: no index, index shared, or not among the job's stages.
+    coalesce(p.reached, 0) AS reached, -- Applications that entered the stage.
+    coalesce(p.currently_in, 0) AS currently_in, -- Applications in it now, undecided.
+    coalesce(p.reached_later, 0) AS reached_later, -- Of those that reached it, applications that later reached a stage with a higher index.
+    CASE WHEN o.next_index IS NOT NULL AND p.reached > 0
+        THEN round(1.0 * p.reached_later / p.reached, 4) END AS conversion, -- reached_later / reached; NULL for the last stage and stages without an index.
+    p.median_days, -- Median days in the stage over stays that ended (nearest rank).
+    p.p90_days, -- 90th percentile days in the stage over stays that ended (nearest rank).
+    coalesce(p.backward_out, 0) AS backward_out, -- Stays that ended with a move back.
+    coalesce(p.hired_in, 0) AS hired_in, -- Stays that ended hired.
+    coalesce(p.declined_in, 0) AS declined_in, -- Stays that ended declined.
+    coalesce(k.job_hired, 0) AS job_hired, -- The job's applications hired (repeated on each of its rows).
+    coalesce(k.job_declined, 0) AS job_declined, -- The job's applications declined (repeated on each of its rows).
+    k.job_median_days_to_hire -- Median days from an application's first stay in the job to its hire.
+FROM ordered AS o
+LEFT JOIN per_stage AS p
+    ON p.integration_id = o.integration_id AND p.job_id = o.job_id
+        AND coalesce(p.stage_id, '') = coalesce(o.stage_id, '')
+LEFT JOIN per_job AS k ON k.integration_id = o.integration_id AND k.job_id = o.job_id
+LEFT JOIN jobs AS j ON j.integration_id = o.integration_id AND j.job_id = o.job_id
+"""
+
+STUCK_ANNOUNCEMENTS = """
+CREATE TABLE stuck_announcements ( -- Stays announced as stuck (stagewatch.application.stuck): one row each, so none is announced twice.
+    event_id INTEGER PRIMARY KEY, -- The stay: the event that opened it (stage_stays.event_id).
+    integration_id TEXT NOT NULL, -- Integration.
+    application_id TEXT NOT NULL, -- Application.
+    job_id TEXT, -- Job.
+    stage_id TEXT, -- Stage it was stuck in.
+    threshold_days REAL NOT NULL, -- The threshold it crossed.
+    days_in_stage REAL NOT NULL, -- Days in the stage when announced (from entered_at).
+    announced_at TEXT NOT NULL -- When the event was sent.
+)
+"""
+
+STAGE_ANALYTICS = [
+    STAGE_STAYS,
+    "CREATE VIEW job_funnel AS -- Per job and stage, in stage order: applications that reached it, are in it, moved on; days in it; the job's hires and declines.\n"
+    + FUNNEL_SELECT.format(stays="stage_stays").lstrip("\n"),
+    STUCK_ANNOUNCEMENTS,
+    "CREATE INDEX stuck_announcements_integration ON stuck_announcements (integration_id)",
+]
+
+
+@_migration("0006_stage_analytics")
+def m0006_stage_analytics(db: Database) -> None:
+    for statement in STAGE_ANALYTICS:
+        db.execute(statement.strip())
+
+
+# The import ledger (`stagewatch import`): a row is written before its request goes out and
+# finished after the answer, so a crash in between leaves 'sending', which reads as "may have
+# happened", never as "not sent". The diff marks an imported application's first sighting here.
+IMPORTS = [
+    """
+CREATE TABLE imports ( -- The import ledger: each ATS application stagewatch asked Kombo to track, and what came of it.
+    integration_id TEXT NOT NULL, -- Integration.
+    import_key TEXT NOT NULL, -- The ATS ids as sent, canonical JSON ({"<tool>": {"id_type": ..., ids}}).
+    tool TEXT NOT NULL, -- The ATS the ids belong to (greenhouse, recruitee...).
+    status TEXT NOT NULL CHECK (status IN ('sending', 'imported', 'already_tracked', 'rejected', 'failed', 'unknown')), -- sending (in flight, or the process died: may have happened), imported, already_tracked, rejected (Kombo refused), failed (Kombo certainly did nothing), unknown (may have happened).
+    application_id TEXT, -- Kombo's id for the application, when Kombo answered imported.
+    tracked_at TEXT, -- tracked_at as Kombo answered it (else as sent; NULL: Kombo's choice).
+    error_code TEXT, -- Kombo's error code when it refused.
+    message TEXT, -- Kombo's message or warnings, or why the outcome is unknown.
+    attempts INTEGER NOT NULL, -- Requests sent for it so far.
+    first_sent_at TEXT NOT NULL, -- When stagewatch first sent it.
+    updated_at TEXT NOT NULL, -- When the row last changed.
+    first_seen_at TEXT, -- Observation whose listing first held the imported application (its first_seen event).
+    first_seen_run_id INTEGER, -- Sync run of that observation.
+    PRIMARY KEY (integration_id, import_key)
+)
+""",
+    """
+CREATE INDEX imports_unseen ON imports (integration_id, application_id)
+    WHERE application_id IS NOT NULL AND first_seen_at IS NULL
+""",
+    """
+CREATE VIEW first_sightings AS -- Every first_seen event, with how the application came to be tracked.
+SELECT
+    e.id AS event_id, -- The first_seen event.
+    e.integration_id, -- Integration.
+    e.application_id, -- Application.
+    e.observed_at, -- When the run saw it first.
+    e.sync_run_id, -- Run that saw it first.
+    CASE WHEN i.import_key IS NULL THEN 'tracked' ELSE 'imported' END AS origin, -- imported (stagewatch import) or tracked (Kombo tracked it from its creation).
+    i.tool AS import_tool, -- imported: the ATS.
+    i.import_key -- imported: the ATS ids it was imported by.
+FROM events AS e
+LEFT JOIN imports AS i
+    ON i.integration_id = e.integration_id AND i.application_id = e.application_id
+        AND i.first_seen_run_id = e.sync_run_id
+WHERE e.kind = 'first_seen'
+""",
+]
+
+
+@_migration("0007_import_ledger")
+def m0007_import_ledger(db: Database) -> None:
+    for statement in IMPORTS:
+        db.execute(statement.strip())
+
+
+# Kombo's newer responses say whether a stage is ACTIVE or INACTIVE (applications can sit in an
+# inactive one). ADD COLUMN, not a rebuild, as the change log may hold millions of rows; a `--`
+# comment would swallow the closing parenthesis SQLite appends the column before, so `/* */` ones.
+STAGE_STATUS = [
+    "ALTER TABLE applications ADD COLUMN stage_status TEXT "
+    "/* The current stage's status: ACTIVE, INACTIVE, NULL when not said, or the ATS's own value. */",
+    "ALTER TABLE staged_applications ADD COLUMN stage_status TEXT /* As in applications. */",
+    "ALTER TABLE events ADD COLUMN from_stage_status TEXT "
+    "/* stage_changed: status of the stage left, when known. */",
+    "ALTER TABLE events ADD COLUMN to_stage_status TEXT "
+    "/* stage_changed, first_seen, restored: status of the stage entered, when known. */",
+]
+
+
+@_migration("0008_stage_status")
+def m0008_stage_status(db: Database) -> None:
+    for statement in STAGE_STATUS:
+        db.execute(statement)
+
+
 # -- the live schema as markdown ------------------------------------------------------------------
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A column added by ALTER TABLE sits after the last line as `, name TYPE /* comment */`.
+_ADDED_COLUMN = re.compile(r",\s*([A-Za-z_][A-Za-z0-9_]*)\b[^,]*?/\*(.*?)\*/", re.S)
 _UNCOMMENTED = {"_sqlite_migrations": "Migrations applied to this database (kept by sqlite-utils)."}
 
 
@@ -567,6 +916,8 @@ def _comments(sql: str, is_view: bool) -> tuple[str, dict[str, str]]:
         if not sep or not names:
             continue
         columns.setdefault(names[-1] if is_view else names[0], comment.strip())
+    for name, comment in _ADDED_COLUMN.findall(sql):
+        columns.setdefault(name, comment.strip())
     return head, columns
 
 

@@ -1,0 +1,276 @@
+"""Stage analytics commands: `stays`, `funnel`, `stuck` (read-only) and `browse` (Datasette).
+
+Times are UTC. A stay's entry happened between `entered_after` and `entered_at`; the `±h` column
+is how far the true time in stage may be from the days shown (README, "Stage analytics").
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Column, Table
+
+from stagewatch import analytics
+from stagewatch.analytics.stays import AnalyticsError
+from stagewatch.cli.layout import ts as _short
+from stagewatch.cli.query import (
+    DB_OPTION,
+    Format,
+    _open,
+    _since,
+    _write_csv,
+    _write_jsonl,
+)
+from stagewatch.timeutil import utcnow
+
+
+def _ids(header: str) -> Column:
+    """A column of ids: folded onto more lines when narrow, never cut, so they can be copied."""
+    return Column(header, overflow="fold")
+
+
+INTEGRATION_OPTION = typer.Option(None, "--integration", help="Only this integration.")
+JOB_OPTION = typer.Option(None, "--job", help="Only this job.")
+SINCE_OPTION = typer.Option(
+    None, "--since", help="Only stays entered at or after this date or time (UTC)."
+)
+FORMAT_OPTION = typer.Option(Format.table, "--format", help="table, jsonl or csv.")
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"Error: {exc}", err=True)
+    raise typer.Exit(1) from exc
+
+
+def _number(value: float | None, digits: int = 1) -> str:
+    return "" if value is None else f"{value:.{digits}f}"
+
+
+def stays(
+    db: str = DB_OPTION,
+    integration: str | None = INTEGRATION_OPTION,
+    job: str | None = JOB_OPTION,
+    since: str | None = SINCE_OPTION,
+    output: Format = FORMAT_OPTION,
+) -> None:
+    """Every stay of every application in a stage: entered, left, how it ended, days in it."""
+    since_at = _since(since)
+    with _open(db) as store:
+        try:
+            rows = analytics.stays(
+                store._conn, as_of=utcnow(), integration_id=integration, job_id=job, since=since_at
+            )
+            if output is Format.jsonl:
+                return _write_jsonl(rows, analytics.STAY_FIELDS)
+            if output is Format.csv:
+                return _write_csv(rows, analytics.STAY_FIELDS)
+            table = Table(
+                _ids("application"),
+                _ids("job"),
+                "stage",
+                "entered (UTC)",
+                "left (UTC)",
+                "ended",
+                "days",
+                "±h",
+            )
+            for row in rows:
+                table.add_row(
+                    row["application_id"],
+                    row["job_id"] or "",
+                    row["stage_name"] or row["stage_id"] or "(none)",
+                    _short(row["entered_at"]),
+                    _short(row["left_at"]),
+                    row["ended"],
+                    _number(row["days_in_stage"]),
+                    _number(row["uncertainty_hours"], 0),
+                )
+        except AnalyticsError as exc:
+            _fail(exc)
+    Console().print(table)
+
+
+def _funnel_table(rows: list[dict]) -> Table:
+    first = rows[0]
+    title = f"{first['job_name'] or first['job_id']} ({first['job_id']})"
+    table = Table(
+        "#",
+        "stage",
+        "reached",
+        "in now",
+        "moved on",
+        "conversion",
+        "median d",
+        "p90 d",
+        "back",
+        "note",
+        title=title,
+    )
+    for row in rows:
+        conversion = row["conversion"]
+        table.add_row(
+            str(row["stage_order"]),
+            row["stage_name"] or row["stage_id"] or "(none)",
+            str(row["reached"]),
+            str(row["currently_in"]),
+            str(row["reached_later"]),
+            "" if conversion is None else f"{conversion:.0%}",
+            _number(row["median_days"]),
+            _number(row["p90_days"]),
+            str(row["backward_out"]),
+            row["order_note"] or "",
+        )
+    table.caption = (
+        f"hired {first['job_hired']}, declined {first['job_declined']}, median days to hire "
+        f"{_number(first['job_median_days_to_hire']) or '-'}"
+    )
+    return table
+
+
+def funnel(
+    integration: str = typer.Option(..., "--integration", help="The integration."),
+    db: str = DB_OPTION,
+    job: str | None = JOB_OPTION,
+    since: str | None = SINCE_OPTION,
+    output: Format = FORMAT_OPTION,
+) -> None:
+    """Per job, stage by stage in index order: reached, in now, conversion, days in stage."""
+    since_at = _since(since)
+    with _open(db) as store:
+        try:
+            rows = analytics.funnel(store._conn, integration, job_id=job, since=since_at)
+        except AnalyticsError as exc:
+            _fail(exc)
+    if output is Format.jsonl:
+        return _write_jsonl(rows, analytics.FUNNEL_FIELDS)
+    if output is Format.csv:
+        return _write_csv(rows, analytics.FUNNEL_FIELDS)
+    if not rows:
+        typer.echo(f"no stages or stays for integration {integration!r}", err=True)
+        return
+    console = Console()
+    jobs: dict[str, list[dict]] = {}
+    for row in rows:
+        jobs.setdefault(row["job_id"], []).append(row)
+    for job_rows in jobs.values():
+        console.print(_funnel_table(job_rows))
+
+
+def _overrides(values: list[str] | None) -> dict[str, float]:
+    overrides: dict[str, float] = {}
+    for value in values or []:
+        stage, sep, days = value.rpartition("=")
+        try:
+            overrides[stage] = float(days)
+        except ValueError:
+            sep = ""
+        if not sep or not stage:
+            raise typer.BadParameter(
+                f"{value!r} is not STAGE=DAYS (a stage id or name, then days)",
+                param_hint="--stage",
+            )
+    return overrides
+
+
+def stuck(
+    days: float = typer.Option(..., "--days", min=0, help="Days in the current stage."),
+    stage: list[str] | None = typer.Option(
+        None, "--stage", help="Another threshold for one stage: STAGE=DAYS, by id or name."
+    ),
+    db: str = DB_OPTION,
+    integration: str | None = INTEGRATION_OPTION,
+    job: str | None = JOB_OPTION,
+    output: Format = FORMAT_OPTION,
+) -> None:
+    """Applications in their current stage longer than --days (at least that long: days count
+    from the observation that saw them enter)."""
+    overrides = _overrides(stage)
+    with _open(db) as store:
+        try:
+            rows = analytics.stuck(
+                store._conn,
+                days=days,
+                as_of=utcnow(),
+                integration_id=integration,
+                job_id=job,
+                overrides=overrides,
+            )
+        except AnalyticsError as exc:
+            _fail(exc)
+    if output is Format.jsonl:
+        return _write_jsonl(rows, analytics.STUCK_FIELDS)
+    if output is Format.csv:
+        return _write_csv(rows, analytics.STUCK_FIELDS)
+    Console().print(_stuck_table(rows))
+
+
+def _stuck_table(rows: list[dict]) -> Table:
+    table = Table(
+        _ids("integration"),
+        _ids("application"),
+        _ids("job"),
+        "stage",
+        "entered (UTC)",
+        "days",
+        "±h",
+        "threshold",
+    )
+    for row in rows:
+        table.add_row(
+            row["integration_id"],
+            row["application_id"],
+            row["job_id"] or "",
+            row["stage_name"] or row["stage_id"] or "(none)",
+            _short(row["entered_at"]),
+            _number(row["days_in_stage"]),
+            _number(row["uncertainty_hours"], 0),
+            _number(row["threshold_days"], 0),
+        )
+    return table
+
+
+def browse(
+    db: str = DB_OPTION,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
+    port: int = typer.Option(8001, "--port", min=0, max=65535, help="Port (0: any free one)."),
+    metadata_out: Path | None = typer.Option(
+        None,
+        "--metadata-out",
+        help="Write Datasette's metadata file here and exit.",
+        dir_okay=False,
+    ),
+) -> None:
+    """Open the store in Datasette, read-only, with every table and view described and canned
+    queries for stays, funnel and stuck (needs the browse extra)."""
+    from stagewatch.analytics import browse as browsing
+    from stagewatch.store.location import is_postgres
+
+    if is_postgres(db):
+        typer.echo(
+            "Error: browse opens SQLite stores (Datasette reads files); a PostgreSQL store has the "
+            "same tables and views for psql or any SQL tool",
+            err=True,
+        )
+        raise typer.Exit(2)
+    with _open(db) as store:
+        metadata = browsing.metadata(store._conn, database=browsing.database_name(db))
+    if metadata_out is not None:
+        browsing.write_metadata(metadata, metadata_out)
+        return
+    try:
+        argv = browsing.datasette_argv(db, metadata, host=host, port=port)
+    except browsing.BrowseUnavailable as exc:
+        _fail(exc)
+    typer.echo(f"Datasette on http://{host}:{port}/ (read-only); Ctrl-C stops it", err=True)
+    sys.exit(browsing.run(argv))
+
+
+def register(app: typer.Typer) -> None:
+    """Add this module's commands to `app`."""
+    app.command("stays")(stays)
+    app.command("funnel")(funnel)
+    app.command("stuck")(stuck)
+    app.command("browse")(browse)

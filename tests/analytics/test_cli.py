@@ -1,0 +1,94 @@
+"""`stagewatch stays | funnel | stuck | browse` on the scenario's store, through typer's CliRunner."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from stagewatch.analytics import FUNNEL_FIELDS, STAY_FIELDS, STUCK_FIELDS
+from stagewatch.cli import app
+from tests.analytics.scenario import A_CREATED, H0, H24
+from tests.test_store_fixtures import INTEGRATION
+
+
+@pytest.fixture
+def db(scenario):
+    path = str(scenario.path)
+    scenario.close()
+    return path
+
+
+def invoke(*args: str, code: int = 0):
+    result = CliRunner().invoke(app, list(args))
+    assert result.exit_code == code, result.output
+    return result
+
+
+def test_stays_jsonl_has_the_documented_fields_in_order(db):
+    lines = invoke("stays", "--db", db, "--job", "job-1", "--format", "jsonl").stdout.splitlines()
+    first = json.loads(lines[0])
+    assert list(first) == list(STAY_FIELDS)
+    assert first == {
+        "integration_id": INTEGRATION,
+        "application_id": "app-a",
+        "job_id": "job-1",
+        "stage_id": "st-applied",
+        "stage_name": "Applied",
+        "stage_index": 0,
+        "entered_at": A_CREATED,
+        "entered_after": A_CREATED,
+        "entered_from": "created",
+        "left_at": H24,
+        "left_after": H0,
+        "ended": "moved_forward",
+        "days_in_stage": 3.0,
+        "uncertainty_hours": 24.0,
+        "event_id": 1,
+    }
+    assert len(lines) == 9  # job-1's stays: a 4, b 2, c, d, h's first
+
+
+def test_funnel_csv(db):
+    out = invoke(
+        "funnel", "--db", db, "--integration", INTEGRATION, "--job", "job-2", "--format", "csv"
+    )
+    rows = list(csv.DictReader(io.StringIO(out.stdout)))
+    assert list(rows[0]) == list(FUNNEL_FIELDS)
+    assert [(r["stage_id"], r["reached"], r["conversion"], r["order_note"]) for r in rows] == [
+        ("st-x", "3", "0.3333", ""),
+        ("st-y", "1", "", "index shared"),
+        ("st-z", "1", "", "index shared"),
+        ("st-w", "1", "", "no index"),
+    ]
+
+
+def test_funnel_table_shows_each_job_with_its_totals(db):
+    out = invoke("funnel", "--db", db, "--integration", INTEGRATION, "--job", "job-1").stdout
+    assert "Engineer job-1 (job-1)" in out
+    assert "hired 2, declined 1" in out
+
+
+def test_funnel_needs_an_integration(db):
+    assert "Missing option '--integration'" in invoke("funnel", "--db", db, code=2).output
+
+
+def test_stuck_with_a_stage_override(db):
+    # Today is long after the scenario: every current stay is stuck but W, given 10000 days.
+    out = invoke("stuck", "--days", "4", "--stage", "W=10000", "--db", db, "--format", "jsonl")
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert list(rows[0]) == list(STUCK_FIELDS)
+    assert sorted(r["application_id"] for r in rows) == ["app-e", "app-g", "app-h"]
+
+
+def test_stuck_rejects_a_malformed_override(db):
+    out = invoke("stuck", "--days", "4", "--stage", "W", "--db", db, code=2).output
+    assert "'W' is not STAGE=DAYS" in out
+
+
+def test_a_missing_database_is_one_line(tmp_path):
+    out = invoke("stays", "--db", str(tmp_path / "none.db"), code=1).output
+    assert out.strip() == f"Error: no stagewatch database at {tmp_path / 'none.db'}"
