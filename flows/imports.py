@@ -28,6 +28,7 @@ from stagewatch.importer import (
 from stagewatch.kombo.client import BASE_URLS
 from stagewatch.settings import Settings
 from stagewatch.store import Store
+from stagewatch.store.location import is_postgres, resolve
 from tasks.secrets import kombo_api_key
 
 MAX_ROWS = 10_000
@@ -66,7 +67,9 @@ class ImportParams(BaseModel):
         "already tracked if the earlier request did import them).",
     )
     base_url: str | None = Field(default=None, description="Kombo base URL (e.g. the simulator).")
-    db: str | None = Field(default=None, description="SQLite file (default STAGEWATCH_DB).")
+    db: str | None = Field(
+        default=None, description="SQLite file or postgresql:// URL (default STAGEWATCH_DB)."
+    )
 
 
 def run_import(params: ImportParams) -> list[RowResult]:
@@ -74,9 +77,9 @@ def run_import(params: ImportParams) -> list[RowResult]:
     settings = Settings()
     rows = [InputRow(n, dict(cells)) for n, cells in enumerate(params.rows, start=1)]
     tool = (params.tool or tool_of(params.integration_id)).lower()
-    db = Path(params.db or settings.stagewatch_db).resolve()
+    db = resolve(params.db or settings.stagewatch_db)
     if params.dry_run:
-        store = Store(db, readonly=True) if db.is_file() else None
+        store = Store(db, readonly=True) if is_postgres(db) or Path(db).is_file() else None
         try:
             ledger = store.import_ledger() if store else None
             return Importer(params.integration_id, tool, None, ledger, params.tracked_at).run(rows)

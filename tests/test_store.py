@@ -102,6 +102,7 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
         ("stagewatch", "0006_stage_analytics"),
         ("stagewatch", "0007_import_ledger"),
         ("stagewatch", "0008_stage_status"),
+        ("stagewatch", "0009_sync_waiters"),
     ]
 
 

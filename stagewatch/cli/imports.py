@@ -26,6 +26,7 @@ from stagewatch.kombo.client import KomboClient
 from stagewatch.kombo.imports import TRACKED_AT_PATTERN
 from stagewatch.settings import Settings, resolve_api_key
 from stagewatch.store import Store
+from stagewatch.store.location import is_postgres
 
 
 def _fail(message: str, code: int = 1) -> typer.Exit:
@@ -109,7 +110,9 @@ def import_command(
         None, "--results", help="Results file (.jsonl, or .csv); default FILE.results.jsonl."
     ),
     base_url: str | None = typer.Option(None, envvar="KOMBO_BASE_URL", help="Kombo base URL."),
-    db: Path = typer.Option(Path("stagewatch.db"), envvar="STAGEWATCH_DB", help="SQLite file."),
+    db: str = typer.Option(
+        "stagewatch.db", envvar="STAGEWATCH_DB", help="SQLite file or postgresql:// URL."
+    ),
 ) -> None:
     """Ask Kombo to track existing ATS applications (POST /ats/import-tracked-application).
 
@@ -143,10 +146,11 @@ def import_command(
 
 
 def _dry_run(
-    integration_id: str, tool: str, rows: list, tracked_at: str | None, db: Path
+    integration_id: str, tool: str, rows: list, tracked_at: str | None, db: str
 ) -> list[RowResult]:
-    """Validate every row and print each body that would be sent; no request, no write."""
-    store = Store(db, readonly=True) if db.is_file() else None
+    """Validate every row and print each body that would be sent; no request, no write. The
+    ledger of an existing store says which rows a real run would skip."""
+    store = Store(db, readonly=True) if is_postgres(db) or Path(db).is_file() else None
     try:
         ledger = store.import_ledger() if store else None
         importer = Importer(integration_id, tool, None, ledger, tracked_at)
@@ -167,7 +171,7 @@ def _send(
     tracked_at: str | None,
     retry_unknown: bool,
     base_url: str | None,
-    db: Path,
+    db: str,
 ) -> list[RowResult]:
     with _client(integration_id, base_url) as client, Store(db) as store:
         importer = Importer(

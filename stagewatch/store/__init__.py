@@ -131,6 +131,20 @@ class Store:
     def watermark(self, integration_id: str) -> datetime | None:
         return self._runs.watermark(integration_id)
 
+    def lock_held(self, integration_id: str) -> bool:
+        """Whether a live run holds the integration's lock (`Runs.lock_held`)."""
+        return self._runs.lock_held(integration_id)
+
+    def take_waiting_place(self, integration_id: str, token: str) -> str | None:
+        """Wait next for the integration, or learn who does (`Runs.take_waiting_place`)."""
+        return self._runs.take_waiting_place(integration_id, token)
+
+    def renew_waiting_place(self, integration_id: str, token: str) -> bool:
+        return self._runs.renew_waiting_place(integration_id, token)
+
+    def leave_waiting_place(self, integration_id: str, token: str) -> int | None:
+        return self._runs.leave_waiting_place(integration_id, token)
+
     # -- staging (see staging.Staging) ---------------------------------------------------------
 
     def stage_jobs(self, run_id: int, jobs: Iterable[Job]) -> None:

@@ -897,6 +897,31 @@ def m0008_stage_status(db: Database) -> None:
         db.execute(statement)
 
 
+# Webhook-triggered syncs queue one deep per integration (stagewatch.coalesce): the run holding
+# this place lists after every webhook that found it taken, so those runs need not sync at all.
+WAITERS = [
+    """
+CREATE TABLE sync_waiters ( -- The one triggered sync per integration waiting for the running one; later triggers coalesce into it.
+    integration_id TEXT PRIMARY KEY, -- Integration.
+    token TEXT NOT NULL, -- Who waits: the triggered flow run's id.
+    pid INTEGER NOT NULL, -- Process that waits; on this machine a dead pid frees the place at once.
+    hostname TEXT NOT NULL, -- Host name of that process.
+    machine TEXT, -- Boot id and pid namespace of that process; NULL when unreadable (then only the lease frees the place).
+    since TEXT NOT NULL, -- When it took the place.
+    renewed_at TEXT NOT NULL, -- When it last renewed its lease on the place.
+    lease_expires_at TEXT NOT NULL, -- renewed_at plus the lease length: from then on another triggered sync may take the place.
+    coalesced INTEGER NOT NULL DEFAULT 0 -- Triggered syncs that found the place taken and ended Coalesced.
+)
+""",
+]
+
+
+@_migration("0009_sync_waiters")
+def m0009_sync_waiters(db: Database) -> None:
+    for statement in WAITERS:
+        db.execute(statement.strip())
+
+
 # -- the live schema as markdown ------------------------------------------------------------------
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

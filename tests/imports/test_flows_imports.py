@@ -10,8 +10,11 @@ import pytest
 import yaml
 from prefect import get_client
 from prefect.cli.deploy._config import _load_deploy_configs_and_actions
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-from prefect.client.schemas.sorting import ArtifactSort
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
 from prefect.flows import load_flow_from_entrypoint
 from rich.console import Console
 
@@ -33,12 +36,14 @@ def served(monkeypatch):
     stop()
 
 
-def read_artifact(key: str) -> str:
+def read_artifact(key: str, state) -> str:
+    """The artifact `key` the flow run of `state` published (each run adds a version)."""
+    run_id = state.state_details.flow_run_id
     with get_client(sync_client=True) as client:
         (artifact,) = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key])),
-            sort=ArtifactSort.CREATED_DESC,  # the latest run's; unsorted, any run's may come first
-            limit=1,
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=[key]), flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])
+            )
         )
     return artifact.data
 
@@ -61,7 +66,7 @@ def test_the_flow_imports_the_rows_and_publishes_the_results(prefect_harness, se
         (2, "rejected"),
         (3, "invalid"),
     ]
-    markdown = read_artifact(artifact_key(integration_id))
+    markdown = read_artifact(artifact_key(integration_id), state)
     assert markdown.startswith("# Import of tracked applications\n")
     assert "| imported | 1 |" in markdown and "| rejected | 1 |" in markdown
     rows = [line for line in markdown.splitlines() if line.startswith("| 1 |")]
@@ -81,7 +86,7 @@ def test_the_flow_imports_the_rows_and_publishes_the_results(prefect_harness, se
     assert (dry.name, dry.message) == ("NeedsAttention", "1 skipped, 1 would send, 1 invalid")
     stats = httpx.get(f"{base_url}/_sim/stats", timeout=10).json()
     assert stats["requests"] == {"POST /ats/import-tracked-application": 2}
-    assert read_artifact(artifact_key(integration_id)).startswith("# Dry run: nothing sent\n")
+    assert read_artifact(artifact_key(integration_id), dry).startswith("# Dry run: nothing sent\n")
 
 
 def test_the_manual_deployment_in_prefect_yaml_and_serve_py(monkeypatch):

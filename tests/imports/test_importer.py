@@ -54,9 +54,9 @@ def mixed_file(world, tmp_path):
     return write(tmp_path / "rows.jsonl", "\n".join(lines) + "\n"), backlog
 
 
-def test_a_bad_row_never_stops_the_others(world, tmp_path, mixed_file):
+def test_a_bad_row_never_stops_the_others(world, db_url, mixed_file):
     path, backlog = mixed_file
-    results, simulator = run(world, tmp_path / "sw.db", read_rows(path))
+    results, simulator = run(world, db_url, read_rows(path))
     by_line = [(r.line, r.status, r.ids, r.message) for r in results]
     first, second = backlog[0].remote_id, backlog[1].remote_id
     assert by_line == [
@@ -75,7 +75,7 @@ def test_a_bad_row_never_stops_the_others(world, tmp_path, mixed_file):
     ]
     assert results[3 - 1].code == "PLATFORM.INPUT_INVALID"
     assert import_requests(simulator) == 4
-    assert ledger(tmp_path / "sw.db", world.normal_integration_id) == {
+    assert ledger(db_url, world.normal_integration_id) == {
         first: ("imported", 1),
         second: ("imported", 1),
         "100002": ("already_tracked", 1),
@@ -83,9 +83,9 @@ def test_a_bad_row_never_stops_the_others(world, tmp_path, mixed_file):
     }
 
 
-def test_re_running_the_same_file_sends_only_what_kombo_refused(world, tmp_path, mixed_file):
+def test_re_running_the_same_file_sends_only_what_kombo_refused(world, db_url, mixed_file):
     path, _ = mixed_file
-    db = tmp_path / "sw.db"
+    db = db_url
     first_run, _ = run(world, db, read_rows(path))
     before = ledger(db, world.normal_integration_id)
 
@@ -107,11 +107,11 @@ def test_re_running_the_same_file_sends_only_what_kombo_refused(world, tmp_path,
     assert after == {**before, "31337": ("rejected", 2)}
 
 
-def test_an_unknown_outcome_is_recorded_and_not_sent_again_unless_asked(world, tmp_path):
+def test_an_unknown_outcome_is_recorded_and_not_sent_again_unless_asked(world, tmp_path, db_url):
     backlog = world.integration(world.normal_integration_id).backlog
     path = write(tmp_path / "rows.csv", f"application_id\n{backlog[0].remote_id}\n"
                                         f"{backlog[1].remote_id}\n")  # fmt: skip
-    db = tmp_path / "sw.db"
+    db = db_url
     lost = Simulator(world, FaultConfig(rate=1.0, kinds=("timeout",)))
     results, simulator = run(world, db, read_rows(path), lost)
     assert [r.status for r in results] == ["unknown", "unknown"]
@@ -134,11 +134,11 @@ def test_an_unknown_outcome_is_recorded_and_not_sent_again_unless_asked(world, t
     }
 
 
-def test_a_process_that_died_mid_request_leaves_the_row_unknown(world, tmp_path):
+def test_a_process_that_died_mid_request_leaves_the_row_unknown(world, tmp_path, db_url):
     """`begin` is committed before the request goes out: a row left `sending` may have been
     imported, so a re-run does not send it."""
     remote_id = world.integration(world.normal_integration_id).backlog[0].remote_id
-    db = tmp_path / "sw.db"
+    db = db_url
     with Store(db) as store:
         key = json.dumps(ids(remote_id), sort_keys=True, separators=(",", ":"))
         store.import_ledger().begin(world.normal_integration_id, key, "greenhouse", None)

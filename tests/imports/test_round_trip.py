@@ -23,9 +23,9 @@ def sync(world: World, db, integration_id: str):
 
 
 def test_an_imported_applications_history_starts_at_its_first_sighting_tagged_imported(
-    world, tmp_path
+    world, db_url
 ):
-    db = tmp_path / "sw.db"
+    db = db_url
     integ = world.integration(world.normal_integration_id)
     baseline = sync(world, db, integ.id)
     world.advance(hours=2)
