@@ -19,6 +19,7 @@ from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
+from prefect.exceptions import ParameterTypeError
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
@@ -113,10 +114,12 @@ class _ReportedFailure(logging.Filter):
     """A deployed flow run that returns its Failed state is still raised again by Prefect's
     engine on exit, which logs it as an "unexpected exception" with a 40-line traceback. A
     `SyncFailed` is expected and already told (the state message, the summary artifact, the
-    failed integration's task run): drop those records, and only those."""
+    failed integration's task run), and so are invalid parameters (the state message and an
+    ERROR line carry the validator's sentence): drop those records, and only those."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], SyncFailed))
+        told = (SyncFailed, ParameterTypeError)
+        return not (record.exc_info and isinstance(record.exc_info[1], told))
 
 
 # The engine's two loggers: the flow run's (its logs in the UI) and the process's own (stderr).

@@ -53,18 +53,22 @@ def committed_line(result: Mapping[str, Any]) -> str:
 def published_line(sent: Mapping[str, Any]) -> str:
     capped = sum(sent.get("events_not_emitted", {}).values())
     line = (
-        f"published {len(sent.get('artifacts', []))} artifacts and "
-        f"{sent.get('events_emitted', 0)} events"
+        f"published {_count(len(sent.get('artifacts', [])), 'artifact')} and "
+        f"{_count(sent.get('events_emitted', 0), 'event')}"
     )
     return line + (f"; {capped} changes counted in one capped event" if capped else "")
 
 
 def stopped_line(state_name: str, message: str) -> str:
-    return f"{state_name.lower()}, nothing more to list: {message}"
+    return f"{state_name.lower()}, so the listing stops here (expected, not a failure): {message}"
 
 
 def _pages(pages: int) -> str:
-    return f"{pages} page{'s' if pages != 1 else ''}"
+    return _count(pages, "page")
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'s' if number != 1 else ''}"
 
 
 def _waited(seconds: float) -> str:

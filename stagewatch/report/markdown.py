@@ -68,12 +68,14 @@ def summary_markdown(outcomes: Iterable[SyncOutcome]) -> str:
     outcomes = list(outcomes)
     by_status = Counter(o.status for o in outcomes)
     parts = [f"{by_status[s]} {STATUS_LABELS[s]}" for s in STATUS_LABELS if by_status[s]]
+    modes = sorted({o.mode for o in outcomes})
     lines = [
         f"# stagewatch sync: {len(outcomes)} integration{'s' if len(outcomes) != 1 else ''}"
         + (f" ({', '.join(parts)})" if parts else ""),
         "",
-        "| integration | status | mode | changes | hires | declines | moves |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        *([f"**Mode:** {', '.join(modes)}", ""] if modes else []),
+        "| integration | status | changes | hires | declines | moves |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     notes = []
     for o in outcomes:
@@ -82,7 +84,7 @@ def summary_markdown(outcomes: Iterable[SyncOutcome]) -> str:
             notes.append(f"{len(notes) + 1}. **{_id(o.integration_id)}**: {_message(o.message)}")
             status += f" [{len(notes)}]"
         lines.append(
-            f"| {_id(o.integration_id)} | {status} | {o.mode} | {o.changes} "
+            f"| {_id(o.integration_id)} | {status} | {o.changes} "
             f"| {o.counts.get('hired', 0)} | {o.counts.get('declined', 0)} "
             f"| {o.counts.get('stage moved', 0)} |"
         )

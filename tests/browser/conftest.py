@@ -316,7 +316,7 @@ def browser_context(browser, stack) -> Iterator[Any]:
     """One context per module at 1400x900 on the server's UI: its pages share the HTTP cache, so
     a test does not fetch the UI's 75 scripts again."""
     context = browser.new_context(viewport=VIEWPORT, base_url=stack.ui_url)
-    context.set_default_timeout(30_000)
+    context.set_default_timeout(60_000)  # the UI under a loaded 2-core machine
     yield context
     context.close()
 

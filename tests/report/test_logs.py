@@ -42,3 +42,12 @@ def test_commit_and_publish_lines_count_by_kind():
     assert logs.opened_line(3, "incremental", T) == (
         "run 3 opened: incremental, changes after 2026-01-05T09:00:00.000Z"
     )
+
+
+def test_one_of_a_kind_is_singular_and_an_expected_stop_says_so():
+    sent = {"artifacts": ["a"], "events_emitted": 1, "events_not_emitted": {}}
+    assert logs.published_line(sent) == "published 1 artifact and 1 event"
+    assert logs.stopped_line("Not ready", "INTEGRATION.SETUP_SYNC_PENDING (HTTP 409)") == (
+        "not ready, so the listing stops here (expected, not a failure): "
+        "INTEGRATION.SETUP_SYNC_PENDING (HTTP 409)"
+    )
