@@ -503,6 +503,14 @@ class Applied:
     absent: int
 
 
+def _analyze(execute, seen: int) -> None:
+    """Statistics for PostgreSQL's planner: temporary tables have none unless asked, and a big
+    run's staging (or a first run's snapshot) is not yet analysed by autovacuum."""
+    execute("ANALYZE temp.sw_seen")
+    if seen > ANALYZE_ABOVE_ROWS:
+        execute("ANALYZE staged_applications, applications, job_stages")
+
+
 def apply_applications(
     conn: sqlite3.Connection,
     *,
@@ -536,11 +544,7 @@ def apply_applications(
     execute(_FILL_SEEN, params)
     seen = execute("SELECT count(*) FROM temp.sw_seen").fetchone()[0]
     if postgres:
-        # Statistics for the planner: temporary tables have none unless asked, and a big run's
-        # staging (or a first run's snapshot) is not yet analysed by autovacuum.
-        execute("ANALYZE temp.sw_seen")
-        if seen > ANALYZE_ABOVE_ROWS:
-            execute("ANALYZE staged_applications, applications, job_stages")
+        _analyze(execute, seen)
     execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
         execute(statement, params)

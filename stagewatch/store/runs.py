@@ -496,16 +496,11 @@ class Runs:
             crash_point("commit:before_commit")
         return {kind: values[kind] for kind in EVENT_KINDS}
 
-    def _apply(
-        self, conn: sqlite3.Connection, run_id: int, integration_id: str, observed_at: datetime
-    ) -> dict[str, Any]:
-        """Diff the run's staging into the change log and snapshot; returns the run row's counts.
-
-        The run is observed no earlier than the integration's previous run: a clock that ran ahead
-        (no `Date` header from Kombo) must neither fail every later run nor date a change before
-        the observation it follows.
-        """
-        mode = conn.execute("SELECT mode FROM sync_runs WHERE id = ?", (run_id,)).fetchone()[0]
+    @staticmethod
+    def _observed(
+        conn: sqlite3.Connection, run_id: int, integration_id: str, observed_at: datetime
+    ) -> tuple[str | None, str]:
+        """The previous succeeded run's observation, and this run's, never earlier than it."""
         previous = conn.execute(
             "SELECT max(observed_at) FROM sync_runs WHERE integration_id = ? "
             "AND status = 'succeeded'",
@@ -519,6 +514,19 @@ class Runs:
                 run_id, integration_id, observed, previous, previous,
             )  # fmt: skip
             observed = previous
+        return previous, observed
+
+    def _apply(
+        self, conn: sqlite3.Connection, run_id: int, integration_id: str, observed_at: datetime
+    ) -> dict[str, Any]:
+        """Diff the run's staging into the change log and snapshot; returns the run row's counts.
+
+        The run is observed no earlier than the integration's previous run: a clock that ran ahead
+        (no `Date` header from Kombo) must neither fail every later run nor date a change before
+        the observation it follows.
+        """
+        mode = conn.execute("SELECT mode FROM sync_runs WHERE id = ?", (run_id,)).fetchone()[0]
+        previous, observed = self._observed(conn, run_id, integration_id, observed_at)
         postgres = self._db.postgres
         diff.apply_jobs(
             conn, run_id=run_id, integration_id=integration_id, observed_at=observed,
