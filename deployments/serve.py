@@ -44,6 +44,17 @@ ON_CHANGE_CONCURRENCY = 4
 QUERY_SECONDS = 1.0
 
 
+def _sync_params(integration_ids: list[str], base_url: str | None, db: str | None) -> dict:
+    """The sync deployments' shared parameters, checked here rather than in the first run."""
+    common: dict[str, Any] = {"integration_ids": integration_ids}
+    if base_url:
+        common["base_url"] = base_url
+    if db:
+        common["db"] = db
+    SyncManyParams(**common)
+    return common
+
+
 def build_deployments(
     integration_ids: list[str],
     *,
@@ -54,12 +65,7 @@ def build_deployments(
     """hourly-incremental, weekly-full, manual, sync-on-change and weekly-pipeline-report, as in
     `prefect.yaml`. `incremental_every` replaces the hourly cron with an interval (the UI demo runs
     it every minute)."""
-    common: dict[str, Any] = {"integration_ids": integration_ids}
-    if base_url:
-        common["base_url"] = base_url
-    if db:
-        common["db"] = db
-    SyncManyParams(**common)  # fail here, not in the first scheduled run
+    common = _sync_params(integration_ids, base_url, db)
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
     )
