@@ -39,7 +39,7 @@ browser-deps:
 	fi
 
 test: $(STAMP) lint browser-deps
-	$(BIN)/pytest -m "not slow"
+	$(BIN)/pytest -m "not slow" -n auto --dist loadgroup
 
 demo: $(STAMP)
 	$(BIN)/stagewatch demo

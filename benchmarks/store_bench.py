@@ -1,6 +1,6 @@
 """Store benchmark: apply a full listing with 5% of applications changed to a store holding the last one.
 
-    python -m benchmarks.store_bench [--sizes 100000,1000000] [--jobs 2000]
+    python -m benchmarks.store_bench [--sizes 100000,1000000] [--jobs 2000] [--postgres URL]
 
 For each size, two subprocesses (so each peak RSS is its own): `store` builds the previous snapshot
 with a first full run, then times a second full run (staging every page of 250 plus `commit_run`);
@@ -10,6 +10,8 @@ is the client's cost. Peak RSS is the kernel's high-water mark over the timed ru
 through /proc/self/clear_refs), so memory that grows with the data set shows as growth across sizes.
 The store's WAL checkpoint runs in a background thread once `commit_run` has returned; the run is
 committed (durable, visible) before it. Its time, waited for after the commit, is printed apart.
+With `--postgres URL` a third subprocess, `postgres`, runs the store on that server, in a schema of
+its own (dropped after); its peak RSS is the client's, the server's memory is its own.
 
 The second listing changes 5% of applications: 2% move stage, 1% get an outcome (declined or hired),
 0.5% vanish (deleted by absence), 0.5% are deleted in the ATS (`remote_deleted_at`), 1% change only
@@ -236,11 +238,11 @@ def _store_run(
     return staging, commit, checkpoint, counts
 
 
-def run_store(size: int, jobs: int, directory: Path) -> dict:
+def run_store(size: int, jobs: int, directory: Path, db: str | None = None) -> dict:
     from stagewatch.store import Store
 
     world = World(size, jobs)
-    store = Store(directory / "store.db")
+    store = Store(db or directory / "store.db")
     setup = _store_run(store, world, False, T0)
     _reset_peak()
     staging, commit, checkpoint, counts = _store_run(store, world, True, T1)
@@ -331,14 +333,31 @@ def run_baseline(size: int, jobs: int, directory: Path) -> dict:
 # -- driver ----------------------------------------------------------------------------------------
 
 
-def _child(impl: str, size: int, jobs: int) -> dict:
+def run_postgres(size: int, jobs: int, directory: Path, url: str) -> dict:
+    import psycopg
+
+    schema = f"sw_bench_{size}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+        try:
+            return run_store(
+                size, jobs, directory, f"{url}{'&' if '?' in url else '?'}schema={schema}"
+            )
+        finally:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+def _child(impl: str, size: int, jobs: int, url: str | None) -> dict:
     with tempfile.TemporaryDirectory(prefix="store-bench-") as directory:
-        runner = run_store if impl == "store" else run_baseline
-        result = runner(size, jobs, Path(directory))
+        if impl == "postgres":
+            result = run_postgres(size, jobs, Path(directory), url)
+        else:
+            runner = run_store if impl == "store" else run_baseline
+            result = runner(size, jobs, Path(directory))
     return {"impl": impl, "size": size, **result}
 
 
-def _spawn(impl: str, size: int, jobs: int) -> dict:
+def _spawn(impl: str, size: int, jobs: int, url: str | None) -> dict:
     command = [
         sys.executable,
         "-m",
@@ -349,6 +368,7 @@ def _spawn(impl: str, size: int, jobs: int) -> dict:
         str(size),
         "--jobs",
         str(jobs),
+        *(["--postgres", url] if url else []),
     ]
     done = subprocess.run(command, capture_output=True, text=True, check=False)
     if done.returncode != 0:
@@ -360,18 +380,22 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100000,1000000", help="comma-separated sizes")
     parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--child", choices=("store", "baseline"), help=argparse.SUPPRESS)
+    parser.add_argument("--postgres", metavar="URL", help="also run the store on this server")
+    parser.add_argument(
+        "--child", choices=("store", "baseline", "postgres"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args(argv)
     sizes = [int(size) for size in args.sizes.split(",")]
     if args.child:
-        print(json.dumps(_child(args.child, sizes[0], args.jobs)))
+        print(json.dumps(_child(args.child, sizes[0], args.jobs, args.postgres)))
         return
     print(
         f"{'size':>9} {'impl':>8} {'staging s':>10} {'commit s':>9} {'total s':>8} {'cpu s':>6} "
         f"{'rows/s':>9} {'peak MB':>8} {'setup s':>8} {'ckpt s':>7}"
     )
     for size in sizes:
-        results = {impl: _spawn(impl, size, args.jobs) for impl in ("store", "baseline")}
+        impls = ("store", "baseline", *(("postgres",) if args.postgres else ()))
+        results = {impl: _spawn(impl, size, args.jobs, args.postgres) for impl in impls}
         totals = {}
         for impl, result in results.items():
             totals[impl] = result["staging_seconds"] + result["commit_seconds"]
@@ -386,6 +410,12 @@ def main(argv: list[str] | None = None) -> None:
             f"{size:>9}    ratio store/baseline {totals['store'] / totals['baseline']:.2f}; "
             f"store events {json.dumps(results['store']['events'])}"
         )
+        if args.postgres:
+            same = results["postgres"]["events"] == results["store"]["events"]
+            print(
+                f"{size:>9}    ratio postgres/store {totals['postgres'] / totals['store']:.2f}; "
+                f"same event counts: {same}"
+            )
         sys.stdout.flush()
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import re
 from datetime import datetime
-from pathlib import Path
 from typing import Any
 
 from prefect import flow
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from flows.sync import IntegrationId
 from stagewatch.settings import Settings
 from stagewatch.store import Store
+from stagewatch.store.location import resolve
 from stagewatch.timeutil import ensure_utc, utcnow
 from tasks.pipeline_report import report_integration
 
@@ -67,7 +67,7 @@ class PipelineReportParams(BaseModel):
 @flow(name="pipeline-report", log_prints=False)
 def pipeline_report(params: PipelineReportParams) -> State:
     """Report on each integration's pipeline and announce newly stuck applications."""
-    db = str(Path(params.db or Settings().stagewatch_db).resolve())
+    db = resolve(params.db or Settings().stagewatch_db)
     as_of = ensure_utc(params.as_of) if params.as_of else utcnow()
     store = Store(db)
     try:

@@ -14,14 +14,13 @@ import logging
 import re
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
 from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
-from pydantic import Field, SecretStr, StringConstraints, field_validator
+from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_validator
 
 from stagewatch import pipeline, report
 from stagewatch.errors import StagewatchError
@@ -30,6 +29,7 @@ from stagewatch.pipeline import SyncOptions
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings
 from stagewatch.store import Store
+from stagewatch.store.location import redact, resolve
 from tasks.publish import publish_summary_task
 from tasks.secrets import kombo_api_key
 from tasks.steps import TaskSteps
@@ -41,29 +41,45 @@ _library_logger = logging.getLogger("stagewatch")
 if _library_logger.level == logging.NOTSET:
     _library_logger.setLevel(PREFECT_LOGGING_LEVEL.value())
 
+_INTEGRATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
+EXAMPLE_ID = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28"
+
+
+def _integration_id(value: str) -> str:
+    """Checked here rather than as a JSON-schema pattern: the UI's run form shows a failed
+    pattern as the raw regex, a validator's message as the sentence it is."""
+    if not _INTEGRATION_ID.fullmatch(value):
+        raise ValueError(
+            f"{value!r} is not an integration id: an integration id looks like tool:24 "
+            f"characters, e.g. {EXAMPLE_ID}"
+        )
+    return value
+
+
 IntegrationId = Annotated[
     str,
-    StringConstraints(
-        strip_whitespace=True,
-        min_length=1,
-        max_length=200,
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$",
-    ),
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_integration_id),
 ]
 
 
 class SyncIntegrationParams(SyncOptions):
     integration_id: IntegrationId = Field(
-        description="Kombo integration id, e.g. greenhouse:HWUTwvyx2wLoSUHphiWVrp28."
+        description=f"Kombo integration id: the tool, a colon and 24 characters, e.g. {EXAMPLE_ID}."
     )
 
 
 class SyncManyParams(SyncOptions):
     integration_ids: list[IntegrationId] = Field(
-        min_length=1, max_length=500, description="Kombo integration ids to sync."
+        min_length=1,
+        max_length=500,
+        description=(
+            f"Kombo integration ids to sync, 1 to 500, each the tool, a colon and 24 characters "
+            f"(e.g. {EXAMPLE_ID})."
+        ),
     )
     max_concurrency: int = Field(
-        default=4, ge=1, le=16, description="Integrations synced at the same time."
+        default=4, ge=1, le=16, description="Integrations synced at the same time, 1 to 16."
     )
 
     @field_validator("integration_ids", mode="before")
@@ -91,6 +107,21 @@ class SyncFailed(StagewatchError):
         return (SyncFailed, (str(self), self.outcomes))
 
 
+class _ReportedFailure(logging.Filter):
+    """A deployed flow run that returns its Failed state is still raised again by Prefect's
+    engine on exit, which logs it as an "unexpected exception" with a 40-line traceback. A
+    `SyncFailed` is expected and already told (the state message, the summary artifact, the
+    failed integration's task run): drop those records, and only those."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], SyncFailed))
+
+
+# The engine's two loggers: the flow run's (its logs in the UI) and the process's own (stderr).
+for _name in ("prefect.flow_runs", "prefect.engine"):
+    logging.getLogger(_name).addFilter(_ReportedFailure())
+
+
 def open_client(
     api_key: SecretStr,
     integration_id: str,
@@ -116,7 +147,7 @@ def open_client(
 def sync_in_flow(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
     """One integration's run inside the current flow run, its steps as Prefect tasks."""
     settings = Settings()
-    db = str(Path(options.db or settings.stagewatch_db).resolve())
+    db = resolve(options.db or settings.stagewatch_db)
     region = options.region or settings.kombo_region
     base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
     with open_client(api_key, integration_id, base_url, settings) as client:
@@ -127,7 +158,7 @@ def sync_in_flow(integration_id: str, options: SyncOptions, api_key: SecretStr) 
                 options,
                 client=client,
                 store=store,
-                steps=TaskSteps(db=db, base_url=base_url),
+                steps=TaskSteps(db=redact(db), base_url=base_url),
             )
         finally:
             # The run is committed (durable, visible) and published by now: the flow run need not
@@ -148,7 +179,7 @@ def _state(outcomes: list[SyncOutcome]) -> State:
         o = outcomes[0]
         if o.status == "synced":
             return Completed(message=f"{o.changes} changes", data=data)
-        name = "NotReady" if o.status == "not_ready" else "Unsupported"
+        name = "Not ready" if o.status == "not_ready" else "Unsupported"
         return Completed(name=name, message=o.message, data=data)
     counts = {s: sum(o.status == s for o in outcomes) for s in report.STATUS_LABELS}
     message = ", ".join(f"{n} {report.STATUS_LABELS[s]}" for s, n in counts.items() if n)

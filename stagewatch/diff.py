@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 from dataclasses import dataclass
+from functools import cache
 
 EVENT_KINDS = (
     "first_seen",
@@ -46,9 +48,13 @@ EVENT_FIELDS = (
     "rejected_at",
     "deleted_at",
     "deleted_reason",
+    "from_stage_status",
+    "to_stage_status",
 )
 
 REMOTE_DELETED = "remote_deleted"
+# On PostgreSQL a run listing more applications than this refreshes the planner's statistics first.
+ANALYZE_ABOVE_ROWS = 10_000
 MISSING_FROM_FULL_LISTING = "missing_from_full_listing"
 
 
@@ -127,10 +133,10 @@ _DIFF_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS sw_diff (
     application_id TEXT PRIMARY KEY,
     staged_id INTEGER NOT NULL,
-    job_id TEXT, stage_id TEXT, stage_name TEXT, outcome TEXT,
+    job_id TEXT, stage_id TEXT, stage_name TEXT, stage_status TEXT, outcome TEXT,
     rejection_reason_name TEXT, rejected_at TEXT, remote_deleted_at TEXT,
     old_version INTEGER, old_job_id TEXT, old_stage_id TEXT, old_stage_name TEXT,
-    old_outcome TEXT, old_deleted_observed_at TEXT, old_deleted_reason TEXT,
+    old_stage_status TEXT, old_outcome TEXT, old_deleted_observed_at TEXT, old_deleted_reason TEXT,
     old_version_observed_at TEXT, old_first_seen_at TEXT, is_live INTEGER,
     is_first_seen INTEGER, is_restored INTEGER, is_job_changed INTEGER, is_stage_changed INTEGER,
     is_outcome_changed INTEGER, is_deleted INTEGER, is_tracked INTEGER
@@ -187,9 +193,15 @@ FROM (
                 WHERE js.integration_id = :integration_id AND js.job_id = s.job_id
                     AND js.stage_id = s.stage_id
             )) AS stage_name,
+            coalesce(s.stage_status, (
+                SELECT js.status FROM job_stages AS js
+                WHERE js.integration_id = :integration_id AND js.job_id = s.job_id
+                    AND js.stage_id = s.stage_id
+            )) AS stage_status,
             s.outcome, s.rejection_reason_name, s.rejected_at, s.remote_deleted_at,
             a.version AS old_version, a.job_id AS old_job_id, a.stage_id AS old_stage_id,
-            a.stage_name AS old_stage_name, a.outcome AS old_outcome,
+            a.stage_name AS old_stage_name, a.stage_status AS old_stage_status,
+            a.outcome AS old_outcome,
             a.deleted_observed_at AS old_deleted_observed_at,
             a.deleted_reason AS old_deleted_reason,
             a.version_observed_at AS old_version_observed_at,
@@ -262,6 +274,7 @@ _EVENT_INSERTS = (
         {
             "to_stage_id": "d.stage_id",
             "to_stage_name": "d.stage_name",
+            "to_stage_status": "d.stage_status",
             "to_outcome": "d.outcome",
             "to_job_id": "d.job_id",
             "rejection_reason_name": "d.rejection_reason_name",
@@ -277,6 +290,7 @@ _EVENT_INSERTS = (
         {
             "to_stage_id": "d.stage_id",
             "to_stage_name": "d.stage_name",
+            "to_stage_status": "d.stage_status",
             "to_outcome": "d.outcome",
             "to_job_id": "d.job_id",
         },
@@ -296,6 +310,8 @@ _EVENT_INSERTS = (
             "from_stage_name": "d.old_stage_name",
             "to_stage_id": "d.stage_id",
             "to_stage_name": "d.stage_name",
+            "from_stage_status": "coalesce(d.old_stage_status, f.status)",
+            "to_stage_status": "d.stage_status",
             "direction": _DIRECTION,
         },
         _STAGE_SOURCE,
@@ -354,13 +370,14 @@ WHERE integration_id = :integration_id
 
 _UPSERT_SNAPSHOT = f"""
 INSERT INTO applications (
-    integration_id, application_id, remote_id, job_id, stage_id, stage_name, outcome,
+    integration_id, application_id, remote_id, job_id, stage_id, stage_name, stage_status, outcome,
     rejection_reason_name, rejected_at, remote_deleted_at, changed_at, remote_created_at,
     remote_updated_at, deleted_observed_at, deleted_reason, first_seen_at, version_observed_at,
     last_run_id, version, content_hash, raw
 )
 SELECT
-    :integration_id, d.application_id, s.remote_id, d.job_id, d.stage_id, d.stage_name, d.outcome,
+    :integration_id, d.application_id, s.remote_id, d.job_id, d.stage_id, d.stage_name,
+    d.stage_status, d.outcome,
     d.rejection_reason_name, d.rejected_at, d.remote_deleted_at, s.changed_at,
     s.remote_created_at, s.remote_updated_at,
     CASE WHEN d.remote_deleted_at IS NULL THEN NULL
@@ -370,7 +387,7 @@ SELECT
     coalesce(d.old_first_seen_at, :observed_at),
     CASE WHEN d.is_tracked THEN :observed_at ELSE d.old_version_observed_at END,
     :run_id,
-    coalesce(d.old_version, 0) + d.is_tracked,
+    coalesce(d.old_version, 0) + CAST(d.is_tracked AS INTEGER),
     s.content_hash,
     s.raw
 FROM temp.sw_diff AS d
@@ -382,6 +399,7 @@ ON CONFLICT (integration_id, application_id) DO UPDATE SET
     job_id = excluded.job_id,
     stage_id = excluded.stage_id,
     stage_name = excluded.stage_name,
+    stage_status = excluded.stage_status,
     outcome = excluded.outcome,
     rejection_reason_name = excluded.rejection_reason_name,
     rejected_at = excluded.rejected_at,
@@ -399,13 +417,67 @@ ON CONFLICT (integration_id, application_id) DO UPDATE SET
 """
 
 
+# -- PostgreSQL: the same statements where the two agree, its own where they do not -------------
+
+_PG_APPLY_JOB_STAGES = f"""
+INSERT INTO job_stages (
+    integration_id, job_id, stage_id, remote_id, name, stage_index, position, status,
+    first_seen_at, last_seen_at
+)
+SELECT
+    :integration_id, s.job_id, stage.value->>'id', stage.value->>'remote_id',
+    stage.value->>'name', (stage.value->>'index')::integer, stage.ordinality - 1,
+    stage.value->>'status', :observed_at, :observed_at
+FROM staged_jobs AS s, jsonb_array_elements(s.stages::jsonb) WITH ORDINALITY AS stage
+WHERE s.run_id = :run_id AND {_LAST_STAGED_JOB}
+ON CONFLICT (integration_id, job_id, stage_id) DO UPDATE SET
+    remote_id = excluded.remote_id,
+    name = excluded.name,
+    stage_index = excluded.stage_index,
+    position = excluded.position,
+    status = excluded.status,
+    last_seen_at = excluded.last_seen_at
+"""
+
+_PG_OWN = {
+    _APPLY_JOB_STAGES: _PG_APPLY_JOB_STAGES,
+    _DIFF_TABLE: re.sub(r"(is_\w+) INTEGER", r"\1 BOOLEAN", _DIFF_TABLE),
+    _SEEN_TABLE: _SEEN_TABLE.replace("WITHOUT ROWID", ""),
+}
+
+
+@cache
+def _for_postgres(sql: str) -> str:
+    """A statement of this module as PostgreSQL spells it."""
+    if sql in _PG_OWN:
+        return _PG_OWN[sql]
+    sql = re.sub(r"\bIS NOT (?!NULL\b)", "IS DISTINCT FROM ", sql)
+    sql = sql.replace("temp.", "pg_temp.").replace("INDEXED BY applications_content", "")
+    sql = sql.replace("CROSS JOIN", "JOIN")
+    if "INSERT OR IGNORE INTO" in sql:
+        sql = sql.replace("INSERT OR IGNORE INTO", "INSERT INTO") + "\nON CONFLICT DO NOTHING"
+    return sql
+
+
+def _runner(conn, postgres: bool):
+    if not postgres:
+        return conn.execute
+    return lambda sql, *params: conn.execute(_for_postgres(sql), *params)
+
+
 def apply_jobs(
-    conn: sqlite3.Connection, *, run_id: int, integration_id: str, observed_at: str
+    conn: sqlite3.Connection,
+    *,
+    run_id: int,
+    integration_id: str,
+    observed_at: str,
+    postgres: bool = False,
 ) -> None:
     """Upsert the run's staged jobs and their stages; stages no longer listed keep their last values."""
     params = {"run_id": run_id, "integration_id": integration_id, "observed_at": observed_at}
-    conn.execute(_APPLY_JOBS, params)
-    conn.execute(_APPLY_JOB_STAGES, params)
+    execute = _runner(conn, postgres)
+    execute(_APPLY_JOBS, params)
+    execute(_APPLY_JOB_STAGES, params)
 
 
 @dataclass(frozen=True)
@@ -425,6 +497,7 @@ def apply_applications(
     observed_at: str,
     previous_observed_at: str | None,
     full: bool,
+    postgres: bool = False,
 ) -> Applied:
     """Write the run's events and bring the application snapshot up to date.
 
@@ -442,22 +515,29 @@ def apply_applications(
         "baseline": previous_observed_at is None,
     }
     # The scratch tables are temporary and transactional: a rollback leaves them as they were.
-    conn.execute(_SEEN_TABLE)
-    conn.execute(_DIFF_TABLE)
-    conn.execute(_ABSENT_TABLE)
-    conn.execute(_FILL_SEEN, params)
-    seen = conn.execute("SELECT count(*) FROM temp.sw_seen").fetchone()[0]
-    conn.execute(_FILL_DIFF, params)
+    execute = _runner(conn, postgres)
+    execute(_SEEN_TABLE)
+    execute(_DIFF_TABLE)
+    execute(_ABSENT_TABLE)
+    execute(_FILL_SEEN, params)
+    seen = execute("SELECT count(*) FROM temp.sw_seen").fetchone()[0]
+    if postgres:
+        # Statistics for the planner: temporary tables have none unless asked, and a big run's
+        # staging (or a first run's snapshot) is not yet analysed by autovacuum.
+        execute("ANALYZE temp.sw_seen")
+        if seen > ANALYZE_ABOVE_ROWS:
+            execute("ANALYZE staged_applications, applications, job_stages")
+    execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
-        conn.execute(statement, params)
+        execute(statement, params)
     absent = 0
     if full:
-        conn.execute(_FILL_ABSENT, params)
-        absent = conn.execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
-        conn.execute(_ABSENT_EVENTS, params)
-        conn.execute(_MARK_ABSENT, params)
-    conn.execute(_UPSERT_SNAPSHOT, params)
-    conn.execute("DELETE FROM temp.sw_diff")
-    conn.execute("DELETE FROM temp.sw_absent")
-    conn.execute("DELETE FROM temp.sw_seen")
+        execute(_FILL_ABSENT, params)
+        absent = execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
+        execute(_ABSENT_EVENTS, params)
+        execute(_MARK_ABSENT, params)
+    execute(_UPSERT_SNAPSHOT, params)
+    execute("DELETE FROM temp.sw_diff")
+    execute("DELETE FROM temp.sw_absent")
+    execute("DELETE FROM temp.sw_seen")
     return Applied(seen, absent)

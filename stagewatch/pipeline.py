@@ -43,11 +43,17 @@ class SyncOptions(BaseModel):
         ge=0,
         le=24 * 60,
         description=(
-            "The next run lists from this many minutes before this run's listing started, so "
-            "changes written while it listed are not missed. Re-listed records add no events."
+            "0 to 1440. The next run lists from this many minutes before this run's listing "
+            "started, so changes written while it listed are not missed. Re-listed records add "
+            "no events."
         ),
     )
-    page_size: int = Field(default=250, ge=1, le=250, description="Records per Kombo request.")
+    page_size: int = Field(
+        default=250,
+        ge=1,
+        le=250,
+        description="Records per Kombo request, 1 to 250 (Kombo's maximum).",
+    )
     since: datetime | None = Field(
         default=None,
         description=(
@@ -65,7 +71,10 @@ class SyncOptions(BaseModel):
     base_url: str | None = Field(
         default=None,
         pattern=r"^https?://\S+$",
-        description="Kombo API base URL; default KOMBO_BASE_URL, else the region's URL.",
+        description=(
+            "Kombo API base URL starting with http:// or https://; default KOMBO_BASE_URL, else "
+            "the region's URL."
+        ),
     )
     region: Literal["eu", "us"] | None = Field(
         default=None, description="Kombo region when no base_url is set; default KOMBO_REGION."
@@ -73,15 +82,15 @@ class SyncOptions(BaseModel):
     db: str | None = Field(
         default=None,
         min_length=1,
-        description="SQLite database path; default STAGEWATCH_DB, else stagewatch.db.",
+        description="SQLite path or postgresql:// URL; default STAGEWATCH_DB, else stagewatch.db.",
     )
     jobs_cache_hours: float = Field(
         default=6,
         ge=0,
         le=24 * 7,
         description=(
-            "Reuse a job listing of the same integration for this long (jobs change rarely); "
-            "0 lists jobs on every run."
+            "Hours, 0 to 168: reuse a job listing of the same integration for this long (jobs "
+            "change rarely); 0 lists jobs on every run."
         ),
     )
     max_events: int = Field(
@@ -89,8 +98,8 @@ class SyncOptions(BaseModel):
         ge=0,
         le=10_000,
         description=(
-            "Prefect events emitted per integration and run, hires and declines first; the rest "
-            "are counted in one stagewatch.sync.events-capped event."
+            "0 to 10000 Prefect events per integration and run, hires and declines first; the "
+            "rest are counted in one stagewatch.sync.events-capped event."
         ),
     )
 

@@ -88,7 +88,7 @@ def plan_publication(
     if not (committed and outcome.changes):
         return Publication(artifacts)
     if not baseline:
-        artifacts.append(_table(store, outcome))
+        artifacts.append(_table(store, outcome, job_names=job_names, candidate_names=names))
     events, left_out = _change_events(
         store,
         outcome,
@@ -112,9 +112,20 @@ def _late(outcome: SyncOutcome) -> str:
     return "" if late_by is None else f", published late by run {late_by}"
 
 
-def _table(store: Any, outcome: SyncOutcome) -> Artifact:
+def _table(
+    store: Any,
+    outcome: SyncOutcome,
+    *,
+    job_names: dict[str, str],
+    candidate_names: dict[str, str] | None,
+) -> Artifact:
     cap = report.DEFAULT_TABLE_CAP
-    rows = report.event_table(store.events(run_id=outcome.run_id, limit=cap), cap=cap)
+    rows = report.event_table(
+        store.events(run_id=outcome.run_id, limit=cap),
+        cap=cap,
+        job_names=job_names,
+        candidate_names=candidate_names,
+    )
     total = outcome.changes
     shown = f"all {total}" if len(rows) == total else f"the first {len(rows)} of {total}"
     return Artifact(

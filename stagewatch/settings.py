@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -36,7 +35,9 @@ class Settings(BaseSettings):
         default=None, description="Overrides the region's URL, e.g. the simulator's."
     )
     kombo_region: Literal["eu", "us"] = "eu"
-    stagewatch_db: Path = Path("stagewatch.db")
+    stagewatch_db: str = Field(
+        default="stagewatch.db", description="A SQLite file, or a postgresql:// URL."
+    )
     stagewatch_timeout: float = Field(default=DEFAULT_TIMEOUT, gt=0, description="Seconds.")
     stagewatch_max_attempts: int = Field(default=DEFAULT_MAX_ATTEMPTS, ge=1)
     stagewatch_initial_delay: float = Field(default=DEFAULT_INITIAL_DELAY, ge=0)

@@ -12,7 +12,8 @@ from prefect.events.worker import EventsWorker
 
 from stagewatch import publishing
 from stagewatch.publishing import Artifact, Publication
-from stagewatch.report import SyncOutcome
+from stagewatch.report import SyncOutcome, logs
+from tasks.names import run_name
 
 
 def _create(artifact: Artifact) -> str:
@@ -43,7 +44,7 @@ def send(publication: Publication) -> dict[str, Any]:
     }
 
 
-@task(name="publish", cache_policy=NO_CACHE)
+@task(name="publish", task_run_name=run_name("publish", "outcome"), cache_policy=NO_CACHE)
 def publish_task(
     store: Any, outcome: SyncOutcome, *, show_candidate_names: bool, max_events: int
 ) -> dict[str, Any]:
@@ -56,10 +57,11 @@ def publish_task(
         show_candidate_names=show_candidate_names,
         max_events=max_events,
     )
+    get_run_logger().info(logs.published_line(sent))
     return sent
 
 
-@task(name="publish-late", cache_policy=NO_CACHE)
+@task(name="publish-late", task_run_name=run_name("publish-late", "runs"), cache_policy=NO_CACHE)
 def publish_late_task(
     store: Any,
     runs: list[dict[str, Any]],

@@ -4,6 +4,11 @@ only where that helps; `TaskSteps` hands them to `stagewatch.pipeline`.
 The client retries single requests (transient errors, `Retry-After`); a task retry starts a whole
 listing again, which is worth it only after the client has used up its budget on transient errors.
 Fatal, not-ready and unsupported errors are never retried by anyone.
+
+Not ready and unsupported are Kombo's expected answers, not failures: their task runs end Completed
+under a state name that says so ("Not ready", "Unsupported"), uncached, and `TaskSteps` raises the
+error again in the flow, where the pipeline records it. Each task names its run after the
+integration and logs one INFO line saying what it did.
 """
 
 from __future__ import annotations
@@ -18,15 +23,19 @@ from datetime import datetime, timedelta
 from functools import cache, partial
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.cache_policies import INPUTS, NO_CACHE, RUN_ID, TASK_SOURCE, CachePolicy
 from prefect.context import FlowRunContext
 from prefect.runtime import task_run as current_task_run
+from prefect.states import Completed, State
+from prefect.transactions import get_transaction
 
 from stagewatch import fetch, pipeline
-from stagewatch.kombo.errors import TransientError
+from stagewatch.kombo.errors import KomboError, NotReadyError, TransientError, UnsupportedError
+from stagewatch.report import logs
 from stagewatch.store import Run
+from tasks.names import run_name
 from tasks.publish import publish_late_task, publish_task
 
 JOBS_CACHE_EXPIRATION = timedelta(hours=6)
@@ -95,7 +104,37 @@ def _attempt() -> int:
     return current_task_run.run_count or 1
 
 
-@task(name="open-run", cache_policy=OPEN_RUN_CACHE, cache_expiration=timedelta(days=1))
+EXPECTED_STATE_NAMES = {"not_ready": "Not ready", "unsupported": "Unsupported"}
+
+
+def expected_stop(exc: NotReadyError | UnsupportedError) -> State:
+    """The task run's end when Kombo answers not ready or unsupported: Completed, named for the
+    answer, its message the reason, its result the error (raised again in the flow by
+    `TaskSteps`). Never cached, so the next run asks Kombo again."""
+    transaction = get_transaction()
+    if transaction is not None:
+        transaction.write_on_commit = False
+    name = EXPECTED_STATE_NAMES[exc.run_status]
+    get_run_logger().info(logs.stopped_line(name, str(exc)))
+    return Completed(name=name, message=str(exc), data=exc)
+
+
+def raise_stopped(result: Any) -> Any:
+    """A step's result, or the error its task ended with as an expected stop (a task that
+    returns a state hands its caller that state)."""
+    if isinstance(result, State):
+        result = result.result()
+    if isinstance(result, KomboError):
+        raise result
+    return result
+
+
+@task(
+    name="open-run",
+    task_run_name=run_name("open-run", "integration_id"),
+    cache_policy=OPEN_RUN_CACHE,
+    cache_expiration=timedelta(days=1),
+)
 def open_run_task(
     store: Any,
     *,
@@ -110,17 +149,20 @@ def open_run_task(
     (and the staging its fetch tasks filled) instead of starting over. Waits a while for another
     run of the same integration (say the weekly full sync) to finish before giving up;
     `from_watermark` lets the store read the window only once it holds the lock."""
-    return store.begin_run(
+    run = store.begin_run(
         integration_id,
         mode=mode,
         window_start=window_start,
         wait=lock_wait_seconds,
         from_watermark=from_watermark,
     )
+    get_run_logger().info(logs.opened_line(run.id, run.mode, run.window_start))
+    return run
 
 
 @task(
     name="fetch-jobs",
+    task_run_name=run_name("fetch-jobs", "integration_id"),
     cache_policy=FETCH_JOBS_CACHE,
     cache_expiration=JOBS_CACHE_EXPIRATION,
     retries=LISTING_RETRIES,
@@ -139,7 +181,13 @@ def fetch_jobs_task(
 ) -> dict[str, Any]:
     """Stage the integration's jobs. The result names the run that staged them: a cache hit from
     an earlier run means the jobs snapshot already holds them."""
-    return fetch.fetch_jobs(client, store, run, page_size=page_size) | {"attempt": _attempt()}
+    waited = client.stats.waited_seconds
+    try:
+        result = fetch.fetch_jobs(client, store, run, page_size=page_size)
+    except (NotReadyError, UnsupportedError) as exc:
+        return expected_stop(exc)
+    get_run_logger().info(logs.jobs_line(result, client.stats.waited_seconds - waited))
+    return result | {"attempt": _attempt()}
 
 
 class ListingProgress:
@@ -164,6 +212,7 @@ class ListingProgress:
         self.monotonic = monotonic
         self.updated_at: float | None = None
         self.artifact_id = None
+        self.pages = self.applications = 0
 
     def percent(self, applications: int, pages: int) -> float:
         if self.expected is None:  # asked once, and only for a listing long enough to show
@@ -173,6 +222,7 @@ class ListingProgress:
         return 100.0 * pages / (pages + 50)  # unknown size: keeps moving, never claims done
 
     def __call__(self, pages: int, applications: int) -> None:
+        self.pages, self.applications = pages, applications
         if pages % self.every:
             return
         now = self.monotonic()
@@ -189,12 +239,21 @@ class ListingProgress:
             update_progress_artifact(self.artifact_id, progress, description=description)
 
     def finish(self) -> None:
+        """The last update states what the whole listing listed, beside its 100%."""
         if self.artifact_id is not None:
-            update_progress_artifact(self.artifact_id, 100.0)
+            update_progress_artifact(
+                self.artifact_id,
+                100.0,
+                description=(
+                    f"{self.integration_id}: done, {self.pages} pages, "
+                    f"{self.applications} applications listed"
+                ),
+            )
 
 
 @task(
     name="fetch-applications",
+    task_run_name=run_name("fetch-applications", "run"),
     cache_policy=FETCH_APPLICATIONS_CACHE,
     cache_expiration=timedelta(days=1),
     retries=LISTING_RETRIES,
@@ -217,26 +276,33 @@ def fetch_applications_task(
     the diff needs to judge them (see `stagewatch.fetch.fetch_applications`). A retry lists
     again from the start; staging keeps the last version of each application."""
     progress = ListingProgress(run.integration_id, estimate, progress_every)
-    result = fetch.fetch_applications(
-        client,
-        store,
-        run,
-        updated_after,
-        page_size=page_size,
-        on_page=progress,
-        confirm_absent=confirm_absent,
-        refetch_jobs=refetch_jobs,
-    )
+    waited = client.stats.waited_seconds
+    try:
+        result = fetch.fetch_applications(
+            client,
+            store,
+            run,
+            updated_after,
+            page_size=page_size,
+            on_page=progress,
+            confirm_absent=confirm_absent,
+            refetch_jobs=refetch_jobs,
+        )
+    except (NotReadyError, UnsupportedError) as exc:
+        return expected_stop(exc)
     progress.finish()
+    get_run_logger().info(logs.applications_line(result, client.stats.waited_seconds - waited))
     return result | {"attempt": _attempt()}
 
 
-@task(name="diff-stages", cache_policy=NO_CACHE)
+@task(name="diff-stages", task_run_name=run_name("diff-stages", "run"), cache_policy=NO_CACHE)
 def diff_stages_task(store: Any, run: Run, **arguments: Any) -> dict[str, Any]:
     """Diff staging against the snapshot and commit the run in the store's one transaction (see
     `stagewatch.pipeline.commit`). Not retried here: a failure leaves staging in place, and a
     retry of the flow run resumes from it."""
-    return pipeline.commit(store, run, **arguments)
+    result = pipeline.commit(store, run, **arguments)
+    get_run_logger().info(logs.committed_line(result))
+    return result
 
 
 def flow_will_retry() -> bool:
@@ -274,29 +340,33 @@ class TaskSteps:
             task = fetch_jobs_task.with_options(
                 cache_expiration=timedelta(hours=options.jobs_cache_hours)
             )
-        return task(
-            client,
-            store,
-            run,
-            db=self.db,
-            base_url=self.base_url,
-            integration_id=run.integration_id,
-            page_size=options.page_size,
+        return raise_stopped(
+            task(
+                client,
+                store,
+                run,
+                db=self.db,
+                base_url=self.base_url,
+                integration_id=run.integration_id,
+                page_size=options.page_size,
+            )
         )
 
     def fetch_applications(self, client, store, run, options, **listing):
         estimate = None
         if run.window_start is None:  # a complete listing lists what the store holds
             estimate = partial(store.live_applications, run.integration_id)
-        return fetch_applications_task(
-            client,
-            store,
-            run,
-            run.window_start,
-            page_size=options.page_size,
-            estimate=estimate,
-            progress_every=PROGRESS_EVERY_PAGES,
-            **listing,
+        return raise_stopped(
+            fetch_applications_task(
+                client,
+                store,
+                run,
+                run.window_start,
+                page_size=options.page_size,
+                estimate=estimate,
+                progress_every=PROGRESS_EVERY_PAGES,
+                **listing,
+            )
         )
 
     def commit(self, store, run, **arguments):

@@ -3,6 +3,7 @@ rest of the suite never starts a Prefect server."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 
@@ -35,7 +36,8 @@ def prefect_harness(tmp_path_factory):
                 PREFECT_RESULTS_LOCAL_STORAGE_PATH: str(results),
             }
         ),
-        prefect_test_harness(),
+        # Generous: under load (helpers, pytest-xdist) the server has taken over 30 s to answer.
+        prefect_test_harness(server_startup_timeout=120),
     ):
         yield results
 
@@ -63,11 +65,87 @@ def held_checkpoint(monkeypatch):
 
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, tests that share one expensive session fixture run on one worker:
-    the browser tests share one Prefect server and its runs; the flow tests one Prefect harness."""
-    groups = {"browser": "browser", "test_flows": "prefect", "test_deployments": "prefect"}
+    the browser tests share one Prefect server and its runs; the others one Prefect harness."""
     for item in items:
-        path = item.nodeid.split("::")[0]
-        for part, group in groups.items():
-            if part in path:
-                item.add_marker(pytest.mark.xdist_group(group))
-                break
+        if "browser" in item.nodeid.split("::")[0]:
+            item.add_marker(pytest.mark.xdist_group("browser"))
+        elif "prefect_harness" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("prefect"))
+
+
+# -- PostgreSQL: the store tests run on both backends ---------------------------------------------
+
+POSTGRES_URL_ENV = "STAGEWATCH_TEST_POSTGRES_URL"
+POSTGRES_DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# Set (say in CI) to fail rather than skip the PostgreSQL tests when no server answers.
+POSTGRES_REQUIRED_ENV = "STAGEWATCH_TEST_REQUIRE_POSTGRES"
+_postgres_skipped: list[str] = []
+
+
+def postgres_url() -> str:
+    return os.environ.get(POSTGRES_URL_ENV) or POSTGRES_DEFAULT_URL
+
+
+def _postgres_unavailable() -> str | None:
+    """Why the test server cannot be used, or None; asked once per session."""
+    if not hasattr(_postgres_unavailable, "reason"):
+        import psycopg
+
+        from stagewatch.store.location import redact
+
+        try:
+            psycopg.connect(postgres_url(), connect_timeout=3).close()
+            _postgres_unavailable.reason = None
+        except psycopg.Error as exc:
+            line = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            _postgres_unavailable.reason = f"{redact(postgres_url())}: {redact(line)}"
+    return _postgres_unavailable.reason
+
+
+@contextlib.contextmanager
+def postgres_schema():
+    """A URL of the test server naming a schema of its own, dropped afterwards; skips (or fails,
+    see POSTGRES_REQUIRED_ENV) when no server answers."""
+    import uuid
+
+    import psycopg
+
+    reason = _postgres_unavailable()
+    if reason is not None:
+        if os.environ.get(POSTGRES_REQUIRED_ENV):
+            pytest.fail(f"PostgreSQL is required ({POSTGRES_REQUIRED_ENV}) but {reason}")
+        _postgres_skipped.append(reason)
+        pytest.skip(f"no PostgreSQL server answers at {reason}")
+    schema = f"sw_test_{uuid.uuid4().hex[:12]}"
+    base = postgres_url()
+    try:
+        yield f"{base}{'&' if '?' in base else '?'}schema={schema}"
+    finally:
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+
+
+@pytest.fixture
+def pg_url():
+    """A store URL on the test server, in a schema of the test's own."""
+    with postgres_schema() as url:
+        yield url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request, tmp_path):
+    """Where a test's store lives: a SQLite file, then a PostgreSQL schema (`pg_url`)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "sw.db")
+    return request.getfixturevalue("pg_url")
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _postgres_skipped:
+        terminalreporter.write_sep(
+            "!",
+            f"POSTGRESQL TESTS SKIPPED ({len(_postgres_skipped)}): no server answers at "
+            f"{_postgres_skipped[0]}; set {POSTGRES_URL_ENV} to run them",
+            red=True,
+            bold=True,
+        )

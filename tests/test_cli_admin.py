@@ -6,14 +6,13 @@ import json
 import os
 import re
 import socket
-import sqlite3
 
 import pytest
 from typer.testing import CliRunner
 
 from stagewatch.cli import app
 from stagewatch.store import LeaseLostError, Store
-from tests.test_store_fixtures import INTEGRATION, application
+from tests.test_store_fixtures import INTEGRATION, application, db_rows
 
 HOST = socket.gethostname()
 STARTED = "2026-01-05T09:00:00.000Z"
@@ -26,14 +25,14 @@ def invoke(*args: str, columns: int = 200):
     return CliRunner().invoke(app, list(args), env={"COLUMNS": str(columns)})
 
 
-def rows(db, sql: str) -> list[tuple]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute(sql).fetchall()
+def rows(db, sql: str, params=()) -> list[tuple]:
+    return db_rows(db, sql, params)
 
 
 @pytest.fixture
-def db(tmp_path):
-    return tmp_path / "sw.db"
+def db(db_url):
+    """The store: a SQLite file, then a PostgreSQL schema."""
+    return db_url
 
 
 def held_elsewhere(db, expires: str) -> None:
@@ -41,12 +40,12 @@ def held_elsewhere(db, expires: str) -> None:
     with Store(db) as store:
         run = store.begin_run(INTEGRATION, "full")
         store.stage_applications(run.id, [application("app-1")])
-    with sqlite3.connect(db) as conn:
-        conn.execute(
-            "UPDATE run_locks SET pid = 4242, hostname = 'worker-7', machine = ?, "
-            "acquired_at = ?, renewed_at = ?, lease_expires_at = ?",
-            (OTHER_MACHINE, STARTED, STARTED, expires),
-        )
+    rows(
+        db,
+        "UPDATE run_locks SET pid = 4242, hostname = 'worker-7', machine = ?, "
+        "acquired_at = ?, renewed_at = ?, lease_expires_at = ?",
+        (OTHER_MACHINE, STARTED, STARTED, expires),
+    )
 
 
 def test_unlock_refuses_a_live_lease_from_another_host_and_changes_nothing(db):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import re
@@ -12,6 +13,8 @@ from typer.testing import CliRunner
 
 from stagewatch.cli import app
 from stagewatch.store import Store
+from stagewatch.store.location import is_postgres
+from tests.conftest import postgres_schema
 from tests.test_store_fixtures import (
     CONTRACT_FIELDS,
     FINISHED,
@@ -20,6 +23,7 @@ from tests.test_store_fixtures import (
     Runner,
     application,
     at,
+    db_rows,
     job,
 )
 
@@ -34,10 +38,20 @@ def key(integration_id: str, application_id: str, kind: str, version: int) -> st
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cli") / "sw.db"
-    with Store(path, clock=lambda: FINISHED) as store:
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def db(request, tmp_path_factory):
+    """The store the commands read: a SQLite file, then a PostgreSQL schema."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            target = tmp_path_factory.mktemp("cli") / "sw.db"
+        else:
+            target = stack.enter_context(postgres_schema())
+        _fill(target)
+        yield target
+
+
+def _fill(target) -> None:
+    with Store(target, clock=lambda: FINISHED) as store:
         runner = Runner(store)
         runner.run(
             [application("app-1"), application("app-2", ("st-screen", "Phone screen"))],
@@ -59,7 +73,6 @@ def db(tmp_path_factory) -> Path:
             watermark=at(29),
         )
         Runner(store, OTHER_INTEGRATION).run([application("app-9")], hours=1, jobs=[job()])
-    return path
 
 
 def invoke(*args: str, env: dict[str, str] | None = None):
@@ -89,6 +102,8 @@ def first_seen(app_id, stage_id, stage_name, integration=INTEGRATION, observed=H
         "rejected_at": None,
         "deleted_at": None,
         "deleted_reason": None,
+        "from_stage_status": None,
+        "to_stage_status": None,
     }
 
 
@@ -164,9 +179,9 @@ def test_changes_as_csv_with_filters(db):
         ",".join(CONTRACT_FIELDS)
         + "\n"
         + f"{STAGE_MOVE['event_key']},{INTEGRATION},app-1,stage_changed,{H30},{H0},job-1,2,"
-        "st-applied,Applied,st-onsite,Onsite,forward,,,,,,,,\n"
+        "st-applied,Applied,st-onsite,Onsite,forward,,,,,,,,,,\n"
         + f"{DECLINE['event_key']},{INTEGRATION},app-2,outcome_changed,{H30},{H0},job-1,2,"
-        ',,,,,PENDING,DECLINED,,,"Not a fit, sadly",,,\n'
+        ',,,,,PENDING,DECLINED,,,"Not a fit, sadly",,,,,\n'
     )
 
 
@@ -346,11 +361,24 @@ def test_bad_filters_are_usage_errors(db):
     assert "'moved' is not one of 'first_seen', 'stage_changed'" in kind.output
 
 
+def _contents(db) -> list:
+    """The files beside a SQLite store; a PostgreSQL schema's relations and migrations."""
+    if not is_postgres(str(db)):
+        return sorted(p.name for p in db.parent.iterdir())
+    return db_rows(
+        db,
+        "SELECT (SELECT count(*) FROM pg_class WHERE relnamespace = current_schema()::regnamespace),"
+        " (SELECT count(*) FROM stagewatch_migrations), (SELECT count(*) FROM sync_runs)",
+    )
+
+
 def test_read_only_commands_leave_no_files_behind(db):
-    before = sorted(p.name for p in db.parent.iterdir())
+    before = _contents(db)
     for command in (["changes"], ["history", "app-1"], ["status"], ["schema", "--markdown"]):
         assert invoke(*command, "--db", str(db)).exit_code == 0
-    assert sorted(p.name for p in db.parent.iterdir()) == before == ["sw.db"]
+    assert _contents(db) == before
+    if not is_postgres(str(db)):
+        assert before == ["sw.db"]
 
 
 def test_schema_prints_sql_and_the_readme_holds_its_markdown(tmp_path):

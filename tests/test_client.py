@@ -957,7 +957,7 @@ def test_settings_defaults(clean_env):
         "kombo_api_key": None,
         "kombo_base_url": None,
         "kombo_region": "eu",
-        "stagewatch_db": __import__("pathlib").Path("stagewatch.db"),
+        "stagewatch_db": "stagewatch.db",
         "stagewatch_timeout": 30.0,
         "stagewatch_max_attempts": 6,
         "stagewatch_initial_delay": 0.5,

@@ -3,8 +3,9 @@
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
+
+import pytest
 
 from stagewatch import report
 from stagewatch.store import Store
@@ -12,6 +13,9 @@ from stagewatch.store import Store
 STAGEWATCH = str(Path(sys.executable).parent / "stagewatch")
 
 
+# An ephemeral Prefect start-up and three flow runs: about 25 s alone, several times that on a
+# loaded machine, so the test's own limit is wider than the suite's.
+@pytest.mark.timeout(300)
 def test_demo_runs_offline_and_points_to_what_it_made(tmp_path):
     output = tmp_path / "demo"
     env = {
@@ -20,16 +24,14 @@ def test_demo_runs_offline_and_points_to_what_it_made(tmp_path):
         if not key.startswith(("PREFECT_", "KOMBO_", "STAGEWATCH_"))
     }
     env["HOME"] = str(tmp_path / "no-such-home")
-    started = time.monotonic()
     result = subprocess.run(
         [STAGEWATCH, "demo", "--days", "2", "--applications", "60", "--output", str(output)],
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=280,
         cwd=tmp_path,
     )
-    elapsed = time.monotonic() - started
 
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
@@ -51,6 +53,5 @@ def test_demo_runs_offline_and_points_to_what_it_made(tmp_path):
     assert moves, "two simulated days move some applications"
     artifact = (output / f"{report.artifact_key(normal)}.md").read_text()
     assert artifact.startswith(
-        f"# {report.escape_md(normal, redact=False)}: incremental sync, {len(last_events)} change"
+        f"# {report.escape_md(report.short_id(normal))}: incremental sync, {len(last_events)} change"
     )
-    assert elapsed < 120

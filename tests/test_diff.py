@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 
 import pytest
 from hypothesis import given, settings
@@ -20,6 +19,7 @@ from tests.test_store_fixtures import (
     application,
     at,
     counts,
+    db_rows,
     event,
     events_without_keys,
     job,
@@ -38,8 +38,8 @@ OFFER = ("st-offer", "Offer")
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store(tmp_path / "sw.db", clock=lambda: FINISHED) as store:
+def store(db_url):
+    with Store(db_url, clock=lambda: FINISHED) as store:
         yield store
 
 
@@ -49,8 +49,7 @@ def runner(store):
 
 
 def rows(store: Store, sql: str) -> list[tuple]:
-    with sqlite3.connect(store.path) as conn:
-        return conn.execute(sql).fetchall()
+    return db_rows(store.path, sql)
 
 
 def test_first_seen_carries_stage_outcome_and_job(store, runner):

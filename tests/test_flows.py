@@ -193,7 +193,7 @@ def test_artifacts_events_and_jobs_cache_over_three_runs(simulate, recorded_even
             r"round \`2\`"
         )
         assert (
-            f"| {app_id} | {report.escape_md(job.name)} | {report.escape_md(first.name)} | {escaped_stage} |"
+            f"| {app_id} | {report.escape_md(job.name)} | {report.escape_md(first.name)} → {escaped_stage} |"
             in second_md
         )
         assert (
@@ -204,7 +204,7 @@ def test_artifacts_events_and_jobs_cache_over_three_runs(simulate, recorded_even
         third_md = markdown_of(run3, normal)
         assert (
             rf"| {app_id} (Ada \| &lt;b&gt; Love\_lace) | {report.escape_md(job.name)} | "
-            rf"{escaped_stage} | {report.escape_md(first.name)} | **⚠ backward** |"
+            rf"{escaped_stage} → {report.escape_md(first.name)} | **⚠ backward** |"
         ) in third_md
 
     emitted = recorded_events()
@@ -378,7 +378,7 @@ def test_many_integrations_report_each_and_one_failure_stops_none(
     )
     for integration_id, outcome in outcomes.items():
         assert (
-            f"| {report.escape_md(integration_id, redact=False)} | {report.STATUS_LABELS[outcome['status']]} |"
+            f"| {report.escape_md(integration_id)} | {report.STATUS_LABELS[outcome['status']]}"
             in summary
         )
     not_ready = markdown_of(state, world.integration_for("setup-pending"))
@@ -590,7 +590,9 @@ def test_runs_committed_but_never_published_are_published_late_by_the_next_sync(
     for artifact, run_id in zip(published, (2, 3, 5), strict=True):
         observed = events[run_id][0]["observed_at"]
         lines = artifact.data.splitlines()
-        assert lines[0] == f"# {report.escape_md(normal, redact=False)}: incremental sync, 1 change"
+        assert (
+            lines[0] == f"# {report.escape_md(report.short_id(normal))}: incremental sync, 1 change"
+        )
         late = (
             f"**Published late**, run {run_id} observed at {observed}: the process that "
             f"committed it stopped before publishing; run 5 published it."

@@ -85,10 +85,10 @@ def _events(db: Path, run_id: int) -> list[dict]:
 # -- 2. an unparseable record is listed, never deleted ---------------------------------------------
 
 
-def test_an_unparseable_record_in_a_full_listing_keeps_its_snapshot_and_is_not_deleted(tmp_path):
+def test_an_unparseable_record_in_a_full_listing_keeps_its_snapshot_and_is_not_deleted(db_url):
     world = _small_world()
     integration = world.normal_integration_id
-    db = tmp_path / "sw.db"
+    db = db_url
     clean = SimulatorTransport(world)
     _sync(db, clean, integration, "full")
     with Store(db, readonly=True) as store:
@@ -120,10 +120,10 @@ def test_an_unparseable_record_in_a_full_listing_keeps_its_snapshot_and_is_not_d
 # -- 3. absence is confirmed by id before it becomes a deletion -----------------------------------
 
 
-def test_a_record_a_full_listing_skipped_is_looked_up_and_only_the_gone_are_deleted(tmp_path):
+def test_a_record_a_full_listing_skipped_is_looked_up_and_only_the_gone_are_deleted(db_url):
     world = _small_world()
     integration = world.normal_integration_id
-    db = tmp_path / "sw.db"
+    db = db_url
     clean = SimulatorTransport(world)
     first = _sync(db, clean, integration, "full")
     live = sorted(
@@ -158,10 +158,10 @@ def test_a_record_a_full_listing_skipped_is_looked_up_and_only_the_gone_are_dele
 # -- 4. an ATS without jobs is tracked for what it has --------------------------------------------
 
 
-def test_an_ats_without_the_jobs_model_still_tracks_its_applications(tmp_path):
+def test_an_ats_without_the_jobs_model_still_tracks_its_applications(db_url):
     world = _small_world("no-jobs")
     integration = world.integration_for("no-jobs")
-    db = tmp_path / "sw.db"
+    db = db_url
     transport = SimulatorTransport(world)
     first = _sync(db, transport, integration, "full")
     assert (first.status, first.jobs_unavailable) == ("synced", "INTEGRATION.MODEL_NOT_AVAILABLE")
@@ -183,8 +183,8 @@ def test_an_ats_without_the_jobs_model_still_tracks_its_applications(tmp_path):
 # -- 5. a first sighting already decided is a hire or a decline -----------------------------------
 
 
-def test_a_first_sighting_hired_or_declined_after_the_baseline_is_an_outcome_change(tmp_path):
-    with Store(tmp_path / "sw.db") as store:
+def test_a_first_sighting_hired_or_declined_after_the_baseline_is_an_outcome_change(db_url):
+    with Store(db_url) as store:
         runner = Runner(store)
         declined = {"rejection_reason_name": "Knock-out", "rejected_at": "2026-01-05T09:30:00Z"}
         runner.run([application("app-0", outcome="DECLINED", **declined)], hours=0, jobs=[job()])
@@ -249,12 +249,12 @@ def _stage(stage_id: str, name: str, index: int) -> dict:
     return {"id": stage_id, "remote_id": None, "name": name, "index": index}
 
 
-def test_a_stage_added_after_the_cached_job_listing_is_fetched_before_the_diff(tmp_path):
+def test_a_stage_added_after_the_cached_job_listing_is_fetched_before_the_diff(db_url):
     kombo = FakeKombo(datetime(2026, 1, 5, 9, tzinfo=UTC))
     stages = [_stage(sid, name, index) for sid, name, index in PIPELINE[:2]]
     kombo.jobs["job-1"] = {"id": "job-1", "name": "Engineer", "stages": stages}
     kombo.applications["app-1"] = {"id": "app-1", "job_id": "job-1", "current_stage": stages[0]}
-    db = tmp_path / "sw.db"
+    db = db_url
     _sync(db, kombo, INTEGRATION, "full")
     # Kombo's job gains a stage and the application moves into it; the next run reuses its jobs.
     added = _stage("st-final", "Final interview", 5)
@@ -296,8 +296,8 @@ def test_a_stage_added_after_the_cached_job_listing_is_fetched_before_the_diff(t
 # -- 7. a `since` later than the watermark never skips what lies between --------------------------
 
 
-def test_a_since_later_than_the_watermark_leaves_the_watermark_where_it_was(tmp_path):
-    with Store(tmp_path / "sw.db") as store:
+def test_a_since_later_than_the_watermark_leaves_the_watermark_where_it_was(db_url):
+    with Store(db_url) as store:
         full = store.begin_run(INTEGRATION, "full", started_at=at(1))
         store.commit_run(full.id, observed_at=at(1), next_watermark=at(0.9))
         later = store.begin_run(INTEGRATION, "incremental", started_at=at(6), window_start=at(5))
@@ -322,8 +322,8 @@ def test_a_since_later_than_the_watermark_leaves_the_watermark_where_it_was(tmp_
 # -- 8. smaller truths ------------------------------------------------------------------------------
 
 
-def test_a_deletion_closes_the_stay_and_a_restore_opens_a_new_one(tmp_path):
-    with Store(tmp_path / "sw.db") as store:
+def test_a_deletion_closes_the_stay_and_a_restore_opens_a_new_one(db_url):
+    with Store(db_url) as store:
         runner = Runner(store)
         runner.run([application("app-1", APPLIED)], hours=0, jobs=[job()])
         gone = application("app-1", APPLIED, remote_deleted_at="2026-01-05T10:30:00Z")
@@ -344,8 +344,8 @@ def test_a_deletion_closes_the_stay_and_a_restore_opens_a_new_one(tmp_path):
     ]
 
 
-def test_changes_while_deleted_update_the_snapshot_but_record_no_events(tmp_path):
-    with Store(tmp_path / "sw.db") as store:
+def test_changes_while_deleted_update_the_snapshot_but_record_no_events(db_url):
+    with Store(db_url) as store:
         runner = Runner(store)
         runner.run([application("app-1", APPLIED)], hours=0, jobs=[job()])
         deleted = {"remote_deleted_at": "2026-01-05T10:30:00Z"}
@@ -357,8 +357,8 @@ def test_changes_while_deleted_update_the_snapshot_but_record_no_events(tmp_path
         ]
 
 
-def test_a_clock_running_ahead_never_fails_a_run_and_the_watermark_never_goes_back(tmp_path):
-    with Store(tmp_path / "sw.db") as store:
+def test_a_clock_running_ahead_never_fails_a_run_and_the_watermark_never_goes_back(db_url):
+    with Store(db_url) as store:
         runner = Runner(store)
         runner.run([application("app-1", APPLIED)], hours=5, jobs=[job()], watermark=at(4.9))
         # Kombo's clock (or ours, corrected) is an hour behind the previous observation.

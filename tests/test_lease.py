@@ -45,16 +45,16 @@ class Clock:
 
 
 @pytest.fixture
-def path(tmp_path):
-    return tmp_path / "sw.db"
+def path(db_url):
+    """Where the store lives: a SQLite file, then a PostgreSQL schema."""
+    return db_url
 
 
 def move_holder(path, **columns) -> None:
     """Make the lock (and its run) look held by another process: the columns given change."""
     assignments = ", ".join(f"{name} = :{name}" for name in columns)
-    with sqlite3.connect(path) as conn:
-        conn.execute(f"UPDATE run_locks SET {assignments}", columns)
-        conn.execute(f"UPDATE sync_runs SET {assignments} WHERE status = 'running'", columns)
+    rows(path, f"UPDATE run_locks SET {assignments}", columns)
+    rows(path, f"UPDATE sync_runs SET {assignments} WHERE status = 'running'", columns)
 
 
 def hold(path, clock: Clock) -> Run:
@@ -311,13 +311,13 @@ def test_a_run_finished_under_this_host_name_on_another_machine_waits_the_grace_
     clock = Clock()
     with Store(path, clock=clock) as store:
         store.commit_run(store.begin_run(INTEGRATION, "full").id, observed_at=at(0))
-        with sqlite3.connect(path) as conn:
-            conn.execute("UPDATE sync_runs SET pid = ?, machine = ?", (dead_pid(), OTHER_MACHINE))
+        rows(path, "UPDATE sync_runs SET pid = ?, machine = ?", (dead_pid(), OTHER_MACHINE))
         assert store.unpublished_runs(INTEGRATION) == []
         clock.advance(30 * 60)
         assert [run["id"] for run in store.unpublished_runs(INTEGRATION)] == [1]
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # the upgrade of a SQLite file
 def test_upgrading_turns_a_held_lock_into_a_lease_from_when_it_was_taken(path):
     db = Database(sqlite3.connect(path, isolation_level=None))
     migrations.apply(db, stop_before="0004_run_leases")

@@ -34,3 +34,27 @@ def test_progress_updates_follow_pages_and_are_spaced_in_time(monkeypatch):
         ("artifact-1", 60.0),
         ("artifact-1", 100.0),
     ]
+
+
+def test_the_last_update_states_the_whole_listing(monkeypatch):
+    descriptions = []
+    monkeypatch.setattr(
+        tasks.steps,
+        "create_progress_artifact",
+        lambda progress, description: descriptions.append((progress, description)) or "a-1",
+    )
+    monkeypatch.setattr(
+        tasks.steps,
+        "update_progress_artifact",
+        lambda artifact_id, progress, description=None: descriptions.append(
+            (progress, description)
+        ),
+    )
+    progress = ListingProgress("greenhouse:x", None, every=20, min_seconds=0.0)
+    for pages in range(1, 31):
+        progress(pages, pages * 10)
+    progress.finish()
+    assert descriptions == [
+        (100.0 * 20 / 70, "greenhouse:x: 20 pages, 200 applications listed so far"),
+        (100.0, "greenhouse:x: done, 30 pages, 300 applications listed"),
+    ]

@@ -94,11 +94,13 @@ def test_a_full_run_without_a_window_or_watermark():
 def test_the_artifact_of_a_late_run_says_so_under_its_title():
     outcome = report.outcome_from_run(RUN, OUTCOMES, published_late_by=9)
     lines = report.integration_markdown(outcome, []).splitlines()
-    assert lines[:5] == [
-        f"# {report.escape_md(INTEGRATION, redact=False)}: incremental sync, 6 changes",
+    assert lines[:7] == [
+        f"# {report.escape_md(report.short_id(INTEGRATION))}: incremental sync, 6 changes",
         "",
         "**Published late**, run 7 observed at 2026-01-05T10:00:01.000Z: the process that "
         "committed it stopped before publishing; run 9 published it.",
+        "",
+        f"**Integration:** {report.escape_md(INTEGRATION)}",
         "",
         "**Window:** changes after 2026-01-05T08:50:00.000Z, listing started "
         "2026-01-05T10:00:01.000Z",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +28,7 @@ from tests.reliability.harness import (
     leftovers,
     sync_in_process,
 )
+from tests.test_store_fixtures import db_rows
 
 KEY = drill_key()
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,6 +46,16 @@ def scanner():
 @pytest.mark.parametrize("case", STORMS, ids=[*FAULT_KINDS, "all-kinds"])
 def test_a_week_under_a_fault_storm_leaves_the_fault_free_history(case, tmp_path, scanner):
     result = faults.run_storm_case(case, tmp_path, KEY, scanner)
+    assert result.problems == []
+    assert (result.lost, result.duplicated) == (0, 0)
+    assert result.info["retries"] > 0
+    assert scanner.where == []
+
+
+def test_a_week_under_a_fault_storm_on_postgres_leaves_sqlites_fault_free_history(
+    tmp_path, scanner, pg_url
+):
+    result = faults.run_storm_case(STORMS[-1], tmp_path, KEY, scanner, faulty_at=pg_url)
     assert result.problems == []
     assert (result.lost, result.duplicated) == (0, 0)
     assert result.info["retries"] > 0
@@ -97,17 +107,25 @@ def test_a_second_run_of_a_locked_integration_is_refused_by_name(tmp_path, scann
     assert scanner.where == []
 
 
-@pytest.mark.parametrize("same", [True, False], ids=["same-integration", "two-integrations"])
-def test_two_threads_syncing_one_database_lose_and_repeat_nothing(same, tmp_path, scanner):
-    result = concurrency.threads_case(tmp_path, KEY, scanner, same_integration=same)
+@pytest.mark.parametrize(
+    ("same", "backend"),
+    [(True, "sqlite"), (False, "sqlite"), (True, "postgres"), (False, "postgres")],
+    ids=["same-integration", "two-integrations", "same-integration-pg", "two-integrations-pg"],
+)
+def test_two_threads_syncing_one_database_lose_and_repeat_nothing(
+    same, backend, tmp_path, scanner, request
+):
+    store_at = request.getfixturevalue("pg_url") if backend == "postgres" else None
+    result = concurrency.threads_case(
+        tmp_path, KEY, scanner, same_integration=same, store_at=store_at
+    )
     assert result.problems == []
     assert (result.lost, result.duplicated) == (0, 0)
     assert scanner.where == []
 
 
-def _runs(db: Path) -> list[tuple[int, str]]:
-    with sqlite3.connect(db) as conn:
-        return conn.execute("SELECT id, status FROM sync_runs ORDER BY id").fetchall()
+def _runs(db) -> list[tuple[int, str]]:
+    return db_rows(db, "SELECT id, status FROM sync_runs ORDER BY id")
 
 
 @pytest.fixture(scope="module")
@@ -133,21 +151,25 @@ def served_week(tmp_path_factory):
     stop()
 
 
-@pytest.mark.parametrize(
-    ("hook", "mode"),
-    [
-        ("stage:after_insert", "incremental"),
-        ("commit:start", "incremental"),
-        ("commit:after_diff", "incremental"),
-        ("commit:before_commit", "incremental"),
-        ("commit:after_diff", "full"),
-    ],
-)
+# On PostgreSQL too, where a killed process leaves its transaction to the server to roll back.
+CRASHES = [
+    ("stage:after_insert", "incremental", "sqlite"),
+    ("commit:start", "incremental", "sqlite"),
+    ("commit:after_diff", "incremental", "sqlite"),
+    ("commit:before_commit", "incremental", "sqlite"),
+    ("commit:after_diff", "full", "sqlite"),
+    ("stage:after_insert", "incremental", "postgres"),
+    ("commit:before_commit", "incremental", "postgres"),
+    ("commit:after_diff", "full", "postgres"),
+]
+
+
+@pytest.mark.parametrize(("hook", "mode", "backend"), CRASHES)
 def test_a_sync_killed_anywhere_leaves_the_store_whole_and_a_rerun_converges(
-    hook, mode, served_week, tmp_path, scanner
+    hook, mode, backend, served_week, tmp_path, scanner, request
 ):
     base_url, integration_id, base, references = served_week
-    db = tmp_path / "store.db"
+    db = tmp_path / "store.db" if backend == "sqlite" else request.getfixturevalue("pg_url")
     copy_db(base, db)
     command = [sys.executable, "-m", "tests.reliability.worker", str(db), base_url, integration_id]
     command += ["--page-size", "10"] + (["--full"] if mode == "full" else [])
@@ -170,6 +192,7 @@ def test_a_sync_killed_anywhere_leaves_the_store_whole_and_a_rerun_converges(
     assert integrity(db) == "ok"
     assert not any(leftovers(db).values())
     assert _runs(db)[-2:] == [(killed_run, "abandoned"), (killed_run + 1, "succeeded")]
+    scanner.text("store", json.dumps(fingerprint(db), default=str))
     scanner.path(tmp_path)
     assert scanner.where == []
 

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from stagewatch.kombo.models import Application, Job
 from stagewatch.store import Store
+from stagewatch.store.location import PostgresLocation, is_postgres
 
 INTEGRATION = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28"
 OTHER_INTEGRATION = "lever:9Qm2fLx7RkT4vNc8ZpW3bY6d"
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 FINISHED = datetime(2026, 2, 1, 12, 0, tzinfo=UTC)
 
-# The public change-log format as docs/architecture.md lists it, plus deleted_reason.
+# The public change-log format as docs/architecture.md lists it: deleted_reason and the stage
+# statuses came later, so they come last.
 CONTRACT_FIELDS = (
     "event_key",
     "integration_id",
@@ -37,6 +40,8 @@ CONTRACT_FIELDS = (
     "rejected_at",
     "deleted_at",
     "deleted_reason",
+    "from_stage_status",
+    "to_stage_status",
 )
 
 PIPELINE = (
@@ -45,6 +50,27 @@ PIPELINE = (
     ("st-onsite", "Onsite", 2),
     ("st-offer", "Offer", 3),
 )
+
+
+def db_rows(db, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+    """A statement run beside any store, and its rows: `db` is a SQLite path or a PostgreSQL URL (the
+    statement in sqlite3's placeholders either way)."""
+    if is_postgres(str(db)):
+        from stagewatch.store import pg
+
+        conn = pg.connect(PostgresLocation.parse(str(db)))
+        try:
+            cursor = conn.execute(sql, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
+        finally:
+            conn.close()
+    conn = sqlite3.connect(db)
+    try:
+        found = conn.execute(sql, params).fetchall()
+        conn.commit()
+        return found
+    finally:
+        conn.close()
 
 
 def at(hours: float) -> datetime:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+
 import typer
 
 from stagewatch import __version__
@@ -30,7 +32,7 @@ def main(
 
 
 def _register() -> None:
-    from stagewatch.cli import admin, demo, query, simulator, sync, webhooks
+    from stagewatch.cli import admin, demo, query, simulator, store, sync, webhooks
     from stagewatch.cli import analytics as stage_analytics
 
     simulator.register(app)
@@ -39,7 +41,19 @@ def _register() -> None:
     app.command("demo")(demo.demo)
     webhooks.register(app)
     admin.register(app)
+    store.register(app)
     stage_analytics.register(app)
 
 
+def _reflow_help() -> None:
+    """Typer keeps a docstring's line breaks in places (the commands list, later paragraphs), which
+    broke sentences mid-line at every width: each paragraph becomes one line the terminal wraps."""
+    for info in app.registered_commands:
+        doc = info.help or inspect.getdoc(info.callback) or ""
+        paragraphs = [" ".join(part.split()) for part in doc.split("\n\n")]
+        info.help = "\n\n".join(paragraphs)
+        info.short_help = info.short_help or paragraphs[0]
+
+
 _register()
+_reflow_help()

@@ -8,6 +8,7 @@ import typer
 
 from stagewatch.cli.query import DB_OPTION, lease_expiry
 from stagewatch.store import LockedError, Store, StoreError
+from stagewatch.store.location import is_postgres
 
 
 def _fail(message: str) -> typer.Exit:
@@ -22,12 +23,13 @@ def unlock(
     force: bool = typer.Option(
         False, "--force", help="Release it even while its lease is live (its run then stops)."
     ),
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
 ) -> None:
     """Release an integration's run lock left by a run that will never finish, and mark that run
     abandoned. A live lease (not run out, or held by a live process on this machine) needs
     --force; a sync would take over a run-out lease by itself."""
-    if not db.is_file():  # a new database holds no lock, and a typo must not create one
+    # A new database holds no lock, and a typo must not create one.
+    if not is_postgres(db) and not Path(db).is_file():
         raise _fail(f"no stagewatch database at {db}")
     try:
         with Store(db) as store:

@@ -6,25 +6,20 @@ is how far the true time in stage may be from the days shown (README, "Stage ana
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import typer
 from rich.console import Console
-from rich.table import Table
+from rich.table import Column, Table
 
 from stagewatch import analytics
 from stagewatch.analytics.stays import AnalyticsError
-from stagewatch.cli.query import (
-    DB_OPTION,
-    Format,
-    _ids,
-    _open,
-    _short,
-    _since,
-    _write_csv,
-    _write_jsonl,
-)
+from stagewatch.cli.layout import ts
+from stagewatch.cli.query import DB_OPTION, Format, _open, _since, _write_csv, _write_jsonl
+from stagewatch.store import Store
 from stagewatch.timeutil import utcnow
 
 INTEGRATION_OPTION = typer.Option(None, "--integration", help="Only this integration.")
@@ -35,7 +30,19 @@ SINCE_OPTION = typer.Option(
 FORMAT_OPTION = typer.Option(Format.table, "--format", help="table, jsonl or csv.")
 
 
-def _fail(exc: Exception) -> None:
+def _ids(header: str) -> Column:
+    """A column of ids: folded onto more lines when narrow, never cut, so they can be copied."""
+    return Column(header, overflow="fold")
+
+
+def _connection(store: Store) -> sqlite3.Connection:
+    """The SQLite connection the analytics read; the views have no PostgreSQL twin yet."""
+    if not isinstance(store._conn, sqlite3.Connection):
+        _fail(AnalyticsError("stage analytics read SQLite stores only (no PostgreSQL views yet)"))
+    return store._conn
+
+
+def _fail(exc: Exception) -> NoReturn:
     typer.echo(f"Error: {exc}", err=True)
     raise typer.Exit(1) from exc
 
@@ -45,7 +52,7 @@ def _number(value: float | None, digits: int = 1) -> str:
 
 
 def stays(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = INTEGRATION_OPTION,
     job: str | None = JOB_OPTION,
     since: str | None = SINCE_OPTION,
@@ -56,7 +63,11 @@ def stays(
     with _open(db) as store:
         try:
             rows = analytics.stays(
-                store._conn, as_of=utcnow(), integration_id=integration, job_id=job, since=since_at
+                _connection(store),
+                as_of=utcnow(),
+                integration_id=integration,
+                job_id=job,
+                since=since_at,
             )
             if output is Format.jsonl:
                 return _write_jsonl(rows, analytics.STAY_FIELDS)
@@ -77,8 +88,8 @@ def stays(
                     row["application_id"],
                     row["job_id"] or "",
                     row["stage_name"] or row["stage_id"] or "(none)",
-                    _short(row["entered_at"]),
-                    _short(row["left_at"]),
+                    ts(row["entered_at"]),
+                    ts(row["left_at"]),
                     row["ended"],
                     _number(row["days_in_stage"]),
                     _number(row["uncertainty_hours"], 0),
@@ -127,7 +138,7 @@ def _funnel_table(rows: list[dict]) -> Table:
 
 def funnel(
     integration: str = typer.Option(..., "--integration", help="The integration."),
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     job: str | None = JOB_OPTION,
     since: str | None = SINCE_OPTION,
     output: Format = FORMAT_OPTION,
@@ -136,7 +147,7 @@ def funnel(
     since_at = _since(since)
     with _open(db) as store:
         try:
-            rows = analytics.funnel(store._conn, integration, job_id=job, since=since_at)
+            rows = analytics.funnel(_connection(store), integration, job_id=job, since=since_at)
         except AnalyticsError as exc:
             _fail(exc)
     if output is Format.jsonl:
@@ -175,7 +186,7 @@ def stuck(
     stage: list[str] | None = typer.Option(
         None, "--stage", help="Another threshold for one stage: STAGE=DAYS, by id or name."
     ),
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = INTEGRATION_OPTION,
     job: str | None = JOB_OPTION,
     output: Format = FORMAT_OPTION,
@@ -186,7 +197,7 @@ def stuck(
     with _open(db) as store:
         try:
             rows = analytics.stuck(
-                store._conn,
+                _connection(store),
                 days=days,
                 as_of=utcnow(),
                 integration_id=integration,
@@ -219,7 +230,7 @@ def _stuck_table(rows: list[dict]) -> Table:
             row["application_id"],
             row["job_id"] or "",
             row["stage_name"] or row["stage_id"] or "(none)",
-            _short(row["entered_at"]),
+            ts(row["entered_at"]),
             _number(row["days_in_stage"]),
             _number(row["uncertainty_hours"], 0),
             _number(row["threshold_days"], 0),
@@ -228,7 +239,7 @@ def _stuck_table(rows: list[dict]) -> Table:
 
 
 def browse(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on."),
     port: int = typer.Option(8001, "--port", min=0, max=65535, help="Port (0: any free one)."),
     metadata_out: Path | None = typer.Option(
@@ -243,7 +254,7 @@ def browse(
     from stagewatch.analytics import browse as browsing
 
     with _open(db) as store:
-        metadata = browsing.metadata(store._conn, database=browsing.database_name(db))
+        metadata = browsing.metadata(_connection(store), database=browsing.database_name(db))
     if metadata_out is not None:
         browsing.write_metadata(metadata, metadata_out)
         return

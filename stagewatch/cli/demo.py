@@ -130,7 +130,6 @@ def demo(
     from rich.console import Console
 
     from flows.sync import SyncManyParams
-    from stagewatch.cli.sync import failure_lines, run_sync
     from stagewatch.simulator import World, serve_in_thread
     from stagewatch.store import Store
 
@@ -147,20 +146,7 @@ def demo(
         integration_ids=list(world.integrations), base_url=base_url, db=str(db), max_concurrency=3
     )
     try:
-        for day in range(days + 1):
-            if day:
-                world.advance(hours=24)
-            sync_started = time.monotonic()
-            _, outcomes, error = run_sync(params)
-            if error:
-                raise typer.Exit(_print_error(console, error))
-            console.print(
-                _day_line(day, world.now.isoformat(), outcomes, time.monotonic() - sync_started),
-                highlight=False,
-            )
-        unexpected = [line for line in failure_lines(outcomes) if "PERMISSION_MISSING" not in line]
-        if unexpected:
-            raise typer.Exit(_print_error(console, "; ".join(unexpected)))
+        outcomes = _sync_days(console, world, params, days)
         main_integration = world.normal_integration_id
         artifact = _latest_artifact(report.artifact_key(main_integration))
     finally:
@@ -170,6 +156,36 @@ def demo(
     with Store(db, readonly=True) as store:
         console.print()
         sample_app = _summary(console, store, main_integration, outcomes)
+    _where_next(console, db, sample_app, artifact_path)
+    console.print(
+        f"\n{world.integration_for('permission-missing')} fails on purpose: its simulated "
+        f"customer did not grant permission. Demo took {time.monotonic() - started:.0f} s.",
+        highlight=False,
+    )
+
+
+def _sync_days(console: Any, world: Any, params: Any, days: int) -> list[dict[str, Any]]:
+    """A sync on day 0, then one after each simulated day; the last day's outcomes."""
+    from stagewatch.cli.sync import failure_lines, run_sync
+
+    for day in range(days + 1):
+        if day:
+            world.advance(hours=24)
+        sync_started = time.monotonic()
+        _, outcomes, error = run_sync(params)
+        if error:
+            raise typer.Exit(_print_error(console, error))
+        console.print(
+            _day_line(day, world.now.isoformat(), outcomes, time.monotonic() - sync_started),
+            highlight=False,
+        )
+    unexpected = [line for line in failure_lines(outcomes) if "PERMISSION_MISSING" not in line]
+    if unexpected:
+        raise typer.Exit(_print_error(console, "; ".join(unexpected)))
+    return outcomes
+
+
+def _where_next(console: Any, db: Path, sample_app: str, artifact_path: Path) -> None:
     command = _command()
     console.print(
         "\n[bold]Where to look next[/bold]\n"
@@ -178,9 +194,7 @@ def demo(
         f"  one application: {command} history {sample_app} --db {db}\n"
         f"  per integration: {command} status --db {db}\n"
         f"  latest artifact: {artifact_path} (the markdown the Prefect UI shows)\n"
-        "  the Prefect UI:  make ui (server, simulator and served deployments on 127.0.0.1)\n"
-        f"\n{world.integration_for('permission-missing')} fails on purpose: its simulated "
-        f"customer did not grant permission. Demo took {time.monotonic() - started:.0f} s.",
+        "  the Prefect UI:  make ui (server, simulator and served deployments on 127.0.0.1)",
         highlight=False,
     )
 

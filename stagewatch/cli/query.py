@@ -11,13 +11,12 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Column, Table
 
+from stagewatch.cli.layout import Col, Layout, print_table, short, ts, ts_minutes
 from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.store import Store, StoreError
 from stagewatch.timeutil import format_ts, parse_ts, utcnow
@@ -75,15 +74,15 @@ class StatusFormat(StrEnum):
 
 
 DB_OPTION = typer.Option(
-    Path("stagewatch.db"),
+    "stagewatch.db",
     "--db",
     envvar="STAGEWATCH_DB",
-    help="stagewatch database (default: $STAGEWATCH_DB, else stagewatch.db here).",
-    dir_okay=False,
+    help="stagewatch database: a SQLite file or a postgresql:// URL (default: $STAGEWATCH_DB, "
+    "else stagewatch.db here).",
 )
 
 
-def _open(db: Path) -> Store:
+def _open(db: str) -> Store:
     try:
         return Store(db, readonly=True)
     except StoreError as exc:
@@ -115,15 +114,10 @@ def _write_csv(rows: Iterable[Mapping[str, Any]], fields: Sequence[str]) -> None
         writer.writerow(["" if row[f] is None else row[f] for f in fields])
 
 
-def _short(timestamp: str | None) -> str:
-    """`2026-01-05T09:00:00.000Z` as `2026-01-05 09:00:00`: tables say UTC in their headers."""
-    return timestamp[:19].replace("T", " ") if timestamp else ""
-
-
 def lease_expiry(expires_at: str) -> str:
     """`lease expires <when>`, or `lease expired <when>` once that is past."""
     verb = "expired" if expires_at <= format_ts(utcnow()) else "expires"
-    return f"lease {verb} {_short(expires_at)} UTC"
+    return f"lease {verb} {ts(expires_at)} UTC"
 
 
 def _stage(name: str | None, stage_id: str | None) -> str:
@@ -152,10 +146,31 @@ def describe(event: Mapping[str, Any]) -> str:
     return "back in the listing"
 
 
-def _left(stay: Mapping[str, Any]) -> str:
+def describe_briefly(event: Mapping[str, Any]) -> str:
+    """`describe` with the kind folded in, for narrow tables without a kind column."""
+    kind = event["kind"]
+    if kind == "first_seen":
+        return f"new in {_stage(event['to_stage_name'], event['to_stage_id'])}"
+    if kind == "stage_changed":
+        direction = f" ({event['direction']})" if event["direction"] != "forward" else ""
+        return (
+            f"{_stage(event['from_stage_name'], event['from_stage_id'])} -> "
+            f"{_stage(event['to_stage_name'], event['to_stage_id'])}{direction}"
+        )
+    if kind == "outcome_changed":
+        reason = f" ({event['rejection_reason_name']})" if event["rejection_reason_name"] else ""
+        return f"{(event['to_outcome'] or '(none)').lower()}{reason}"
+    if kind == "job_changed":
+        return f"job {short(event['from_job_id'], 8)} -> {short(event['to_job_id'], 8)}"
+    if kind == "deleted":
+        return f"deleted ({(event['deleted_reason'] or '').replace('_', ' ')})"
+    return "restored"
+
+
+def _left(stay: Mapping[str, Any], when=ts) -> str:
     if stay["left_at"] is None:
         return "(current)"
-    return _short(stay["left_at"]) + (" (deleted)" if stay["left_by"] == "deleted" else "")
+    return when(stay["left_at"]) + (" (deleted)" if stay["left_by"] == "deleted" else "")
 
 
 def _duration(seconds: float | None) -> str:
@@ -174,7 +189,7 @@ def _duration(seconds: float | None) -> str:
 
 
 def changes(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = typer.Option(None, "--integration", help="Only this integration."),
     since: str | None = typer.Option(
         None, "--since", help="Only changes observed at or after this date or time (UTC)."
@@ -201,29 +216,40 @@ def changes(
         elif output is Format.csv:
             _write_csv(events, EVENT_FIELDS)
         else:
-            table = Table(
-                "observed (UTC)",
-                _ids("integration"),
-                _ids("application"),
-                "kind",
-                "change",
-                _ids("job"),
-            )
-            for event in events:
-                table.add_row(
-                    _short(event["observed_at"]),
-                    event["integration_id"],
-                    event["application_id"],
-                    event["kind"],
-                    describe(event),
-                    event["job_id"] or "",
-                )
-            Console().print(table)
+            print_table(Console(), CHANGES_LAYOUTS, list(events))
+
+
+def _changes_layouts() -> list[Layout]:
+    """Richest first: full ids and seconds; then short integration and job ids; then without
+    the integration and job; then kind and change as one short column; then a short
+    application id."""
+    observed = Col("observed (UTC)", lambda e: ts(e["observed_at"]))
+    observed_m = Col("observed (UTC)", lambda e: ts_minutes(e["observed_at"]))
+    integration = Col("integration", lambda e: e["integration_id"])
+    integration_s = Col("integration", lambda e: short(e["integration_id"]))
+    application = Col("application", lambda e: e["application_id"])
+    application_s = Col("application", lambda e: short(e["application_id"], 8))
+    kind = Col("kind", lambda e: e["kind"])
+    change = Col("change", describe, flexible=True)
+    brief = Col("change", describe_briefly, flexible=True)
+    job = Col("job", lambda e: e["job_id"] or "")
+    job_s = Col("job", lambda e: short(e["job_id"], 8))
+    return [
+        [observed, integration, application, kind, change, job],
+        [observed, integration_s, application, kind, change, job_s],
+        [observed_m, integration_s, application, kind, change],
+        [observed_m, application, kind, change],
+        [observed_m, application, brief],
+        [observed_m, application_s, brief],
+    ]
+
+
+CHANGES_LAYOUTS = _changes_layouts()
 
 
 def history(
     application_id: str = typer.Argument(..., help="Kombo application id."),
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     integration: str | None = typer.Option(None, "--integration", help="Only this integration."),
     output: Format = typer.Option(Format.table, "--format", help="table, jsonl or csv."),
 ) -> None:
@@ -238,33 +264,33 @@ def history(
     elif output is Format.csv:
         _write_csv(stays, HISTORY_FIELDS)
     else:
-        table = Table(
-            _ids("integration"),
-            "stage",
-            "entered (UTC)",
-            "left (UTC)",
-            "time in stage",
-            _ids("job"),
-        )
-        for stay in stays:
-            table.add_row(
-                stay["integration_id"],
-                _stage(stay["stage_name"], stay["stage_id"]),
-                _short(stay["entered_at"]),
-                _left(stay),
-                _duration(stay["seconds_in_stage"]),
-                stay["job_id"] or "",
-            )
-        Console().print(table)
+        print_table(Console(), HISTORY_LAYOUTS, stays)
 
 
-def _ids(header: str) -> Column:
-    """A column of ids: folded onto more lines when narrow, never cut, so they can be copied."""
-    return Column(header, overflow="fold")
+def _history_layouts() -> list[Layout]:
+    integration = Col("integration", lambda s: s["integration_id"])
+    integration_s = Col("integration", lambda s: short(s["integration_id"]))
+    stage = Col("stage", lambda s: _stage(s["stage_name"], s["stage_id"]))
+    entered = Col("entered (UTC)", lambda s: ts(s["entered_at"]))
+    entered_m = Col("entered (UTC)", lambda s: ts_minutes(s["entered_at"]))
+    left = Col("left (UTC)", lambda s: _left(s, ts))
+    left_m = Col("left (UTC)", lambda s: _left(s, ts_minutes))
+    spent = Col("time in stage", lambda s: _duration(s["seconds_in_stage"]), justify="right")
+    job = Col("job", lambda s: s["job_id"] or "")
+    job_s = Col("job", lambda s: short(s["job_id"], 8))
+    return [
+        [integration, stage, entered, left, spent, job],
+        [integration_s, stage, entered, left, spent, job_s],
+        [stage, entered_m, left_m, spent, job_s],
+        [stage, entered_m, left_m, spent],
+    ]
+
+
+HISTORY_LAYOUTS = _history_layouts()
 
 
 def status(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     output: StatusFormat = typer.Option(StatusFormat.table, "--format", help="table or jsonl."),
 ) -> None:
     """Per integration: the last run and how it ended, the watermark, and what is stored."""
@@ -273,51 +299,79 @@ def status(
     if output is StatusFormat.jsonl:
         _write_jsonl(rows, STATUS_FIELDS)
         return
-    table = Table(
-        _ids("integration"),
-        "last run",
-        "status",
-        "finished (UTC)",
-        "watermark (UTC)",
-        "applications",
-        "events",
-    )
-    notes = []
-    for row in rows:
-        deleted = row["deleted_applications"]
-        status = row["last_run_status"]
-        if row["last_run_error"]:
-            notes.append(f"{row['integration_id']}: {row['last_run_error']}")
-            status += f" [{len(notes)}]"
-        if row["locked_by_run_id"] is not None:
-            notes.append(_lock_note(row))
-            status += f" [{len(notes)}]"
-        table.add_row(
-            row["integration_id"],
-            f"{row['last_run_id']} ({row['last_run_mode']})",
-            status,
-            _short(row["last_run_finished_at"]),
-            _short(row["watermark"]),
-            f"{row['applications']}" + (f" (+{deleted} deleted)" if deleted else ""),
-            str(row["events"]),
-        )
     console = Console()
-    console.print(table)
+    notes: list[str] = []
+    shown = [_status_row(row, notes) for row in rows]
+    synced = [row for row in shown if row["last_success_at"] is not None]
+    never = [row for row in shown if row["last_success_at"] is None]
+    if synced or not never:
+        print_table(console, STATUS_LAYOUTS, synced)
+    if never:
+        console.print(
+            "Never synced (a mistyped id, or not set up yet):", markup=False, highlight=False
+        )
+        print_table(console, NEVER_SYNCED_LAYOUTS, never)
     # A long Kombo message in a cell would wrap the table into a column of words.
     for number, note in enumerate(notes, start=1):
         console.print(f"[{number}] {note}", markup=False, highlight=False)
+
+
+def _status_row(row: dict[str, Any], notes: list[str]) -> dict[str, Any]:
+    """The row with its status cell, numbering its error and lock notes into `notes`."""
+    status = row["last_run_status"]
+    if row["last_run_error"]:
+        notes.append(f"{row['integration_id']}: {row['last_run_error']}")
+        status += f" [{len(notes)}]"
+    if row["locked_by_run_id"] is not None:
+        notes.append(_lock_note(row))
+        status += f" [{len(notes)}]"
+    deleted = row["deleted_applications"]
+    return row | {
+        "status_cell": status,
+        "run_cell": f"{row['last_run_id']} ({row['last_run_mode']})",
+        "applications_cell": f"{row['applications']}"
+        + (f" (+{deleted} deleted)" if deleted else ""),
+    }
+
+
+def _status_layouts() -> tuple[list[Layout], list[Layout]]:
+    integration = Col("integration", lambda r: r["integration_id"])
+    integration_s = Col("integration", lambda r: short(r["integration_id"]))
+    run = Col("last run", lambda r: r["run_cell"])
+    status = Col("status", lambda r: r["status_cell"])
+    finished = Col("finished (UTC)", lambda r: ts(r["last_run_finished_at"]))
+    finished_m = Col("finished (UTC)", lambda r: ts_minutes(r["last_run_finished_at"]))
+    watermark = Col("watermark (UTC)", lambda r: ts(r["watermark"]))
+    watermark_m = Col("watermark (UTC)", lambda r: ts_minutes(r["watermark"]))
+    applications = Col("applications", lambda r: r["applications_cell"], justify="right")
+    events = Col("events", lambda r: str(r["events"]), justify="right")
+    synced = [
+        [integration, run, status, finished, watermark, applications, events],
+        [integration_s, run, status, finished, watermark, applications, events],
+        [integration_s, run, status, finished_m, watermark_m, applications, events],
+        [integration_s, status, finished_m, watermark_m, applications, events],
+        [integration_s, status, finished_m, applications, events],
+    ]
+    never = [
+        [integration, run, status, finished],
+        [integration_s, run, status, finished_m],
+    ]
+    return synced, never
+
+
+STATUS_LAYOUTS, NEVER_SYNCED_LAYOUTS = _status_layouts()
 
 
 def _lock_note(row: dict[str, Any]) -> str:
     return (
         f"{row['integration_id']}: locked by run {row['locked_by_run_id']} "
         f"(pid {row['locked_by_pid']} on {row['locked_by_hostname']}), "
-        f"{lease_expiry(row['lock_expires_at'])}, renewed {_short(row['lock_renewed_at'])}"
+        f"{lease_expiry(row['lock_expires_at'])}, renewed {ts(row['lock_renewed_at'])}"
     )
 
 
 def schema(
-    db: Path = DB_OPTION,
+    db: str = DB_OPTION,
     markdown: bool = typer.Option(False, "--markdown", help="Markdown instead of SQL."),
 ) -> None:
     """Print the database's live schema."""

@@ -12,7 +12,6 @@ import os
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -142,7 +141,9 @@ def sync(
         envvar="KOMBO_BASE_URL",
         help="Kombo API base URL (default: the KOMBO_REGION's), e.g. the simulator's.",
     ),
-    db: Path = typer.Option(Path("stagewatch.db"), envvar="STAGEWATCH_DB", help="SQLite file."),
+    db: str = typer.Option(
+        "stagewatch.db", envvar="STAGEWATCH_DB", help="SQLite file or postgresql:// URL."
+    ),
     full: bool = typer.Option(
         False, "--full", help="List every application, inferring deletions (same as --mode full)."
     ),
@@ -217,7 +218,9 @@ def serve(
         None, "--integration-id", "-i", help="Integrations the deployments sync; repeatable."
     ),
     base_url: str | None = typer.Option(None, envvar="KOMBO_BASE_URL", help="Kombo base URL."),
-    db: Path = typer.Option(Path("stagewatch.db"), envvar="STAGEWATCH_DB", help="SQLite file."),
+    db: str = typer.Option(
+        "stagewatch.db", envvar="STAGEWATCH_DB", help="SQLite file or postgresql:// URL."
+    ),
 ) -> None:
     """Serve the hourly, weekly-full and manual deployments from this process (no work pool);
     needs a Prefect server (PREFECT_API_URL). Ctrl-C stops it."""

@@ -128,6 +128,10 @@ class Application(KomboModel):
         return self.current_stage.name if self.current_stage else None
 
     @property
+    def stage_status(self) -> str | None:
+        return self.current_stage.status if self.current_stage else None
+
+    @property
     def effective_job_id(self) -> str | None:
         return self.job_id or (self.job.id if self.job else None)
 

@@ -23,13 +23,15 @@ from stagewatch.report.outcome import (
     labels_from_kinds,
     outcome_from_run,
 )
-from stagewatch.report.rows import DEFAULT_TABLE_CAP, event_table
+from stagewatch.report.rows import DEFAULT_TABLE_CAP, REVIEWER_COLUMNS, event_table
 from stagewatch.report.text import (
     MAX_TEXT,
     artifact_key,
+    clip,
     escape_md,
     events_table_key,
     redact_contacts,
+    short_id,
     slug,
 )
 
@@ -41,11 +43,13 @@ __all__ = [
     "LABEL_ORDER",
     "LISTED_KINDS",
     "MAX_TEXT",
+    "REVIEWER_COLUMNS",
     "STATUS_LABELS",
     "Status",
     "SyncOutcome",
     "artifact_key",
     "capped_event",
+    "clip",
     "escape_md",
     "event_label",
     "event_table",
@@ -56,6 +60,7 @@ __all__ = [
     "outcome_from_run",
     "prefect_event",
     "redact_contacts",
+    "short_id",
     "slug",
     "summary_markdown",
 ]

@@ -2,7 +2,8 @@
 
 `integration_markdown` reads top-down as its sections, one function each. Every value from the ATS
 goes through `escape_md`, and no section reads a candidate field other than the name the caller
-chose to pass in.
+chose to pass in. Tables keep to a few short columns, so each fits the UI's markdown column (about
+900 px); long text (error messages) goes to lists, where it wraps.
 """
 
 from __future__ import annotations
@@ -14,12 +15,18 @@ from datetime import datetime
 from typing import Any
 
 from stagewatch.report.outcome import STATUS_LABELS, SyncOutcome, event_label, ordered_labels
-from stagewatch.report.text import escape_md
+from stagewatch.report.text import escape_md, short_id, stage_label
 from stagewatch.timeutil import format_ts, parse_ts
 
-# The kinds the markdown lists one by one; the rest only count.
-LISTED_KINDS = ("outcome_changed", "stage_changed")
+# The kinds the markdown lists one by one; the rest (first sightings, in bulk) only count.
+LISTED_KINDS = ("outcome_changed", "stage_changed", "job_changed", "deleted", "restored")
 DEFAULT_LIST_CAP = 25
+# The kinds listed after the stage moves: (kind, label, heading).
+_OTHER_LISTS = (
+    ("job_changed", "job changed", "Job changes"),
+    ("deleted", "deleted", "Deletions"),
+    ("restored", "restored", "Restores"),
+)
 
 
 def integration_markdown(
@@ -32,8 +39,9 @@ def integration_markdown(
     baseline: bool = False,
 ) -> str:
     """The per-integration artifact: window, counts, hires and declines, stage moves, transitions,
-    notes and run statistics. Counts come from `outcome.counts`; `events` needs only the run's
-    outcome and stage changes (LISTED_KINDS). `candidate_names` is None unless names may show;
+    job changes, deletions and restores, notes and run statistics. Counts come from
+    `outcome.counts`; `events` needs only the run's LISTED_KINDS. `candidate_names` is None
+    unless names may show;
     `baseline` says the run is its integration's first (`Store.is_baseline`)."""
     names = _Names(job_names or {}, candidate_names)
     digest = _Digest(cap)
@@ -42,11 +50,13 @@ def integration_markdown(
     lines = [
         *_title(outcome),
         *_late_note(outcome),
+        *_integration(outcome),
         *_window(outcome),
         *_counts(outcome),
         *_hires_and_declines(outcome, digest, names),
         *_stage_moves(outcome, digest, names),
         *_transitions(outcome, digest),
+        *_other_lists(outcome, digest, names),
         *_notes(outcome, baseline),
         *_statistics(outcome),
     ]
@@ -62,17 +72,22 @@ def summary_markdown(outcomes: Iterable[SyncOutcome]) -> str:
         f"# stagewatch sync: {len(outcomes)} integration{'s' if len(outcomes) != 1 else ''}"
         + (f" ({', '.join(parts)})" if parts else ""),
         "",
-        "| integration | status | mode | changes | hires | declines | stage moves | note |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
+        "| integration | status | mode | changes | hires | declines | moves |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
     ]
+    notes = []
     for o in outcomes:
-        hires = o.counts.get("hired", 0)
-        declines = o.counts.get("declined", 0)
-        note = escape_md(o.message, limit=160) if o.message else ""
+        status = STATUS_LABELS[o.status]
+        if o.message:
+            notes.append(f"{len(notes) + 1}. **{_id(o.integration_id)}**: {_message(o.message)}")
+            status += f" [{len(notes)}]"
         lines.append(
-            f"| {_id(o.integration_id)} | {STATUS_LABELS[o.status]} | {o.mode} "
-            f"| {o.changes} | {hires} | {declines} | {o.counts.get('stage moved', 0)} | {note} |"
+            f"| {_id(o.integration_id)} | {status} | {o.mode} | {o.changes} "
+            f"| {o.counts.get('hired', 0)} | {o.counts.get('declined', 0)} "
+            f"| {o.counts.get('stage moved', 0)} |"
         )
+    if notes:
+        lines += ["", "## Notes", "", *notes]
     return "\n".join(lines) + "\n"
 
 
@@ -85,16 +100,20 @@ class _Digest:
         self.moves: list[Mapping[str, Any]] = []
         self.transitions: Counter[tuple[str, str]] = Counter()
         self.backward = 0
+        self.others: dict[str, list[Mapping[str, Any]]] = {k: [] for k, _, _ in _OTHER_LISTS}
 
     def add(self, event: Mapping[str, Any]) -> None:
         label = event_label(event)
         if label in ("hired", "declined") and len(self.outcomes) < self.cap:
             self.outcomes.append(event)
+        listed = self.others.get(str(event.get("kind")))
+        if listed is not None and len(listed) < self.cap:
+            listed.append(event)
         if label == "stage moved":
             self.transitions[
                 (
-                    str(event.get("from_stage_name") or event.get("from_stage_id") or "none"),
-                    str(event.get("to_stage_name") or event.get("to_stage_id") or "none"),
+                    stage_label(event, "from") or "none",
+                    stage_label(event, "to") or "none",
                 )
             ] += 1
             if event.get("direction") == "backward":
@@ -114,7 +133,7 @@ class _Names:
         app_id = event.get("application_id")
         text = _id(app_id)
         if self.candidates is not None and app_id in self.candidates:
-            text += f" ({escape_md(self.candidates[app_id])})"
+            text += f" ({escape_md(self.candidates[app_id], redact=True)})"
         return text
 
     def job(self, job_id: Any) -> str:
@@ -129,11 +148,16 @@ class _Names:
 
 
 def _title(outcome: SyncOutcome) -> list[str]:
-    name = _id(outcome.integration_id)
+    """The id in full would run past the column in the title's type: `_integration` gives it."""
+    name = _id(short_id(outcome.integration_id))
     if outcome.status != "synced":
         return [f"# {name}: {STATUS_LABELS[outcome.status]}", ""]
     total = outcome.changes
     return [f"# {name}: {outcome.mode} sync, {total} change{'s' if total != 1 else ''}", ""]
+
+
+def _integration(outcome: SyncOutcome) -> list[str]:
+    return [f"**Integration:** {_id(outcome.integration_id)}", ""]
 
 
 def _late_note(outcome: SyncOutcome) -> list[str]:
@@ -148,6 +172,8 @@ def _late_note(outcome: SyncOutcome) -> list[str]:
 
 
 def _window(outcome: SyncOutcome) -> list[str]:
+    if outcome.status != "synced" and outcome.listed_at is None:
+        return []  # stopped before listing: there is no window to speak of
     listed = _ts(outcome.listed_at) if outcome.listed_at else "-"
     if outcome.window_start is None:
         return [f"**Window:** full listing, started {listed}", ""]
@@ -179,7 +205,7 @@ def _hires_and_declines(outcome: SyncOutcome, digest: _Digest, names: _Names) ->
             f"job {names.job(event.get('job_id'))}"
         )
         if label == "declined" and event.get("rejection_reason_name"):
-            line += f", reason {escape_md(event['rejection_reason_name'])}"
+            line += f", reason {escape_md(event['rejection_reason_name'], redact=True)}"
         lines.append(line + f", observed {_between(event)}")
     counts = outcome.counts
     rest = counts.get("hired", 0) + counts.get("declined", 0) - len(digest.outcomes)
@@ -196,8 +222,8 @@ def _stage_moves(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[s
     lines = [
         f"## Stage moves ({moves}{backward})",
         "",
-        "| application | job | from | to | direction | observed between |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| application | job | from → to | direction | observed |",
+        "| --- | --- | --- | --- | --- |",
     ]
     for event in digest.moves:
         direction = escape_md(event.get("direction"))
@@ -206,9 +232,9 @@ def _stage_moves(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[s
         lines.append(
             f"| {names.application(event)} "
             f"| {names.job(event.get('job_id'))} "
-            f"| {escape_md(event.get('from_stage_name') or event.get('from_stage_id'))} "
-            f"| {escape_md(event.get('to_stage_name') or event.get('to_stage_id'))} "
-            f"| {direction} | {_between(event)} |"
+            f"| {escape_md(stage_label(event, 'from'))} → "
+            f"{escape_md(stage_label(event, 'to'))} "
+            f"| {direction} | {_short_ts(event.get('observed_at'))} |"
         )
     if moves > len(digest.moves):
         lines.append(
@@ -228,6 +254,56 @@ def _transitions(outcome: SyncOutcome, digest: _Digest) -> list[str]:
     if len(digest.transitions) > len(top):
         lines.append(f"\n…and {len(digest.transitions) - len(top)} more transitions.")
     return [*lines, ""]
+
+
+def _other_lists(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[str]:
+    """Job changes, deletions and restores, each listed up to the cap like the stage moves."""
+    lines: list[str] = []
+    for kind, label, heading in _OTHER_LISTS:
+        total = outcome.counts.get(label, 0)
+        listed = digest.others[kind]
+        if not total:
+            continue
+        lines += [f"## {heading} ({total})", ""]
+        if listed:
+            lines += _other_table(kind, listed, names)
+        if total > len(listed):
+            more = f"\n…and {total - len(listed)} more" if listed else f"{total}, listed"
+            lines.append(f"{more} in the events table artifact and `stagewatch changes`.")
+        lines.append("")
+    return lines
+
+
+def _other_table(kind: str, events: list[Mapping[str, Any]], names: _Names) -> list[str]:
+    if kind == "job_changed":
+        head = ["| application | from job | to job | observed |", "| --- | --- | --- | --- |"]
+        return head + [
+            f"| {names.application(e)} | {names.job(e.get('from_job_id'))} "
+            f"| {names.job(e.get('to_job_id'))} | {_short_ts(e.get('observed_at'))} |"
+            for e in events
+        ]
+    if kind == "deleted":
+        head = ["| application | job | why | observed |", "| --- | --- | --- | --- |"]
+        return head + [
+            f"| {names.application(e)} | {names.job(e.get('job_id'))} "
+            f"| {_deleted_reason(e)} | {_short_ts(e.get('observed_at'))} |"
+            for e in events
+        ]
+    head = ["| application | job | observed |", "| --- | --- | --- |"]
+    return head + [
+        f"| {names.application(e)} | {names.job(e.get('job_id'))} "
+        f"| {_short_ts(e.get('observed_at'))} |"
+        for e in events
+    ]
+
+
+def _deleted_reason(event: Mapping[str, Any]) -> str:
+    reason = event.get("deleted_reason")
+    if reason == "remote_deleted":
+        return "deleted in the ATS"
+    if reason == "missing_from_full_listing":
+        return "missing from the full listing"
+    return escape_md(reason, limit=40)
 
 
 def _notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
@@ -272,7 +348,7 @@ def _status_notes(outcome: SyncOutcome, baseline: bool) -> list[str]:
             f"({_id(outcome.error_code)}). The run is recorded; nothing else changed."
         )
     elif outcome.status == "failed":
-        notes.append(f"**Failed:** {escape_md(outcome.message, limit=300)}")
+        notes.append(f"**Failed:** {_message(outcome.message)}")
     if outcome.status == "synced" and not outcome.complete:
         notes.append("**Incomplete listing:** no deletions inferred, watermark not advanced.")
     return notes
@@ -345,6 +421,18 @@ def _ts(value: Any) -> str:
 
 def _between(event: Mapping[str, Any]) -> str:
     return f"{_ts(event.get('previous_observed_at'))} → {_ts(event.get('observed_at'))}"
+
+
+def _short_ts(value: Any) -> str:
+    """`2026-01-06 09:00` (UTC, to the minute): a table cell's worth of a timestamp."""
+    text = _ts(value)
+    return text[:16].replace("T", " ") if len(text) >= 16 and text[10] == "T" else text
+
+
+def _message(value: Any) -> str:
+    """An error message in full up to a paragraph: never redacted (its ids are ids), never cut
+    inside its log link."""
+    return escape_md(value, limit=400)
 
 
 def _seconds(value: float) -> str:

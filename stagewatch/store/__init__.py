@@ -1,9 +1,11 @@
-"""The store: snapshot, change log, sync runs, watermarks, leases and staging, in one SQLite file.
+"""The store: snapshot, change log, sync runs, watermarks, leases and staging, in one SQLite file
+or in a schema of a PostgreSQL database (a `postgresql://` URL; `location`, `pg`, `pg_schema`).
 
-`Store` is the one door: it opens the file (`connection`) and answers through its parts, the
+`Store` is the one door: it opens the database (`connection`) and answers through its parts, the
 runs and their leases (`runs`), staging (`staging`) and queries (`queries`); `schema` holds the
-migrations. Open one `Store(path)` per thread: runs of different integrations may share the file
-from several threads or processes; WAL lets readers proceed while one writer commits.
+migrations. Open one `Store(path)` per thread: runs of different integrations may share the store
+from several threads, processes or machines; WAL lets SQLite's readers proceed while one writer
+commits.
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
-"""The SQLite file a store keeps: opening, pragmas, migrations, transactions and checkpoints.
+"""The database a store keeps: opening, pragmas, migrations, transactions and checkpoints.
 
-A `Database` owns one connection and must stay in the thread that opened it (sqlite3 enforces
-this); it opens more connections for the threads that need one (`open_writer`): a stager's worker,
-a lease keeper, the background checkpoint after a big commit.
+A `Database` is a SQLite file or, given a `postgresql://` URL, a schema of a PostgreSQL database
+(`stagewatch.store.pg`); `postgres` says which, for the few statements the two spell differently.
+It owns one connection and must stay in the thread that opened it (sqlite3 enforces this); it
+opens more connections for the threads that need one (`open_writer`): a stager's worker, a lease
+keeper, the background checkpoint after a big commit.
 """
 
 from __future__ import annotations
@@ -21,7 +23,9 @@ from pathlib import Path
 from sqlite_utils import Database as SqliteUtilsDatabase
 
 from stagewatch import diff
+from stagewatch.store import pg
 from stagewatch.store.errors import StoreError
+from stagewatch.store.location import PostgresLocation, is_postgres
 from stagewatch.store.schema import MIGRATION_NAMES, MIGRATION_SET, migrations
 from stagewatch.timeutil import utcnow
 
@@ -65,7 +69,6 @@ class Database:
         sleep: Callable[[float], None] = time.sleep,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.path = Path(path)
         self.readonly = readonly
         self.clock = clock
         self.sleep = sleep
@@ -73,6 +76,18 @@ class Database:
         self._checkpoint_lock = threading.Lock()
         self._checkpointer: threading.Thread | None = None
         self._checkpoint_wanted = False
+        self.location: PostgresLocation | None = None
+        if is_postgres(path):
+            self.location = PostgresLocation.parse(str(path))
+            self.path = self.location.shown
+            self.conn = pg.connect(self.location, readonly=readonly)
+            try:
+                pg.prepare(self.conn, self.location, readonly=readonly)
+            except BaseException:
+                self.conn.close()
+                raise
+            return
+        self.path = Path(path)
         self.conn = self._connect()
         try:
             self._prepare()
@@ -91,6 +106,17 @@ class Database:
         if checkpointer is not None and wait_for_checkpoint:
             checkpointer.join()
         self.conn.close()
+
+    @property
+    def postgres(self) -> bool:
+        return self.location is not None
+
+    def lock_integration(self, conn, integration_id: str) -> None:
+        """Inside a transaction: wait until no other transaction writes the integration's runs.
+        SQLite's BEGIN IMMEDIATE already lets one writer in at a time; PostgreSQL holds an
+        advisory lock until COMMIT, so lease checks and takeovers never interleave."""
+        if self.location is not None:
+            pg.advisory_lock(conn, self.location.schema, integration_id)
 
     def _connect(self) -> sqlite3.Connection:
         if self.readonly:
@@ -235,7 +261,7 @@ class Database:
     @property
     def in_memory(self) -> bool:
         """An in-memory database: no other connection can see it."""
-        return str(self.path) == ":memory:"
+        return self.location is None and str(self.path) == ":memory:"
 
     @contextmanager
     def checkpoint_in_background(self) -> Iterator[None]:
@@ -246,7 +272,7 @@ class Database:
         on (a flow publishes its report and ends). `close` waits for it unless told not to; a
         process killed meanwhile only leaves a longer WAL, which a later checkpoint copies.
         """
-        if self.in_memory:
+        if self.in_memory or self.postgres:
             yield
             return
         self.conn.execute("PRAGMA wal_autocheckpoint = 0")
@@ -289,7 +315,7 @@ class Database:
         """BEGIN IMMEDIATE ... COMMIT on `conn` (the store's own by default); anything raised
         (COMMIT's own failure too) rolls back."""
         conn = conn or self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
         try:
             yield conn
             conn.execute("COMMIT")
@@ -298,12 +324,17 @@ class Database:
                 conn.execute("ROLLBACK")
             raise
 
-    def open_writer(self) -> sqlite3.Connection:
-        """Another connection that writes like this one, usable from any one other thread. It
-        opens the file with mode=rw: a file removed meanwhile is never created again."""
+    def open_writer(self, busy_timeout_ms: int = BUSY_TIMEOUT_MS):
+        """Another connection that writes like this one, usable from any one other thread,
+        waiting at most `busy_timeout_ms` for a lock. A SQLite file is opened with mode=rw: a
+        file removed meanwhile is never created again."""
+        if self.location is not None:
+            conn = pg.connect(self.location)
+            conn.execute(f"SET lock_timeout = {int(busy_timeout_ms)}")
+            return conn
         uri = self.path.resolve().as_uri() + "?mode=rw"
         conn = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
         conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
         self._tune(conn)
         return conn

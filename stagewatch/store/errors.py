@@ -6,7 +6,12 @@ import sqlite3
 from dataclasses import dataclass
 from datetime import datetime
 
+import psycopg
+
 from stagewatch.errors import StagewatchError
+
+# What a database driver raises: a busy file, a lost server, a statement refused.
+DATABASE_ERRORS = (sqlite3.Error, psycopg.Error)
 
 
 class StoreError(StagewatchError):

@@ -16,6 +16,8 @@ import threading
 from collections.abc import Callable
 from functools import cache
 
+from stagewatch.store.errors import DATABASE_ERRORS
+
 DEFAULT_LEASE_SECONDS = 300.0
 # Renewing ten times per lease leaves a live run nine missed renewals before anyone may take over.
 RENEWALS_PER_LEASE = 10
@@ -91,7 +93,7 @@ class LeaseKeeper:
                     if not self._stopped.is_set():
                         log.warning("sync run %s lost its lock; it stops renewing", self.run_id)
                     return
-            except sqlite3.Error as exc:  # a busy or vanished file: the next interval tries again
+            except DATABASE_ERRORS as exc:  # busy, or gone a moment: the next interval tries again
                 log.warning("sync run %s could not renew its lease: %s", self.run_id, exc)
 
     def stop(self) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.store.connection import Database
 from stagewatch.store.errors import StoreError
+from stagewatch.store.pg_schema import MIGRATIONS, pg_schema_markdown
 from stagewatch.store.schema import schema_markdown
 from stagewatch.timeutil import format_ts
 
@@ -80,6 +81,14 @@ class Queries:
     ) -> dict[str, str]:
         """Application id -> candidate name from the stored record (never contact data); reports
         call it only when candidate names may be shown."""
+        if self._db.postgres:
+            rows = self._db.conn.execute(
+                "SELECT application_id, trim(coalesce(raw::jsonb->'candidate'->>'first_name', '') "
+                "|| ' ' || coalesce(raw::jsonb->'candidate'->>'last_name', '')) FROM applications "
+                "WHERE integration_id = ? AND application_id = ANY(?)",
+                (integration_id, sorted(application_ids)),
+            )
+            return {app_id: name for app_id, name in rows if name}
         rows = self._db.conn.execute(
             "SELECT application_id, trim(coalesce(json_extract(raw, '$.candidate.first_name'), '') "
             "|| ' ' || coalesce(json_extract(raw, '$.candidate.last_name'), '')) FROM applications "
@@ -167,9 +176,13 @@ class Queries:
         return [dict(row) for row in self._db.conn.execute(_STATUS)]
 
     def schema_markdown(self) -> str:
+        if self._db.postgres:
+            return pg_schema_markdown(self._db.conn)
         return schema_markdown(self._db.conn)
 
     def schema_sql(self) -> str:
+        if self._db.postgres:
+            return "".join(f"{sql};\n" for _, statements in MIGRATIONS for sql in statements)
         rows = self._db.conn.execute(
             "SELECT sql FROM sqlite_master WHERE sql IS NOT NULL AND name NOT LIKE 'sqlite_%' "
             "ORDER BY rowid"
@@ -177,4 +190,6 @@ class Queries:
         return "".join(f"{row[0]};\n" for row in rows)
 
     def integrity_check(self) -> str:
+        if self._db.postgres:  # PostgreSQL checks its pages itself; nothing to ask
+            return "ok"
         return self._db.conn.execute("PRAGMA integrity_check").fetchone()[0]

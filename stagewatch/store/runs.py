@@ -58,10 +58,12 @@ class Runs:
         self._machine = machine_id()
         self._keepers: dict[int, LeaseKeeper] = {}
 
-    def integration_of(self, run_id: int) -> str:
-        row = self._db.conn.execute(
-            "SELECT integration_id FROM sync_runs WHERE id = ?", (run_id,)
-        ).fetchone()
+    def integration_of(self, run_id: int, conn=None) -> str:
+        row = (
+            (conn or self._db.conn)
+            .execute("SELECT integration_id FROM sync_runs WHERE id = ?", (run_id,))
+            .fetchone()
+        )
         if row is None:
             raise StoreError(f"no sync run {run_id}")
         return row[0]
@@ -101,6 +103,7 @@ class Runs:
         deadline = self._db.monotonic() + wait
         while True:
             with self._db.transaction() as conn:
+                self._db.lock_integration(conn, integration_id)
                 holder = conn.execute(
                     "SELECT * FROM run_locks WHERE integration_id = ?", (integration_id,)
                 ).fetchone()
@@ -162,7 +165,7 @@ class Runs:
         now = format_ts(taken)
         run_id = conn.execute(
             "INSERT INTO sync_runs (integration_id, mode, status, started_at, window_start, pid, "
-            "hostname, machine) VALUES (?, ?, 'running', ?, ?, ?, ?, ?)",
+            "hostname, machine) VALUES (?, ?, 'running', ?, ?, ?, ?, ?) RETURNING id",
             (
                 integration_id,
                 mode,
@@ -172,12 +175,16 @@ class Runs:
                 self._hostname,
                 self._machine,
             ),
-        ).lastrowid
+        ).fetchone()[0]
         error = f"{why}; lock taken over by run {run_id} (pid {os.getpid()} on {self._hostname})"
         self._abandon_others(conn, integration_id, run_id, error, now)
         conn.execute(
-            "INSERT OR REPLACE INTO run_locks (integration_id, run_id, pid, hostname, machine, "
-            "acquired_at, renewed_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO run_locks (integration_id, run_id, pid, hostname, machine, acquired_at, "
+            "renewed_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (integration_id) DO UPDATE SET run_id = excluded.run_id, "
+            "pid = excluded.pid, hostname = excluded.hostname, machine = excluded.machine, "
+            "acquired_at = excluded.acquired_at, renewed_at = excluded.renewed_at, "
+            "lease_expires_at = excluded.lease_expires_at",
             (
                 integration_id,
                 run_id,
@@ -215,9 +222,8 @@ class Runs:
         if self._db.in_memory or run_id in self._keepers:
             return
         interval = self._lease.total_seconds() / RENEWALS_PER_LEASE
-        conn = self._db.open_writer()
         # A renewal waits at most an interval for another writer, so stopping never waits long.
-        conn.execute(f"PRAGMA busy_timeout = {int(min(BUSY_TIMEOUT_MS, interval * 1000))}")
+        conn = self._db.open_writer(int(min(BUSY_TIMEOUT_MS, interval * 1000)))
         keeper = LeaseKeeper(run_id, conn, partial(self._renew, run_id=run_id), interval)
         self._keepers[run_id] = keeper
         keeper.start()
@@ -280,6 +286,7 @@ class Runs:
         unless `force`; no lock at all is a StoreError."""
         now = format_ts(self._db.clock())
         with self._db.transaction() as conn:
+            self._db.lock_integration(conn, integration_id)
             holder = conn.execute(
                 "SELECT * FROM run_locks WHERE integration_id = ?", (integration_id,)
             ).fetchone()
@@ -301,7 +308,10 @@ class Runs:
         return dict(holder)
 
     def running(self, conn: sqlite3.Connection, run_id: int) -> str:
-        """The run's integration, after checking the run is running and still holds its lock."""
+        """The run's integration, after checking the run is running and still holds its lock
+        (and, on PostgreSQL, locking the integration for the rest of the transaction)."""
+        if self._db.postgres:
+            self._db.lock_integration(conn, self.integration_of(run_id, conn))
         row = conn.execute(
             "SELECT r.integration_id, r.status, r.error, l.run_id AS holder FROM sync_runs AS r "
             "LEFT JOIN run_locks AS l ON l.integration_id = r.integration_id WHERE r.id = ?",
@@ -323,10 +333,14 @@ class Runs:
 
     def clear_staging(self, conn: sqlite3.Connection, run_id: int) -> None:
         for table in ("staged_seen", "staged_applications", "staged_jobs"):
-            others = conn.execute(
-                f"SELECT 1 FROM {table} WHERE run_id < ? OR run_id > ? LIMIT 1", (run_id, run_id)
-            ).fetchone()
-            if others:
+            # On PostgreSQL, another run's rows committed after that look would go too.
+            if (
+                self._db.postgres
+                or conn.execute(
+                    f"SELECT 1 FROM {table} WHERE run_id < ? OR run_id > ? LIMIT 1",
+                    (run_id, run_id),
+                ).fetchone()
+            ):
                 conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
             else:
                 # No other run is staging: SQLite's truncate optimisation frees the pages at once.
@@ -433,7 +447,11 @@ class Runs:
                 run_id, integration_id, observed, previous, previous,
             )  # fmt: skip
             observed = previous
-        diff.apply_jobs(conn, run_id=run_id, integration_id=integration_id, observed_at=observed)
+        postgres = self._db.postgres
+        diff.apply_jobs(
+            conn, run_id=run_id, integration_id=integration_id, observed_at=observed,
+            postgres=postgres,
+        )  # fmt: skip
         applied = diff.apply_applications(
             conn,
             run_id=run_id,
@@ -441,6 +459,7 @@ class Runs:
             observed_at=observed,
             previous_observed_at=previous,
             full=mode == "full",
+            postgres=postgres,
         )
         crash_point("commit:after_diff")
         counts = dict.fromkeys(EVENT_KINDS, 0)
@@ -522,13 +541,13 @@ class Runs:
                     f"sync run {run_id} is {row['status']}: only a succeeded run has changes "
                     "to publish"
                 )
-            if row["published_at"] is not None:
-                return False
-            conn.execute(
-                "UPDATE sync_runs SET published_at = ?, publish_note = ? WHERE id = ?",
+            # Conditional, so that of two processes marking at once only the first counts.
+            marked = conn.execute(
+                "UPDATE sync_runs SET published_at = ?, publish_note = ? "
+                "WHERE id = ? AND published_at IS NULL",
                 (format_ts(self._db.clock()), note, run_id),
             )
-            return True
+            return marked.rowcount == 1
 
     def unpublished(self, integration_id: str) -> list[dict[str, Any]]:
         """Succeeded runs of the integration whose changes never went out and that no live process

@@ -824,10 +824,31 @@ def m0006_stage_analytics(db: Database) -> None:
     for statement in STAGE_ANALYTICS:
         db.execute(statement.strip())
 
+# Kombo's newer responses say whether a stage is ACTIVE or INACTIVE (applications can sit in an
+# inactive one). ADD COLUMN, not a rebuild, as the change log may hold millions of rows; a `--`
+# comment would swallow the closing parenthesis SQLite appends the column before, so `/* */` ones.
+STAGE_STATUS = [
+    "ALTER TABLE applications ADD COLUMN stage_status TEXT "
+    "/* The current stage's status: ACTIVE, INACTIVE, NULL when not said, or the ATS's own value. */",
+    "ALTER TABLE staged_applications ADD COLUMN stage_status TEXT /* As in applications. */",
+    "ALTER TABLE events ADD COLUMN from_stage_status TEXT "
+    "/* stage_changed: status of the stage left, when known. */",
+    "ALTER TABLE events ADD COLUMN to_stage_status TEXT "
+    "/* stage_changed, first_seen, restored: status of the stage entered, when known. */",
+]
+
+
+@_migration("0008_stage_status")
+def m0008_stage_status(db: Database) -> None:
+    for statement in STAGE_STATUS:
+        db.execute(statement)
+
 
 # -- the live schema as markdown ------------------------------------------------------------------
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+# A column added by ALTER TABLE sits after the last line as `, name TYPE /* comment */`.
+_ADDED_COLUMN = re.compile(r",\s*([A-Za-z_][A-Za-z0-9_]*)\b[^,]*?/\*(.*?)\*/", re.S)
 _UNCOMMENTED = {"_sqlite_migrations": "Migrations applied to this database (kept by sqlite-utils)."}
 
 
@@ -842,6 +863,8 @@ def _comments(sql: str, is_view: bool) -> tuple[str, dict[str, str]]:
         if not sep or not names:
             continue
         columns.setdefault(names[-1] if is_view else names[0], comment.strip())
+    for name, comment in _ADDED_COLUMN.findall(sql):
+        columns.setdefault(name, comment.strip())
     return head, columns
 
 

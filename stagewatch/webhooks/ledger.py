@@ -67,7 +67,10 @@ def m0001_initial(db: Database) -> None:
 
 
 def default_ledger_path(store: str | os.PathLike[str]) -> Path:
-    """Next to the store: `stagewatch.db` -> `stagewatch-webhooks.db`."""
+    """Next to the store: `stagewatch.db` -> `stagewatch-webhooks.db`; here for a store that is a
+    PostgreSQL URL."""
+    if "://" in str(store):
+        return Path("stagewatch-webhooks.db")
     store = Path(store)
     return store.with_name(f"{store.stem}-webhooks.db")
 

@@ -28,6 +28,9 @@ from typing import Any
 import httpx
 
 from stagewatch import report
+from stagewatch.store import Store
+from stagewatch.store.location import is_postgres
+from stagewatch.store.transfer import copy_store
 from tests.reliability.harness import (
     CaseResult,
     SecretScanner,
@@ -163,8 +166,13 @@ def clean_pages(case: dict[str, Any]) -> dict[str, dict[str, dict]]:
     return pages
 
 
-def copy_db(source: Path, target: Path) -> None:
-    """A consistent copy, WAL content included."""
+def copy_db(source: Path, target: Path | str) -> None:
+    """A consistent copy, WAL content included; into a PostgreSQL store (a URL) as
+    `stagewatch migrate-store` copies."""
+    if is_postgres(str(target)):
+        with Store(source, readonly=True) as old, Store(target) as new:
+            copy_store(old, new)
+        return
     with sqlite3.connect(source) as src, sqlite3.connect(target) as dst:
         src.backup(dst)
     src.close()

@@ -233,10 +233,16 @@ def lock_refusal_case(workdir: Path, key: str, scanner: SecretScanner) -> CaseRe
 
 
 def threads_case(
-    workdir: Path, key: str, scanner: SecretScanner, *, same_integration: bool
+    workdir: Path,
+    key: str,
+    scanner: SecretScanner,
+    *,
+    same_integration: bool,
+    store_at: str | None = None,
 ) -> CaseResult:
-    """Two threads sync into one database file at once (each its own `Store`, as the flow's
-    thread pool does): the same integration (one is refused) or two (both commit)."""
+    """Two threads sync into one database at once (each its own `Store`, as the flow's thread
+    pool does): the same integration (one is refused) or two (both commit). `store_at` puts the
+    store they share elsewhere (a PostgreSQL URL)."""
     label = "same integration" if same_integration else "two integrations"
     result = CaseResult(f"two threads, {label}, in process")
     world = World(seed=SEED, applications=300, jobs=8, api_key=key, scenarios=SCENARIOS)
@@ -244,6 +250,7 @@ def threads_case(
     chosen = [integrations[0]] * 2 if same_integration else integrations
     transport = SimulatorTransport(world)
     base, db, reference = (workdir / f"{label}-{n}.db" for n in ("base", "case", "reference"))
+    db = store_at or db
     for integration_id in integrations:
         sync_in_process(base, transport, integration_id, key, page_size=20)
     world.advance(hours=24)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import shutil
 import sys
@@ -28,6 +29,7 @@ from tests.reliability import (
     fatal,
     faults,
     lease,
+    postgres,
     secrets_sweep,
 )
 from tests.reliability.harness import CaseResult, DrillResult, SecretScanner, drill_key
@@ -235,6 +237,22 @@ def drill_lease(
     return DrillResult("7 cross-host lease takeover", cases, scanner)
 
 
+def drill_postgres(work: Path, key: str, progress: Progress, quick: bool) -> DrillResult | None:
+    """Fault storms and thread races with the store on PostgreSQL; None (said loudly) when no
+    server answers, unless STAGEWATCH_TEST_REQUIRE_POSTGRES makes that a failure."""
+    scanner = SecretScanner(key)
+    reason = postgres.unavailable()
+    if reason is not None:
+        progress(f"!!! POSTGRESQL DRILLS SKIPPED: {reason} !!!")
+        if not os.environ.get("STAGEWATCH_TEST_REQUIRE_POSTGRES"):
+            return None
+        result = DrillResult("8 postgres", [], scanner)
+        result.problems.append(reason)
+        return result
+    runs = postgres.cases(work, key, scanner, 6 if quick else POSTGRES_STORMS)
+    return DrillResult("8 postgres", _cases("postgres", runs, progress), scanner)
+
+
 def drill_secrets_sweep(
     work: Path, key: str, server: cli.PrefectServer, since: str, progress: Progress
 ) -> DrillResult:
@@ -257,7 +275,8 @@ def table(results: list[DrillResult]) -> str:
     return "\n".join(lines)
 
 
-DRILLS = ("bad-input", "fatal", "fault-storm", "concurrency", "crash", "lease")
+DRILLS = ("bad-input", "fatal", "fault-storm", "concurrency", "crash", "lease", "postgres")
+POSTGRES_STORMS = 12
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -290,6 +309,10 @@ def main(argv: list[str] | None = None) -> int:
                 result = drill_concurrency(directory, key, server, progress, args.quick)
             elif name == "crash":
                 result = drill_crash(directory, key, server, progress, args.quick)
+            elif name == "postgres":
+                result = drill_postgres(directory, key, progress, args.quick)
+                if result is None:
+                    continue
             else:
                 result = drill_lease(directory, key, server, progress, args.quick)
             result.seconds = time.monotonic() - started

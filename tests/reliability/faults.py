@@ -98,10 +98,14 @@ def sync_week(world: World, transport: SimulatorTransport, db: Path, key: str, c
     return outcomes, sleeps
 
 
-def run_storm_case(case: StormCase, workdir: Path, key: str, scanner: SecretScanner) -> CaseResult:
+def run_storm_case(
+    case: StormCase, workdir: Path, key: str, scanner: SecretScanner, faulty_at: str | None = None
+) -> CaseResult:
+    """The week with and without faults; `faulty_at` puts the faulty week's store elsewhere (a
+    PostgreSQL URL), to be compared with the fault-free week's SQLite file."""
     result = CaseResult(case.name)
     workdir.mkdir(parents=True, exist_ok=True)
-    clean_db, faulty_db = workdir / "clean.db", workdir / "faulty.db"
+    clean_db, faulty_db = workdir / "clean.db", faulty_at or workdir / "faulty.db"
     clean_world, faulty_world = make_world(case, key), make_world(case, key)
     clean = SimulatorTransport(clean_world)
     faults = FaultConfig(rate=FAULT_RATE, kinds=case.kinds, seed=case.seed)
@@ -134,10 +138,10 @@ def run_storm_case(case: StormCase, workdir: Path, key: str, scanner: SecretScan
         "the week changed nothing after the first day: nothing to lose",
     )
     result.add(compare(fingerprint(faulty_db), fingerprint(clean_db)), "faulty vs fault-free")
-    for db in (clean_db, faulty_db):
-        result.check(integrity(db) == "ok", f"{db.name}: integrity_check {integrity(db)}")
+    for name, db in (("clean", clean_db), ("faulty", faulty_db)):
+        result.check(integrity(db) == "ok", f"{name}: integrity_check {integrity(db)}")
         left = leftovers(db)
-        result.check(not any(left.values()), f"{db.name} left behind {left}")
+        result.check(not any(left.values()), f"{name} left behind {left}")
     scanner.text(f"{case.name}: logs", logs.text)
     for outcome in clean_outcomes + faulty_outcomes:
         scanner.text(f"{case.name}: outcome", outcome.model_dump_json())
@@ -207,10 +211,10 @@ def run_cli_storm_case(
     )
     clean_db, faulty_db = workdir / "clean.db", workdir / "faulty.db"
     result.add(compare(fingerprint(faulty_db), fingerprint(clean_db)), "faulty vs fault-free")
-    for db in (clean_db, faulty_db):
-        result.check(integrity(db) == "ok", f"{db.name}: integrity_check {integrity(db)}")
+    for name, db in (("clean", clean_db), ("faulty", faulty_db)):
+        result.check(integrity(db) == "ok", f"{name}: integrity_check {integrity(db)}")
         left = leftovers(db)
-        result.check(not any(left.values()), f"{db.name} left behind {left}")
+        result.check(not any(left.values()), f"{name} left behind {left}")
     scanner.path(workdir)
     return result
 

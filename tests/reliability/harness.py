@@ -34,7 +34,8 @@ from stagewatch.pipeline import PlainSteps, SyncOptions
 from stagewatch.publishing import Publication
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings
-from stagewatch.store import Store, wait_for_checkpoints
+from stagewatch.store import Store, pg, wait_for_checkpoints
+from stagewatch.store.location import PostgresLocation, is_postgres
 
 KOMBO_URL = (
     "https://api.kombo.dev/v1"  # in-process transports answer it; nothing leaves the process
@@ -117,9 +118,7 @@ def sync_in_process(
         sleep=sleep if sleep is not None else Sleeps(),
         rng=random.Random(rng_seed),
     )
-    options = SyncOptions(
-        mode=mode, page_size=page_size, show_candidate_names=show_candidate_names
-    )
+    options = SyncOptions(mode=mode, page_size=page_size, show_candidate_names=show_candidate_names)
     steps = DrillSteps(lock_wait=lock_wait)
     lease_seconds = Settings().stagewatch_lock_lease_seconds
     with client, Store(db, lease_seconds=lease_seconds) as store:
@@ -153,9 +152,22 @@ ORDER_BY = {
 }
 
 
-def connect_ro(db: Path) -> sqlite3.Connection:
-    """A read-only connection: the drills read a store without ever writing to it."""
-    return sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
+def connect_ro(db: Path | str) -> sqlite3.Connection:
+    """A read-only connection: the drills read a store without ever writing to it. A PostgreSQL
+    store (a URL) answers through `stagewatch.store.pg`, in sqlite3's placeholders too."""
+    if is_postgres(str(db)):
+        return pg.connect(PostgresLocation.parse(str(db)), readonly=True)
+    return sqlite3.connect(Path(db).resolve().as_uri() + "?mode=ro", uri=True)
+
+
+def _order(db: Path | str, table: str) -> str:
+    """ORDER_BY, with PostgreSQL's text compared byte by byte as SQLite compares it."""
+    if not is_postgres(str(db)):
+        return ORDER_BY[table]
+    return ", ".join(
+        column if column == "id" else f'{column} COLLATE "C"'
+        for column in ORDER_BY[table].split(", ")
+    )
 
 
 def fingerprint(db: Path, integrations: Iterable[str] | None = None) -> dict[str, list[tuple]]:
@@ -169,17 +181,14 @@ def fingerprint(db: Path, integrations: Iterable[str] | None = None) -> dict[str
     try:
         result = {}
         for table, ignored in IGNORED_COLUMNS.items():
-            columns = [
-                row[1]
-                for row in conn.execute(f"PRAGMA table_info({table})")
-                if row[1] not in ignored
-            ]
+            described = conn.execute(f"SELECT * FROM {table} LIMIT 0").description
+            columns = [column[0] for column in described if column[0] not in ignored]
             result[table] = [
                 tuple(row)
                 for row in conn.execute(
-                    f"SELECT {', '.join(columns)} FROM {table} {where} ORDER BY {ORDER_BY[table]}",
+                    f"SELECT {', '.join(columns)} FROM {table} {where} ORDER BY {_order(db, table)}",
                     params,
-                )
+                ).fetchall()
             ]
         return result
     finally:
@@ -190,12 +199,7 @@ def leftovers(db: Path) -> dict[str, int]:
     """What a finished sync must not leave behind: staging rows, locks, runs still 'running'."""
     conn = connect_ro(db)
     try:
-        staging = [
-            row[0]
-            for row in conn.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' AND name LIKE 'staged%'"
-            )
-        ]
+        staging = ["staged_applications", "staged_jobs", "staged_seen"]
         counts = {
             table: conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             for table in [*staging, "run_locks"]
@@ -208,7 +212,10 @@ def leftovers(db: Path) -> dict[str, int]:
         conn.close()
 
 
-def integrity(db: Path) -> str:
+def integrity(db: Path | str) -> str:
+    if is_postgres(str(db)):  # PostgreSQL checks its own pages; opening checks the schema
+        with Store(db, readonly=True) as store:
+            return store.integrity_check()
     conn = connect_ro(db)
     try:
         return conn.execute("PRAGMA integrity_check").fetchone()[0]
@@ -347,6 +354,7 @@ HEADINGS = (
     re.compile(r"## Hires and declines"),
     re.compile(r"## Stage moves \(\d+(, \d+ backward)?\)"),
     re.compile(r"## Transitions"),
+    re.compile(r"## (Job changes|Deletions|Restores) \(\d+\)"),
     re.compile(r"## Notes"),
     re.compile(r"## Run statistics"),
     re.compile(r"# stagewatch sync: \d+ integrations?( \(.*\))?"),

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-from pathlib import Path
 
 import httpx
 
@@ -18,7 +17,7 @@ from tests.reliability.harness import sync_in_process
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("db", type=Path)
+    parser.add_argument("db", help="a SQLite file or a postgresql:// URL")
     parser.add_argument("base_url")
     parser.add_argument("integration_id")
     parser.add_argument("--full", action="store_true")

@@ -45,8 +45,10 @@ def test_markdown_lists_hires_first_flags_backward_moves_and_counts_every_kind()
         job_names={"job1": "Backend *Engineer*"},
         candidate_names={"a3": "Ada Lovelace"},
     )
-    assert text.splitlines()[:12] == [
+    assert text.splitlines()[:14] == [
         r"# greenhouse\:AbC: incremental sync, 5 changes",
+        "",
+        r"**Integration:** greenhouse\:AbC",
         "",
         "**Window:** changes after 2026-01-05T09:00:00.000Z, listing started "
         "2026-01-06T09:00:00.000Z",
@@ -67,8 +69,8 @@ def test_markdown_lists_hires_first_flags_backward_moves_and_counts_every_kind()
     assert r"reason Salary \| too &lt;high&gt;" in text
     assert "## Stage moves (2, 1 backward)" in text
     assert (
-        r"| a2 | Backend \*Engineer\* | Interview | Applied | **⚠ backward** "
-        "| 2026-01-05T09:00:00.000Z → 2026-01-06T09:00:00.000Z |"
+        r"| a2 | Backend \*Engineer\* | Interview → Applied | **⚠ backward** "
+        "| 2026-01-06 09:00 |"
     ) in text
     assert "| Applied → Interview | 1 |" in text
     assert "| Interview → Applied | 1 |" in text
@@ -160,9 +162,87 @@ def test_summary_says_which_integration_did_what():
     assert summary_markdown(outcomes).splitlines() == [
         "# stagewatch sync: 3 integrations (1 synced, 1 not ready, 1 failed)",
         "",
-        "| integration | status | mode | changes | hires | declines | stage moves | note |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | --- |",
-        r"| greenhouse\:AbC | synced | incremental | 7 | 2 | 0 | 5 |  |",
-        r"| lever\:X | not ready | incremental | 0 | 0 | 0 | 0 | setup \| pending |",
-        r"| bamboo\:Y | failed | incremental | 0 | 0 | 0 | 0 | PLATFORM\.X\: bad key |",
+        "| integration | status | mode | changes | hires | declines | moves |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: |",
+        r"| greenhouse\:AbC | synced | incremental | 7 | 2 | 0 | 5 |",
+        r"| lever\:X | not ready [1] | incremental | 0 | 0 | 0 | 0 |",
+        r"| bamboo\:Y | failed [2] | incremental | 0 | 0 | 0 | 0 |",
+        "",
+        "## Notes",
+        "",
+        r"1. **lever\:X**: setup \| pending",
+        r"2. **bamboo\:Y**: PLATFORM\.X\: bad key",
     ]
+
+
+def test_summary_notes_keep_request_ids_and_whole_log_links():
+    log = "https://app.kombo.dev/logs/" + "0123456789" * 20
+    message = (
+        "INTEGRATION.NOT_FOUND (HTTP 404): No integration with id 'greenhouse:AAAA' "
+        f"[request sim_0123456789] (log: {log})"
+    )
+    failed = outcome(integration_id="greenhouse:AAAA", status="failed", message=message)
+    notes = summary_markdown([failed]).splitlines()[-1]
+    assert r"\[request sim\_0123456789\]" in notes
+    assert notes.endswith(r"(log\: https\://app\.kombo\.dev/logs/" + "0123456789" * 20 + r"\)")
+
+
+def test_job_changes_deletions_and_restores_are_listed_and_capped():
+    events = [
+        event("job_changed", app="j1", from_job_id="job1", to_job_id="job2"),
+        event("deleted", app="d1", deleted_reason="remote_deleted"),
+        event("deleted", app="d2", deleted_reason="missing_from_full_listing"),
+        event("deleted", app="d3", deleted_reason="remote_deleted"),
+        event("restored", app="r1"),
+    ]
+    counts = {"job changed": 1, "deleted": 3, "restored": 1}
+    text = integration_markdown(
+        outcome(counts=counts), events, job_names={"job1": "Nurse", "job2": "Chef"}, cap=2
+    )
+    assert text.split("## Job changes (1)\n\n", 1)[1].split("## Notes")[0].splitlines() == [
+        "| application | from job | to job | observed |",
+        "| --- | --- | --- | --- |",
+        "| j1 | Nurse | Chef | 2026-01-06 09:00 |",
+        "",
+        "## Deletions (3)",
+        "",
+        "| application | job | why | observed |",
+        "| --- | --- | --- | --- |",
+        "| d1 | Nurse | deleted in the ATS | 2026-01-06 09:00 |",
+        "| d2 | Nurse | missing from the full listing | 2026-01-06 09:00 |",
+        "",
+        "…and 1 more in the events table artifact and `stagewatch changes`.",
+        "",
+        "## Restores (1)",
+        "",
+        "| application | job | observed |",
+        "| --- | --- | --- |",
+        "| r1 | Nurse | 2026-01-06 09:00 |",
+        "",
+        "## Run statistics",
+        "",
+        "| requests | retries | waited | duration | pages | applications listed | jobs |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| 4 | 0 | 0.0 s | 1.2 s | 2 | 3 | 1 |",
+    ]
+
+
+def test_only_candidate_fields_are_redacted():
+    events = [
+        event(
+            "outcome_changed",
+            app="sim_0123456789",
+            to_outcome="DECLINED",
+            rejection_reason_name="call me on +49 30 1234567",
+            job_id="req_123456789",
+        )
+    ]
+    text = integration_markdown(
+        outcome(counts={"declined": 1}),
+        events,
+        candidate_names={"sim_0123456789": "Eve (eve@example.org)"},
+    )
+    assert (
+        r"- **Declined**: sim\_0123456789 (Eve \(\[email redacted\]\)), job req\_123456789, "
+        r"reason call me on \[phone redacted\], observed"
+    ) in text
