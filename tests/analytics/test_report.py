@@ -14,6 +14,7 @@ from prefect.events.worker import EventsWorker
 
 from stagewatch.analytics.markdown import pipeline_markdown, unicode_bar
 from stagewatch.analytics.report import pipeline_report
+from stagewatch.report import artifact_key as change_artifact_key
 from tests.analytics.scenario import AS_OF
 from tests.test_store_fixtures import INTEGRATION
 
@@ -90,7 +91,8 @@ def test_the_flow_publishes_the_artifact_and_announces_stuck_stays_once(
         ("stagewatch.application.stuck", f"kombo.application.{INTEGRATION}.app-g"),
     ]
     key = artifact_key(INTEGRATION)
-    assert re.fullmatch(r"pipeline-greenhouse-hwutwvyx2wlosuhphiwvrp28-[0-9a-f]{8}", key)
+    # The integration's slug, as in the change artifacts' keys (stage-changes-<slug>).
+    assert key == "pipeline-" + change_artifact_key(INTEGRATION).removeprefix("stage-changes-")
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[key]))
