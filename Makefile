@@ -10,7 +10,7 @@ export DO_NOT_TRACK := 1
 CHROMIUM := /usr/bin/chromium
 APT_LOG := $(or $(TMPDIR),/tmp)/stagewatch-apt-chromium.log
 
-.PHONY: install test lint browser-deps demo ui reliability bench clean
+.PHONY: install test lint browser-deps demo ui reliability bench clean stack stack-down
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -47,6 +47,14 @@ demo: $(STAMP)
 ui: $(STAMP)
 	$(BIN)/python -m deployments.ui
 
+# Prefect's server on PostgreSQL, two process workers, the fan-out deployments, the webhook
+# receiver; in the background (state in .stack/). deployments/README.md has the details.
+stack: $(STAMP)
+	$(BIN)/stagewatch stack up
+
+stack-down: $(STAMP)
+	$(BIN)/stagewatch stack down
+
 reliability: $(STAMP)
 	$(BIN)/python -m tests.reliability.drills
 
@@ -55,4 +63,4 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis stagewatch.db*
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis stagewatch.db* .stack

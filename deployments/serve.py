@@ -16,10 +16,12 @@ from typing import Any
 from prefect import serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
+from flows.imports import import_tracked_applications
 from flows.report import PipelineReportParams, pipeline_report
-from flows.sync import SyncManyParams, sync_many
+from flows.sync import SyncIntegrationParams, SyncManyParams, sync_many, sync_on_change
 
 HOURLY_CRON = "0 * * * *"
 WEEKLY_CRON = "30 3 * * 0"
@@ -27,6 +29,19 @@ REPORT_CRON = "0 6 * * 1"
 STUCK_DAYS = 14
 TIMEZONE = "UTC"
 TAGS = ["stagewatch"]
+# sync-on-change: the event `stagewatch webhooks` emits for a Kombo data-changed webhook, and what
+# a triggered run syncs. Jobs are listed afresh, as the webhook may be about a job or its stages.
+CHANGE_EVENT = "kombo.data-changed"
+CHANGE_RESOURCE = "kombo.integration.*"
+ON_CHANGE = {
+    "integration_id": "{{ event.payload.integration_id }}",
+    "mode": "incremental",
+    "jobs_cache_hours": 0,
+}
+# Integrations synced at once by triggered runs; a burst for one integration takes at most two.
+ON_CHANGE_CONCURRENCY = 4
+# How often the runner asks for runs to start: the time a triggered run waits to be picked up.
+QUERY_SECONDS = 1.0
 
 
 def build_deployments(
@@ -36,8 +51,9 @@ def build_deployments(
     db: str | None = None,
     incremental_every: timedelta | None = None,
 ) -> list[RunnerDeployment]:
-    """hourly-incremental, weekly-full, manual and weekly-pipeline-report, as in `prefect.yaml`. `incremental_every`
-    replaces the hourly cron with an interval (the UI demo runs it every minute)."""
+    """hourly-incremental, weekly-full, manual, sync-on-change and weekly-pipeline-report, as in
+    `prefect.yaml`. `incremental_every` replaces the hourly cron with an interval (the UI demo runs
+    it every minute)."""
     common: dict[str, Any] = {"integration_ids": integration_ids}
     if base_url:
         common["base_url"] = base_url
@@ -81,6 +97,7 @@ def build_deployments(
             tags=TAGS,
         ),
         _pipeline_report(integration_ids, db, one_at_a_time),
+        on_change_deployment(base_url=base_url, db=db),
     ]
 
 
@@ -104,11 +121,61 @@ def _pipeline_report(
     )
 
 
+def on_change_trigger(**options: str) -> DeploymentEventTrigger:
+    """A run per `kombo.data-changed` event, syncing the integration it names; `options` are
+    further sync options (base_url, db) every triggered run gets."""
+    SyncIntegrationParams(integration_id="checked:here", **options)
+    return DeploymentEventTrigger(
+        name="kombo-data-changed",
+        match={"prefect.resource.id": CHANGE_RESOURCE},
+        expect={CHANGE_EVENT},
+        for_each={"prefect.resource.id"},
+        parameters={"params": ON_CHANGE | options},
+    )
+
+
+def on_change_deployment(*, base_url: str | None = None, db: str | None = None) -> RunnerDeployment:
+    options = {name: value for name, value in (("base_url", base_url), ("db", db)) if value}
+    return sync_on_change.to_deployment(
+        name="sync-on-change",
+        description=(
+            "The integration a Kombo data-changed webhook names, seconds after it arrives; "
+            "runs of one integration coalesce (one syncs, one waits, the rest end Coalesced)."
+        ),
+        triggers=[on_change_trigger(**options)],
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=ON_CHANGE_CONCURRENCY, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        tags=TAGS,
+    )
+
+
+def build_import_deployment() -> RunnerDeployment:
+    """import-tracked-applications, as in `prefect.yaml`: manual, its rows given per run."""
+    return import_tracked_applications.to_deployment(
+        name="import-tracked-applications",
+        description=(
+            "On demand: ask Kombo to track applications it did not create (paste the rows, one "
+            "object per application named by the ATS's id fields); the results go to a markdown "
+            "artifact."
+        ),
+        concurrency_limit=ConcurrencyLimitConfig(
+            limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
+        ),
+        tags=[*TAGS, "import"],
+    )
+
+
 def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
-    serve(*build_deployments(integration_ids, **options), pause_on_shutdown=False)
+    serve(
+        *build_deployments(integration_ids, **options),
+        build_import_deployment(),
+        pause_on_shutdown=False,
+        query_seconds=QUERY_SECONDS,
+    )
 
 
 def main() -> None:

@@ -48,7 +48,9 @@ class PipelineReportParams(BaseModel):
     emit_stuck_events: bool = Field(
         default=True, description="Send stagewatch.application.stuck once per stuck stay."
     )
-    db: str | None = Field(default=None, description="SQLite path (default STAGEWATCH_DB).")
+    db: str | None = Field(
+        default=None, description="SQLite path or postgresql:// URL (default STAGEWATCH_DB)."
+    )
     as_of: datetime | None = Field(
         default=None, description="Report as of this time (default now): the week ends here."
     )

@@ -13,19 +13,21 @@ import contextvars
 import logging
 import re
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
+from prefect.runtime import flow_run
 from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
 from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_validator
 
-from stagewatch import pipeline, report
+from stagewatch import coalesce, pipeline, report
 from stagewatch.errors import StagewatchError
 from stagewatch.kombo.client import BASE_URLS, KomboClient
-from stagewatch.pipeline import SyncOptions
+from stagewatch.pipeline import Steps, SyncOptions
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings
 from stagewatch.store import Store
@@ -144,10 +146,21 @@ def open_client(
     )
 
 
-def sync_in_flow(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
-    """One integration's run inside the current flow run, its steps as Prefect tasks."""
+def _db_path(options: SyncOptions, settings: Settings) -> str:
+    return resolve(options.db or settings.stagewatch_db)
+
+
+def sync_in_flow(
+    integration_id: str,
+    options: SyncOptions,
+    api_key: SecretStr,
+    *,
+    wrap_steps: Callable[[Steps], Steps] | None = None,
+) -> SyncOutcome:
+    """One integration's run inside the current flow run, its steps as Prefect tasks
+    (`wrap_steps` lets `sync_on_change` see the run begin)."""
     settings = Settings()
-    db = resolve(options.db or settings.stagewatch_db)
+    db = _db_path(options, settings)
     region = options.region or settings.kombo_region
     base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
     with open_client(api_key, integration_id, base_url, settings) as client:
@@ -158,7 +171,7 @@ def sync_in_flow(integration_id: str, options: SyncOptions, api_key: SecretStr) 
                 options,
                 client=client,
                 store=store,
-                steps=TaskSteps(db=redact(db), base_url=base_url),
+                steps=(wrap_steps or _same)(TaskSteps(db=redact(db), base_url=base_url)),
             )
         finally:
             # The run is committed (durable, visible) and published by now: the flow run need not
@@ -190,6 +203,30 @@ def _state(outcomes: list[SyncOutcome]) -> State:
 def sync_integration(params: SyncIntegrationParams) -> State:
     """Sync one Kombo integration into the stagewatch database and publish what changed."""
     return _state([sync_in_flow(params.integration_id, params, kombo_api_key())])
+
+
+def _same(steps: Steps) -> Steps:
+    return steps
+
+
+@flow(name="sync-on-change", log_prints=False)
+def sync_on_change(params: SyncIntegrationParams) -> State:
+    """Sync the integration a `kombo.data-changed` event names. Of a burst for one integration
+    one syncs, one waits for it, and the rest end Coalesced (`stagewatch.coalesce`)."""
+    settings = Settings()
+    lease = settings.stagewatch_lock_lease_seconds
+    with Store(_db_path(params, settings), lease_seconds=lease) as store:
+        result = coalesce.sync_coalesced(
+            store,
+            params.integration_id,
+            str(flow_run.id),
+            lambda wrap: sync_in_flow(
+                params.integration_id, params, kombo_api_key(), wrap_steps=wrap
+            ),
+        )
+    if isinstance(result, coalesce.Coalesced):
+        return Completed(name=coalesce.COALESCED, message=result.message)
+    return _state([result])
 
 
 def _guarded(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:

@@ -465,6 +465,18 @@ def _runner(conn, postgres: bool):
     return lambda sql, *params: conn.execute(_for_postgres(sql), *params)
 
 
+# An application stagewatch imported (the `imports` ledger) is tagged there when first seen, so
+# the change log's first sightings can tell imported from tracked ones (view `first_sightings`).
+_MARK_IMPORTS_SEEN = """
+UPDATE imports SET first_seen_at = :observed_at, first_seen_run_id = :run_id
+WHERE integration_id = :integration_id AND application_id IS NOT NULL AND first_seen_at IS NULL
+    AND EXISTS (
+        SELECT 1 FROM temp.sw_diff AS d
+        WHERE d.application_id = imports.application_id AND d.is_first_seen
+    )
+"""
+
+
 def apply_jobs(
     conn: sqlite3.Connection,
     *,
@@ -530,6 +542,7 @@ def apply_applications(
     execute(_FILL_DIFF, params)
     for statement in _EVENT_INSERTS:
         execute(statement, params)
+    execute(_MARK_IMPORTS_SEEN, params)
     absent = 0
     if full:
         execute(_FILL_ABSENT, params)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -15,7 +14,6 @@ from prefect.events.worker import EventsWorker
 from stagewatch import analytics
 from stagewatch.analytics.markdown import pipeline_markdown
 from stagewatch.analytics.report import pipeline_report
-from stagewatch.analytics.stays import AnalyticsError
 from stagewatch.report.text import slug
 
 
@@ -46,10 +44,6 @@ def report_integration(
 ) -> dict[str, Any]:
     """Publish `pipeline-<slug>` and announce each newly stuck stay once."""
     conn = store._conn
-    if not isinstance(conn, sqlite3.Connection):
-        raise AnalyticsError(
-            "the pipeline report reads SQLite stores only (no PostgreSQL views yet)"
-        )
     report = pipeline_report(
         conn,
         integration_id,

@@ -100,7 +100,9 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
         ("stagewatch", "0004_run_leases"),
         ("stagewatch", "0005_run_facts_and_stays"),
         ("stagewatch", "0006_stage_analytics"),
+        ("stagewatch", "0007_import_ledger"),
         ("stagewatch", "0008_stage_status"),
+        ("stagewatch", "0009_sync_waiters"),
     ]
 
 

@@ -76,7 +76,7 @@ def uncertainty_hours(entry_window: float | None, exit_window: float | None, cur
     return round(max(entry_window, 0 if current else exit_window) / 3600.0, 2)
 
 
-def _stay(row: sqlite3.Row, as_of: datetime) -> dict[str, Any]:
+def _stay(row: dict[str, Any], as_of: datetime) -> dict[str, Any]:
     stay = dict(row)
     current = row["ended"] == "current"
     seconds = row["seconds_in_stage"]
@@ -104,5 +104,5 @@ def stays(
         cursor = conn.execute(sql, params)
     except sqlite3.OperationalError as exc:
         raise AnalyticsError(f"cannot read stays: {exc}") from exc
-    cursor.row_factory = sqlite3.Row
-    return (_stay(row, as_of) for row in cursor)
+    columns = [column[0] for column in cursor.description]
+    return (_stay(dict(zip(columns, row, strict=True)), as_of) for row in cursor)

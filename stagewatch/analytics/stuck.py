@@ -115,20 +115,23 @@ def record_announced(
         )
         for r in rows
     ]
-    before = conn.total_changes
-    conn.execute("BEGIN IMMEDIATE")
+    count = "SELECT count(*) FROM stuck_announcements"
+    # SQLite takes its write lock up front; PostgreSQL knows only BEGIN (its rows lock as written).
+    conn.execute("BEGIN IMMEDIATE" if isinstance(conn, sqlite3.Connection) else "BEGIN")
     try:
+        before = conn.execute(count).fetchone()[0]
         conn.executemany(
             "INSERT INTO stuck_announcements (event_id, integration_id, application_id, job_id, "
             "stage_id, threshold_days, days_in_stage, announced_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT (event_id) DO NOTHING",
             values,
         )
+        after = conn.execute(count).fetchone()[0]
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("COMMIT")
-    return conn.total_changes - before
+    return after - before
 
 
 def stuck_event(row: Mapping[str, Any], *, candidate_name: str | None = None) -> dict:

@@ -32,8 +32,9 @@ def main(
 
 
 def _register() -> None:
-    from stagewatch.cli import admin, demo, query, simulator, store, sync, webhooks
+    from stagewatch.cli import admin, demo, imports, query, simulator, store, sync, webhooks
     from stagewatch.cli import analytics as stage_analytics
+    from stagewatch.cli import stack as stack_cli
 
     simulator.register(app)
     query.register(app)
@@ -43,6 +44,8 @@ def _register() -> None:
     admin.register(app)
     store.register(app)
     stage_analytics.register(app)
+    stack_cli.register(app)
+    imports.register(app)
 
 
 def _reflow_help() -> None:

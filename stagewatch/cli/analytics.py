@@ -6,10 +6,8 @@ is how far the true time in stage may be from the days shown (README, "Stage ana
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import typer
 from rich.console import Console
@@ -17,10 +15,22 @@ from rich.table import Column, Table
 
 from stagewatch import analytics
 from stagewatch.analytics.stays import AnalyticsError
-from stagewatch.cli.layout import ts
-from stagewatch.cli.query import DB_OPTION, Format, _open, _since, _write_csv, _write_jsonl
-from stagewatch.store import Store
+from stagewatch.cli.layout import ts as _short
+from stagewatch.cli.query import (
+    DB_OPTION,
+    Format,
+    _open,
+    _since,
+    _write_csv,
+    _write_jsonl,
+)
 from stagewatch.timeutil import utcnow
+
+
+def _ids(header: str) -> Column:
+    """A column of ids: folded onto more lines when narrow, never cut, so they can be copied."""
+    return Column(header, overflow="fold")
+
 
 INTEGRATION_OPTION = typer.Option(None, "--integration", help="Only this integration.")
 JOB_OPTION = typer.Option(None, "--job", help="Only this job.")
@@ -30,19 +40,7 @@ SINCE_OPTION = typer.Option(
 FORMAT_OPTION = typer.Option(Format.table, "--format", help="table, jsonl or csv.")
 
 
-def _ids(header: str) -> Column:
-    """A column of ids: folded onto more lines when narrow, never cut, so they can be copied."""
-    return Column(header, overflow="fold")
-
-
-def _connection(store: Store) -> sqlite3.Connection:
-    """The SQLite connection the analytics read; the views have no PostgreSQL twin yet."""
-    if not isinstance(store._conn, sqlite3.Connection):
-        _fail(AnalyticsError("stage analytics read SQLite stores only (no PostgreSQL views yet)"))
-    return store._conn
-
-
-def _fail(exc: Exception) -> NoReturn:
+def _fail(exc: Exception) -> None:
     typer.echo(f"Error: {exc}", err=True)
     raise typer.Exit(1) from exc
 
@@ -63,11 +61,7 @@ def stays(
     with _open(db) as store:
         try:
             rows = analytics.stays(
-                _connection(store),
-                as_of=utcnow(),
-                integration_id=integration,
-                job_id=job,
-                since=since_at,
+                store._conn, as_of=utcnow(), integration_id=integration, job_id=job, since=since_at
             )
             if output is Format.jsonl:
                 return _write_jsonl(rows, analytics.STAY_FIELDS)
@@ -88,8 +82,8 @@ def stays(
                     row["application_id"],
                     row["job_id"] or "",
                     row["stage_name"] or row["stage_id"] or "(none)",
-                    ts(row["entered_at"]),
-                    ts(row["left_at"]),
+                    _short(row["entered_at"]),
+                    _short(row["left_at"]),
                     row["ended"],
                     _number(row["days_in_stage"]),
                     _number(row["uncertainty_hours"], 0),
@@ -147,7 +141,7 @@ def funnel(
     since_at = _since(since)
     with _open(db) as store:
         try:
-            rows = analytics.funnel(_connection(store), integration, job_id=job, since=since_at)
+            rows = analytics.funnel(store._conn, integration, job_id=job, since=since_at)
         except AnalyticsError as exc:
             _fail(exc)
     if output is Format.jsonl:
@@ -197,7 +191,7 @@ def stuck(
     with _open(db) as store:
         try:
             rows = analytics.stuck(
-                _connection(store),
+                store._conn,
                 days=days,
                 as_of=utcnow(),
                 integration_id=integration,
@@ -230,7 +224,7 @@ def _stuck_table(rows: list[dict]) -> Table:
             row["application_id"],
             row["job_id"] or "",
             row["stage_name"] or row["stage_id"] or "(none)",
-            ts(row["entered_at"]),
+            _short(row["entered_at"]),
             _number(row["days_in_stage"]),
             _number(row["uncertainty_hours"], 0),
             _number(row["threshold_days"], 0),
@@ -252,9 +246,17 @@ def browse(
     """Open the store in Datasette, read-only, with every table and view described and canned
     queries for stays, funnel and stuck (needs the browse extra)."""
     from stagewatch.analytics import browse as browsing
+    from stagewatch.store.location import is_postgres
 
+    if is_postgres(db):
+        typer.echo(
+            "Error: browse opens SQLite stores (Datasette reads files); a PostgreSQL store has the "
+            "same tables and views for psql or any SQL tool",
+            err=True,
+        )
+        raise typer.Exit(2)
     with _open(db) as store:
-        metadata = browsing.metadata(_connection(store), database=browsing.database_name(db))
+        metadata = browsing.metadata(store._conn, database=browsing.database_name(db))
     if metadata_out is not None:
         browsing.write_metadata(metadata, metadata_out)
         return

@@ -13,6 +13,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from functools import cache, partial
 from typing import Any, Literal, TypeVar
 from urllib.parse import quote
@@ -24,6 +25,7 @@ from stagewatch import __version__
 from stagewatch.kombo.errors import (
     ConnectionFailedError,
     FatalError,
+    InputInvalidError,
     KomboError,
     PaginationLoopError,
     TransientError,
@@ -36,6 +38,12 @@ from stagewatch.kombo.filters import (
     check_page_size,
     encode_filters,
     require_text,
+)
+from stagewatch.kombo.imports import (
+    IMPORT_PATH,
+    ImportAnswer,
+    parse_answer,
+    request_from_tool_ids,
 )
 from stagewatch.kombo.models import Application, Job, KomboModel, Page
 from stagewatch.kombo.pages import SendAhead, early_next_cursor, parse_page, success_body
@@ -53,6 +61,8 @@ DEFAULT_INITIAL_DELAY = 0.5
 DEFAULT_MAX_DELAY = 30.0
 DEFAULT_MAX_TOTAL_WAIT = 120.0
 DEFAULT_JITTER = 0.25
+
+ALREADY_EXISTS = "ATS.APPLICATION_ALREADY_EXISTS"
 
 M = TypeVar("M", bound=KomboModel)
 T = TypeVar("T")
@@ -430,3 +440,27 @@ class KomboClient:
         require_text("stage_id", stage_id)
         path = f"/ats/applications/{quote(application_id, safe='')}/stage"
         return self._call("PUT", path, json={"stage_id": stage_id}, retry_if=safe_to_resend)
+
+    def import_tracked_application(
+        self, tool_ids: Mapping[str, Any], tracked_at: datetime | str | None = None
+    ) -> ImportAnswer:
+        """`POST /ats/import-tracked-application`: make an existing ATS application tracked.
+
+        `tool_ids` is `{<tool>: {"id_type": ..., <ids>}}`, checked against the spec's shapes
+        before anything is sent (`ImportRowError`). An application Kombo already tracks
+        (`ATS.APPLICATION_ALREADY_EXISTS`) is an answer, not an error. Retried only when Kombo
+        certainly did nothing (`safe_to_resend`); any other `TransientError` reaches the caller,
+        who must treat the import as possibly done.
+        """
+        request = request_from_tool_ids(tool_ids, tracked_at)
+        try:
+            body = self._call("POST", IMPORT_PATH, json=request.body(), retry_if=safe_to_resend)
+        except InputInvalidError as exc:
+            if exc.code != ALREADY_EXISTS:
+                raise
+            return ImportAnswer(status="already_tracked", note=exc.message)
+        try:
+            return parse_answer(body)
+        except ValueError as exc:
+            # Kombo acted (2xx) but the id is missing: the import is done, its id unknown.
+            raise TransientError(str(exc), status_code=200) from None

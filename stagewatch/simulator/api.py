@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from stagewatch.simulator import render
+from stagewatch.simulator.backlog import IMPORT_ID_TYPES
 from stagewatch.simulator.changes import ChangeLog
 from stagewatch.simulator.integration import Integration
 from stagewatch.simulator.records import JOB_REMOTE_BASE, OUTCOMES, SimulationError
@@ -495,3 +496,45 @@ def set_application_stage(integ: Integration, application_id: str, body: bytes) 
     except SimulationError as exc:
         raise ApiError(exc.code, str(exc)) from None
     return {"status": "success", "data": {}, "warnings": []}
+
+
+def import_tracked_application(integ: Integration, body: bytes) -> dict[str, Any]:
+    """Track an application the ATS has and Kombo does not; listed after the next sync."""
+    if not integ.supports_import:
+        raise ApiError(
+            "INTEGRATION.ACTION_NOT_AVAILABLE",
+            f"Importing tracked applications is not available for {integ.tool}.",
+        )
+    payload = _json_object(body)
+    if "tracked_at" not in payload:
+        raise invalid("tracked_at is required (a timestamp or null).")
+    tracked = payload["tracked_at"]
+    if tracked is not None and not isinstance(tracked, str):
+        raise invalid("tracked_at must be a string or null.")
+    tracked_ms = integ.world.now_ms if tracked is None else parse_timestamp("tracked_at", tracked)
+    tools = [key for key in payload if key != "tracked_at"]
+    if tools != [integ.tool]:
+        raise invalid(f"The body must name this integration's ATS only ({integ.tool}); got {tools}.")
+    ids = _import_ids(integ.tool, payload[integ.tool])
+    try:
+        row = integ.import_application(ids, tracked_ms)
+    except SimulationError as exc:
+        raise ApiError(exc.code, str(exc)) from None
+    data = {
+        "id": integ.application_ids.encode(row),
+        "tracked_at": render.format_ms(tracked_ms),
+        "imported_id": {integ.tool: payload[integ.tool]},
+    }
+    return {"status": "success", "data": data, "warnings": []}
+
+
+def _import_ids(tool: str, given: Any) -> dict[str, str]:
+    """The id fields of one of the tool's id types, each a non-empty string."""
+    where = f"{tool}."
+    if not isinstance(given, dict):
+        raise invalid(f"{tool} must be an object with an id_type.")
+    id_type = _string(given, "id_type", where, required=True)
+    shapes = IMPORT_ID_TYPES[tool]
+    if id_type not in shapes:
+        raise invalid(f"{where}id_type must be one of {sorted(shapes)}, got {id_type!r}.")
+    return {name: _string(given, name, where, required=True) for name in shapes[id_type]}  # type: ignore[misc]

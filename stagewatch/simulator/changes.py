@@ -55,6 +55,12 @@ class ChangeLog:
         if stale > _COMPACT_MIN_STALE and stale > self.live:
             self._compact()
 
+    def reserve(self, row: int) -> None:
+        """Make room for a new row (`row == len(pos)`) that is not listed until touched."""
+        if row != len(self.pos):
+            raise ValueError(f"reserve the next row ({len(self.pos)}), not {row}")
+        self.pos.append(NOT_LISTED)
+
     def remove(self, row: int) -> None:
         """Take a row out of every listing (a purged record)."""
         if self.pos[row] != NOT_LISTED:

@@ -54,6 +54,11 @@ _ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
         "PUT /ats/applications/{application_id}/stage",
     ),
     ("GET", re.compile(r"/check-api-key"), "GET /check-api-key"),
+    (
+        "POST",
+        re.compile(r"/ats/import-tracked-application"),
+        "POST /ats/import-tracked-application",
+    ),
 )
 
 
@@ -395,6 +400,8 @@ class Simulator:
             raise api.invalid(f"{endpoint} takes no query parameters.")
         if endpoint == "POST /ats/jobs/{job_id}/applications":
             return api.create_application(integ, path_params["job_id"], body)
+        if endpoint == "POST /ats/import-tracked-application":
+            return api.import_tracked_application(integ, body)
         return api.set_application_stage(integ, path_params["application_id"], body)
 
     def _error(
@@ -495,10 +502,25 @@ class Simulator:
             }
         elif path.startswith("/_sim/integrations") and method in ("POST", "DELETE"):
             return self._change_integrations(method, path, params)
+        elif path == "/_sim/untracked" and method == "GET":
+            return self._untracked(params)
         else:
             return self._error(
                 "PLATFORM.INPUT_INVALID", f"No control endpoint {method} {path}.", [], status=404
             )
+        return SimResponse(200, [("content-type", JSON_TYPE)], _dumps(payload))
+
+    def _untracked(self, params: dict[str, str]) -> SimResponse:
+        """`GET /_sim/untracked?integration_id=I`: the ATS's applications Kombo does not track
+        yet, with every id an import may name (what `stagewatch import` reads from a file)."""
+        integ = self.world.find_integration(params.get("integration_id", ""))
+        if integ is None:
+            return self._error(
+                "PLATFORM.INPUT_INVALID", "Name a known integration_id.", [], status=404
+            )
+        with self.world.lock:
+            rows = [{"tool": integ.tool, **u.ids(integ.jobs)} for u in integ.untracked()]
+        payload = {"integration_id": integ.id, "untracked": rows}
         return SimResponse(200, [("content-type", JSON_TYPE)], _dumps(payload))
 
     def _change_integrations(self, method: str, path: str, params: dict[str, str]) -> SimResponse:

@@ -17,11 +17,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from stagewatch.simulator import catalog, generation
 from stagewatch.simulator.activity import Activity
+from stagewatch.simulator.backlog import IMPORT_ID_TYPES, Untracked, backlog_size, draw_backlog
 from stagewatch.simulator.candidates import Candidates, Given
 from stagewatch.simulator.changes import ChangeLog
 from stagewatch.simulator.ids import IdCodec
 from stagewatch.simulator.records import (
     APPLICATION_REMOTE_BASE,
+    CANDIDATE_REMOTE_BASE,
     DECLINED,
     HIRED,
     NO_REASON,
@@ -85,6 +87,13 @@ class Integration:
         count = applications if self.has_applications else 0
         built = generation.build_applications(build_rng, self.jobs, count, world.start_ms)
         self._take_applications(built)
+        # Imports: the backlog is drawn on first use; imported rows keep their ATS ids.
+        self._backlog: list[Untracked] | None = None
+        self._backlog_size = backlog_size(count)
+        self.imported: dict[int, Untracked] = {}  # row -> the untracked application it was
+        self._imported_rows: dict[int, int] = {}  # backlog number -> row
+        self._imported_by_remote: dict[str, int] = {}  # application remote id -> row
+        self._pending_imports: list[int] = []  # rows imported, listed at the next sync
 
     def _stream(self, purpose: str) -> random.Random:
         return random.Random(f"stagewatch-sim:{self.world.seed}:{self.number}:{purpose}")
@@ -136,8 +145,19 @@ class Integration:
     def application_row_by_remote_id(self, remote_id: str) -> int | None:
         if not remote_id.isdigit():
             return None
-        row = int(remote_id) - APPLICATION_REMOTE_BASE
+        row = self._imported_by_remote.get(remote_id)
+        if row is None:
+            row = int(remote_id) - APPLICATION_REMOTE_BASE
+            if row in self.imported:
+                return None  # an imported row keeps the remote id it had in the ATS
         return row if self.app_log.listed(row) else None
+
+    def remote_ids_of(self, row: int) -> tuple[str, str]:
+        """(application remote id, candidate remote id) of a row, imported ones included."""
+        entry = self.imported.get(row) if self.imported else None
+        if entry is not None:
+            return entry.remote_id, entry.candidate_remote_id
+        return str(APPLICATION_REMOTE_BASE + row), str(CANDIDATE_REMOTE_BASE + row)
 
     def rows_created_after(self, ms: int, limit: int) -> list[int] | None:
         """Rows created after `ms`, or None when more than `limit` are (a scan is cheaper then).
@@ -392,3 +412,94 @@ class Integration:
         if row is None:
             raise SimulationError(f"No application with id {application_id!r} in this integration.")
         return row
+
+    # -- imports: POST /ats/import-tracked-application and Kombo's next sync -------------------
+
+    @property
+    def supports_import(self) -> bool:
+        return self.has_applications and self.tool in IMPORT_ID_TYPES
+
+    @property
+    def backlog(self) -> list[Untracked]:
+        """Applications in the ATS that Kombo does not track, from their own stream."""
+        if self._backlog is None:
+            size = self._backlog_size if self.supports_import else 0
+            rng = self._stream("backlog")
+            self._backlog = draw_backlog(rng, self.jobs, size, self.world.start_ms)
+        return self._backlog
+
+    def untracked(self) -> list[Untracked]:
+        """The backlog's applications not imported yet."""
+        return [u for u in self.backlog if u.number not in self._imported_rows]
+
+    @_locked
+    def import_application(self, ids: dict[str, str], tracked_ms: int) -> int:
+        """Track the ATS application `ids` names (fields as in `IMPORT_ID_TYPES`); its row.
+
+        The row is reserved now, so its Kombo id is known, and listed at the next sync.
+        """
+        if self._tracked_row_for(ids) is not None:
+            raise SimulationError(
+                "Kombo already tracks this application.", "ATS.APPLICATION_ALREADY_EXISTS"
+            )
+        entry = next((u for u in self.backlog if _names(u.ids(self.jobs), ids)), None)
+        if entry is None:
+            raise SimulationError(f"No application in the {self.tool} account matches {ids}.")
+        if entry.number in self._imported_rows:
+            raise SimulationError(
+                "This application is already tracked; its data arrives with the next sync.",
+                "ATS.APPLICATION_ALREADY_EXISTS",
+            )
+        row = self.application_count
+        for column, value in (
+            (self.app_job, entry.job), (self.app_stage, entry.stage),
+            (self.app_outcome, PENDING), (self.app_reason, NO_REASON),
+            (self.app_created, entry.created_ms), (self.app_changed, tracked_ms),
+            (self.app_rejected, 0),
+        ):  # fmt: skip
+            column.append(value)
+        self.candidates.add(row, (entry.first_name, entry.last_name, entry.email(), None))
+        self.app_log.reserve(row)
+        self._created_order = None  # an old creation time: the index is rebuilt on next use
+        self.imported[row] = entry
+        self._imported_rows[entry.number] = row
+        self._imported_by_remote[entry.remote_id] = row
+        self._pending_imports.append(row)
+        return row
+
+    def _tracked_row_for(self, ids: dict[str, str]) -> int | None:
+        """The listed row those ids name, if Kombo tracks it already."""
+        remote = ids.get("application_id") or ids.get("application_remote_id")
+        remote = remote or ids.get("placement_id")
+        if remote is not None:
+            row = self.application_row_by_remote_id(remote)
+        else:
+            candidate = ids.get("candidate_remote_id", "")
+            row = int(candidate) - CANDIDATE_REMOTE_BASE if candidate.isdigit() else None
+            if row is not None and (row in self.imported or not self.app_log.listed(row)):
+                row = None
+        if row is None:
+            return None
+        application_remote, candidate_remote = self.remote_ids_of(row)
+        known = {
+            "application_id": application_remote,
+            "application_remote_id": application_remote,
+            "placement_id": application_remote,
+            "candidate_remote_id": candidate_remote,
+            "job_remote_id": self.jobs[self.app_job[row]].remote_id,
+        }
+        return row if _names(known, ids) else None
+
+    def sync_imports(self, t: int) -> int:
+        """Kombo's sync after imports: each imported application is listed from `t` on."""
+        pending, self._pending_imports = self._pending_imports, []
+        for row in pending:
+            self.jobs[self.app_job[row]].members.append(row)
+            self.active += 1
+            self._touch(row, t, own=True)
+        return len(pending)
+
+
+def _names(known: dict[str, str], ids: dict[str, str]) -> bool:
+    """Whether every id the request gives is the application's."""
+    return all(known.get(field) == value for field, value in ids.items())

@@ -64,10 +64,11 @@ def _stage_ref(integ: Integration, job: Job, pos: int) -> dict[str, Any] | None:
     }
 
 
-def _candidate(integ: Integration, row: int, candidate_id: str, full: bool) -> dict[str, Any]:
+def _candidate(
+    integ: Integration, row: int, candidate_id: str, full: bool, remote_id: str
+) -> dict[str, Any]:
     first, last = integ.candidates.name(row)
     email, phone = integ.candidates.contact(row)
-    remote_id = str(CANDIDATE_REMOTE_BASE + row)
     h = row * 2654435761
     candidate: dict[str, Any] = {
         "id": candidate_id,
@@ -107,7 +108,10 @@ def application(integ: Integration, row: int, *, full_candidate: bool = False) -
     outcome = integ.app_outcome[row]
     declined = integ.has_outcomes and outcome == DECLINED
     stage = _stage_ref(integ, job, integ.app_stage[row])
-    remote_id = str(APPLICATION_REMOTE_BASE + row)
+    if integ.imported:
+        remote_id, candidate_remote_id = integ.remote_ids_of(row)
+    else:
+        remote_id, candidate_remote_id = str(APPLICATION_REMOTE_BASE + row), None
     changed = format_ms(integ.app_changed[row])
     candidate_id = integ.candidate_ids.encode(row)
     record: dict[str, Any] = {
@@ -130,7 +134,13 @@ def application(integ: Integration, row: int, *, full_candidate: bool = False) -
         "remote_created_at": format_ms(integ.app_created[row]),
         "remote_updated_at": changed,
         "remote_data": None,
-        "candidate": _candidate(integ, row, candidate_id, full_candidate),
+        "candidate": _candidate(
+            integ,
+            row,
+            candidate_id,
+            full_candidate,
+            candidate_remote_id or str(CANDIDATE_REMOTE_BASE + row),
+        ),
         "current_stage": stage,
         "job": {"id": job.id, "remote_id": job.remote_id, "name": job.name},
     }

@@ -12,7 +12,7 @@ import hmac
 import math
 import random
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 
 from stagewatch.simulator import catalog
@@ -70,6 +70,7 @@ class World:
         api_key: str = "sk_test",
         scenarios: Sequence[str] = DEFAULT_SCENARIOS,
         start: datetime = DEFAULT_START,
+        tools: Mapping[str, str] | None = None,
     ) -> None:
         unknown = [s for s in scenarios if s not in SCENARIOS]
         if unknown:
@@ -80,6 +81,9 @@ class World:
             raise ValueError("applications need at least one job")
         if not api_key:
             raise ValueError("api_key must not be empty")
+        bad_tools = {s: t for s, t in (tools or {}).items() if s not in SCENARIOS or not t.isalnum()}
+        if bad_tools:
+            raise ValueError(f"tools must map scenarios to ATS names (letters, digits): {bad_tools}")
         self.seed = seed
         self._api_key = api_key
         self.start_ms = ms_of(start)
@@ -91,11 +95,13 @@ class World:
         self._integrations: dict[str, Integration] = {}
         self._created = 0  # integrations ever created: numbers (and rng streams) are never reused
         self._listeners: list[Callable[[str, Integration], None]] = []
+        # The ATS behind each scenario: catalog.SCENARIO_TOOLS unless told otherwise.
+        self._tools = {**catalog.SCENARIO_TOOLS, **(tools or {})}
         for scenario in scenarios:
             self._create_integration(scenario)
 
     def _create_integration(self, scenario: str) -> Integration:
-        integration_id = f"{catalog.SCENARIO_TOOLS[scenario]}:{random_id(self._id_rng)}"
+        integration_id = f"{self._tools[scenario]}:{random_id(self._id_rng)}"
         applications, jobs = _size(scenario, *self._sizes)
         integ = Integration(
             self, self._created, integration_id, scenario, applications=applications, jobs=jobs
@@ -165,6 +171,12 @@ class World:
                         changes += step_changes
                         changed[integ.id] = integ
                 self.now_ms = step_end
+            # Kombo's sync at the end of the span lists the applications imported before it.
+            for integ in self._integrations.values():
+                imported = integ.sync_imports(self.now_ms)
+                if imported:
+                    changes += imported
+                    changed[integ.id] = integ
         for integ in changed.values():
             self._notify("changed", integ)
         return changes

@@ -26,6 +26,7 @@ from stagewatch.store.connection import (
     wait_for_checkpoints,
 )
 from stagewatch.store.errors import LeaseLostError, LockedError, Run, StoreError
+from stagewatch.store.imports import ImportLedger
 from stagewatch.store.lease import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from stagewatch.store.queries import Queries
 from stagewatch.store.runs import RUN_FACTS, Runs
@@ -130,6 +131,20 @@ class Store:
     def watermark(self, integration_id: str) -> datetime | None:
         return self._runs.watermark(integration_id)
 
+    def lock_held(self, integration_id: str) -> bool:
+        """Whether a live run holds the integration's lock (`Runs.lock_held`)."""
+        return self._runs.lock_held(integration_id)
+
+    def take_waiting_place(self, integration_id: str, token: str) -> str | None:
+        """Wait next for the integration, or learn who does (`Runs.take_waiting_place`)."""
+        return self._runs.take_waiting_place(integration_id, token)
+
+    def renew_waiting_place(self, integration_id: str, token: str) -> bool:
+        return self._runs.renew_waiting_place(integration_id, token)
+
+    def leave_waiting_place(self, integration_id: str, token: str) -> int | None:
+        return self._runs.leave_waiting_place(integration_id, token)
+
     # -- staging (see staging.Staging) ---------------------------------------------------------
 
     def stage_jobs(self, run_id: int, jobs: Iterable[Job]) -> None:
@@ -151,6 +166,11 @@ class Store:
 
     def stale_job_ids(self, run_id: int) -> list[str]:
         return self._staging.stale_job_ids(run_id)
+
+    # -- the import ledger (see imports.ImportLedger) -------------------------------------------
+
+    def import_ledger(self) -> ImportLedger:
+        return ImportLedger(self._db)
 
     # -- queries (see queries.Queries) ---------------------------------------------------------
 

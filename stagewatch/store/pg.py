@@ -16,10 +16,11 @@ from typing import Any
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import pq
+from psycopg.types.numeric import FloatLoader
 
 from stagewatch.store.errors import StoreError
 from stagewatch.store.location import PostgresLocation, redact
-from stagewatch.store.pg_schema import MIGRATIONS, MIGRATIONS_TABLE
+from stagewatch.store.pg_schema import MIGRATIONS, MIGRATIONS_TABLE, pg_time
 
 CONNECT_TIMEOUT_SECONDS = 10
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -51,7 +52,7 @@ def _row_factory(cursor: psycopg.Cursor) -> Any:
 @lru_cache(maxsize=512)
 def _translate(sql: str, named: bool) -> tuple[str, tuple[int, ...] | None]:
     """psycopg's form of a sqlite3 statement, and for `?N` placeholders the order of the values."""
-    sql = sql.replace("%", "%%")
+    sql = pg_time(sql).replace("%", "%%")
     if named:
         return _NAMED.sub(r"%(\1)s", sql), None
     order = tuple(int(n) - 1 for n in _NUMBERED.findall(sql))
@@ -68,7 +69,7 @@ class PgConnection:
 
     def execute(self, sql: str, params: Sequence[Any] | Mapping[str, Any] = ()) -> psycopg.Cursor:
         if not params:  # psycopg reads no placeholders (and no %%) in a statement without values
-            return self.raw.execute(sql)
+            return self.raw.execute(pg_time(sql))
         named = isinstance(params, Mapping)
         text, order = _translate(sql, named)
         if order is not None:
@@ -108,6 +109,8 @@ def connect(location: PostgresLocation, *, readonly: bool = False) -> PgConnecti
         )
     except psycopg.Error as exc:
         raise StoreError(f"cannot connect to {location.shown}: {_first_line(exc)}") from None
+    # numeric (extract's epoch, averages) as float, as SQLite answers REAL: no Decimal leaks out.
+    raw.adapters.register_loader("numeric", FloatLoader)
     raw.execute(f"SET search_path TO {location.schema}")
     if readonly:
         raw.execute("SET default_transaction_read_only = on")

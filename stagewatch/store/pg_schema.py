@@ -211,13 +211,58 @@ def _added_columns(statements: list[str]) -> list[str]:
     return out
 
 
+def _balanced(sql: str, start: int) -> int:
+    """The index just past the parenthesis closing the one opened at `start`."""
+    depth = 0
+    for i in range(start, len(sql)):
+        depth += {"(": 1, ")": -1}.get(sql[i], 0)
+        if depth == 0:
+            return i + 1
+    raise ValueError(f"unbalanced parentheses in {sql[start:start + 60]!r}")
+
+
+def pg_time(sql: str) -> str:
+    """SQLite's `julianday(x)` (days, for differences of stored UTC timestamps) in PostgreSQL:
+    extract's epoch is numeric there, so `round(..., 3)` around it works as in SQLite."""
+    out, i = [], 0
+    while (found := sql.find("julianday(", i)) >= 0:
+        end = _balanced(sql, found + len("julianday"))
+        arg = sql[found + len("julianday(") : end - 1]
+        out.append(sql[i:found])
+        out.append(f"(extract(epoch from ({pg_time(arg)})::timestamptz) / 86400.0)")
+        i = end
+    return "".join(out) + sql[i:]
+
+
+def _view(sql: str) -> list[str]:
+    sql = pg_time(sql.strip())
+    return [sql, *_comment_on(sql)]
+
+
+def _stage_analytics() -> list[str]:
+    out: list[str] = []
+    for statement in sqlite_schema.STAGE_ANALYTICS:
+        out += _view(statement) if statement.lstrip().startswith("CREATE VIEW") else _port(statement)
+    return out
+
+
+def _import_ledger() -> list[str]:
+    out: list[str] = []
+    for statement in sqlite_schema.IMPORTS:
+        out += _view(statement) if statement.lstrip().startswith("CREATE VIEW") else _port(statement)
+    return out
+
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _initial()),
     ("0002_sync_runs_published", _ported(sqlite_schema.PUBLISHED, {})),
     ("0003_staged_seen_append_only", _ported(sqlite_schema.SEEN_APPEND_ONLY, {})),
     ("0004_run_leases", _leases()),
     ("0005_run_facts_and_stays", _run_facts()),
+    ("0006_stage_analytics", _stage_analytics()),
+    ("0007_import_ledger", _import_ledger()),
     ("0008_stage_status", _added_columns(sqlite_schema.STAGE_STATUS)),
+    ("0009_sync_waiters", _ported(sqlite_schema.WAITERS, {})),
 ]
 
 

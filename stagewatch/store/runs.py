@@ -307,6 +307,77 @@ class Runs:
             conn.execute("DELETE FROM run_locks WHERE integration_id = ?", (integration_id,))
         return dict(holder)
 
+    # -- the waiting place of triggered syncs (see stagewatch.coalesce) ---------------------------
+
+    def lock_held(self, integration_id: str) -> bool:
+        """Whether a run holds the integration's lock and may not be taken over yet."""
+        holder = self._db.conn.execute(
+            "SELECT * FROM run_locks WHERE integration_id = ?", (integration_id,)
+        ).fetchone()
+        return holder is not None and self._stale(holder) is None
+
+    def take_waiting_place(self, integration_id: str, token: str) -> str | None:
+        """Take the integration's one waiting place for `token`; None when taken, else the token
+        of the live waiter holding it, whose count of coalesced syncs goes up by one. A place
+        whose waiter died or stopped renewing is taken over."""
+        with self._db.transaction() as conn:
+            self._db.lock_integration(conn, integration_id)  # PostgreSQL: one taker at a time
+            row = conn.execute(
+                "SELECT * FROM sync_waiters WHERE integration_id = ?", (integration_id,)
+            ).fetchone()
+            if row is not None and row["token"] != token and self._live(row):
+                conn.execute(
+                    "UPDATE sync_waiters SET coalesced = coalesced + 1 WHERE integration_id = ?",
+                    (integration_id,),
+                )
+                return row["token"]
+            now = self._db.clock()
+            conn.execute(
+                "INSERT INTO sync_waiters (integration_id, token, pid, hostname, machine, since, "
+                "renewed_at, lease_expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (integration_id) DO UPDATE SET token = excluded.token, "
+                "pid = excluded.pid, hostname = excluded.hostname, machine = excluded.machine, "
+                "since = excluded.since, renewed_at = excluded.renewed_at, "
+                "lease_expires_at = excluded.lease_expires_at, coalesced = 0",
+                (
+                    integration_id,
+                    token,
+                    os.getpid(),
+                    self._hostname,
+                    self._machine,
+                    format_ts(now),
+                    format_ts(now),
+                    format_ts(now + self._lease),
+                ),
+            )
+        return None
+
+    def renew_waiting_place(self, integration_id: str, token: str) -> bool:
+        """Push the lease on the place on; False when `token` no longer holds it."""
+        now = self._db.clock()
+        with self._db.transaction() as conn:
+            renewed = conn.execute(
+                "UPDATE sync_waiters SET renewed_at = ?, lease_expires_at = ? "
+                "WHERE integration_id = ? AND token = ?",
+                (format_ts(now), format_ts(now + self._lease), integration_id, token),
+            )
+        return renewed.rowcount == 1
+
+    def leave_waiting_place(self, integration_id: str, token: str) -> int | None:
+        """Give the place up; how many syncs coalesced into it, None when `token` held none."""
+        with self._db.transaction() as conn:
+            row = conn.execute(
+                "SELECT coalesced FROM sync_waiters WHERE integration_id = ? AND token = ?",
+                (integration_id, token),
+            ).fetchone()
+            if row is None:
+                return None
+            conn.execute(
+                "DELETE FROM sync_waiters WHERE integration_id = ? AND token = ?",
+                (integration_id, token),
+            )
+        return row[0]
+
     def running(self, conn: sqlite3.Connection, run_id: int) -> str:
         """The run's integration, after checking the run is running and still holds its lock
         (and, on PostgreSQL, locking the integration for the rest of the transaction)."""

@@ -824,6 +824,59 @@ def m0006_stage_analytics(db: Database) -> None:
     for statement in STAGE_ANALYTICS:
         db.execute(statement.strip())
 
+
+# The import ledger (`stagewatch import`): a row is written before its request goes out and
+# finished after the answer, so a crash in between leaves 'sending', which reads as "may have
+# happened", never as "not sent". The diff marks an imported application's first sighting here.
+IMPORTS = [
+    """
+CREATE TABLE imports ( -- The import ledger: each ATS application stagewatch asked Kombo to track, and what came of it.
+    integration_id TEXT NOT NULL, -- Integration.
+    import_key TEXT NOT NULL, -- The ATS ids as sent, canonical JSON ({"<tool>": {"id_type": ..., ids}}).
+    tool TEXT NOT NULL, -- The ATS the ids belong to (greenhouse, recruitee...).
+    status TEXT NOT NULL CHECK (status IN ('sending', 'imported', 'already_tracked', 'rejected', 'failed', 'unknown')), -- sending (in flight, or the process died: may have happened), imported, already_tracked, rejected (Kombo refused), failed (Kombo certainly did nothing), unknown (may have happened).
+    application_id TEXT, -- Kombo's id for the application, when Kombo answered imported.
+    tracked_at TEXT, -- tracked_at as Kombo answered it (else as sent; NULL: Kombo's choice).
+    error_code TEXT, -- Kombo's error code when it refused.
+    message TEXT, -- Kombo's message or warnings, or why the outcome is unknown.
+    attempts INTEGER NOT NULL, -- Requests sent for it so far.
+    first_sent_at TEXT NOT NULL, -- When stagewatch first sent it.
+    updated_at TEXT NOT NULL, -- When the row last changed.
+    first_seen_at TEXT, -- Observation whose listing first held the imported application (its first_seen event).
+    first_seen_run_id INTEGER, -- Sync run of that observation.
+    PRIMARY KEY (integration_id, import_key)
+)
+""",
+    """
+CREATE INDEX imports_unseen ON imports (integration_id, application_id)
+    WHERE application_id IS NOT NULL AND first_seen_at IS NULL
+""",
+    """
+CREATE VIEW first_sightings AS -- Every first_seen event, with how the application came to be tracked.
+SELECT
+    e.id AS event_id, -- The first_seen event.
+    e.integration_id, -- Integration.
+    e.application_id, -- Application.
+    e.observed_at, -- When the run saw it first.
+    e.sync_run_id, -- Run that saw it first.
+    CASE WHEN i.import_key IS NULL THEN 'tracked' ELSE 'imported' END AS origin, -- imported (stagewatch import) or tracked (Kombo tracked it from its creation).
+    i.tool AS import_tool, -- imported: the ATS.
+    i.import_key -- imported: the ATS ids it was imported by.
+FROM events AS e
+LEFT JOIN imports AS i
+    ON i.integration_id = e.integration_id AND i.application_id = e.application_id
+        AND i.first_seen_run_id = e.sync_run_id
+WHERE e.kind = 'first_seen'
+""",
+]
+
+
+@_migration("0007_import_ledger")
+def m0007_import_ledger(db: Database) -> None:
+    for statement in IMPORTS:
+        db.execute(statement.strip())
+
+
 # Kombo's newer responses say whether a stage is ACTIVE or INACTIVE (applications can sit in an
 # inactive one). ADD COLUMN, not a rebuild, as the change log may hold millions of rows; a `--`
 # comment would swallow the closing parenthesis SQLite appends the column before, so `/* */` ones.
@@ -842,6 +895,31 @@ STAGE_STATUS = [
 def m0008_stage_status(db: Database) -> None:
     for statement in STAGE_STATUS:
         db.execute(statement)
+
+
+# Webhook-triggered syncs queue one deep per integration (stagewatch.coalesce): the run holding
+# this place lists after every webhook that found it taken, so those runs need not sync at all.
+WAITERS = [
+    """
+CREATE TABLE sync_waiters ( -- The one triggered sync per integration waiting for the running one; later triggers coalesce into it.
+    integration_id TEXT PRIMARY KEY, -- Integration.
+    token TEXT NOT NULL, -- Who waits: the triggered flow run's id.
+    pid INTEGER NOT NULL, -- Process that waits; on this machine a dead pid frees the place at once.
+    hostname TEXT NOT NULL, -- Host name of that process.
+    machine TEXT, -- Boot id and pid namespace of that process; NULL when unreadable (then only the lease frees the place).
+    since TEXT NOT NULL, -- When it took the place.
+    renewed_at TEXT NOT NULL, -- When it last renewed its lease on the place.
+    lease_expires_at TEXT NOT NULL, -- renewed_at plus the lease length: from then on another triggered sync may take the place.
+    coalesced INTEGER NOT NULL DEFAULT 0 -- Triggered syncs that found the place taken and ended Coalesced.
+)
+""",
+]
+
+
+@_migration("0009_sync_waiters")
+def m0009_sync_waiters(db: Database) -> None:
+    for statement in WAITERS:
+        db.execute(statement.strip())
 
 
 # -- the live schema as markdown ------------------------------------------------------------------

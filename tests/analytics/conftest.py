@@ -8,8 +8,9 @@ from tests.test_store_fixtures import FINISHED
 
 
 @pytest.fixture
-def store(tmp_path):
-    with Store(tmp_path / "sw.db", clock=lambda: FINISHED) as store:
+def store(db_url):
+    """The scenario's store on each backend (tests/conftest.py's db_url)."""
+    with Store(db_url, clock=lambda: FINISHED) as store:
         yield store
 
 

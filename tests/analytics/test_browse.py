@@ -16,16 +16,25 @@ from typer.testing import CliRunner
 
 from stagewatch.analytics import browse
 from stagewatch.cli import app
-from tests.test_store_fixtures import INTEGRATION
+from stagewatch.store import Store
+from tests.analytics.scenario import build
+from tests.test_store_fixtures import FINISHED, INTEGRATION
 
 START_TIMEOUT = 30.0
 
 
 @pytest.fixture
-def db(scenario):
-    path = scenario.path
-    scenario.close()
-    return path
+def db(tmp_path):
+    """Datasette reads SQLite files: the scenario's store as one."""
+    with Store(tmp_path / "sw.db", clock=lambda: FINISHED) as store:
+        build(store)
+        return store.path
+
+
+def test_browse_says_a_postgresql_store_is_for_other_tools():
+    result = CliRunner().invoke(app, ["browse", "--db", "postgresql://u:hunter2@127.0.0.1:1/x"])
+    assert result.exit_code != 0
+    assert "SQLite" in result.output and "hunter2" not in result.output
 
 
 def test_metadata_describes_every_table_and_view(db, tmp_path):

@@ -7,6 +7,7 @@ Prints one line: `committed <run id> <events>` or `locked <the LockedError's tex
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ LISTING_SECONDS = 1.0
 
 def main(url: str, start_file: str, wait: float) -> None:
     with Store(url) as store:
+        # Ready to race: under load one process may take seconds to import and connect.
+        Path(f"{start_file}.ready.{os.getpid()}").touch()
         deadline = time.monotonic() + 30
         while not Path(start_file).exists() and time.monotonic() < deadline:
             time.sleep(0.01)

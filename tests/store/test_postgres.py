@@ -8,6 +8,7 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import psycopg
@@ -133,7 +134,10 @@ def test_threads_opening_a_new_schema_together_migrate_it_once(pg_url):
         ("0003_staged_seen_append_only",),
         ("0004_run_leases",),
         ("0005_run_facts_and_stays",),
+        ("0006_stage_analytics",),
+        ("0007_import_ledger",),
         ("0008_stage_status",),
+        ("0009_sync_waiters",),
     ]
 
 
@@ -210,6 +214,9 @@ def _race(url: str, tmp_path, wait: float) -> list[str]:
         )
         for _ in range(2)
     ]
+    deadline = time.monotonic() + 60
+    while len(list(tmp_path.glob("go.ready.*"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     start.touch()
     lines = []
     for worker in workers:
@@ -266,6 +273,7 @@ def test_migrate_store_copies_everything_and_the_history_goes_on_alike(tmp_path,
         ["applications", "2"],
         ["events", "4"],
         ["quarantined", "0"],
+        ["imports", "0"],
     ]
     assert "s3cret-pw" not in result.output
     assert lines[-1].endswith(":***@" + pg_url.split("@", 1)[1] + ": row counts and digests match.")

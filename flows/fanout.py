@@ -1,0 +1,222 @@
+"""Prefect flows that spread many integrations over a work pool's workers (`stagewatch stack`).
+
+`sync-fanout` splits the integrations into batches and starts one run of the `sync-batch`
+deployment per batch; any worker of the pool picks each one up. A batch syncs its integrations in
+a bounded thread pool while it holds as many of the Kombo account's global concurrency slots as
+it syncs at once (the account limit bounds the requests in flight against its rate limit); each
+integration syncs holding its own slot (limit 1, so the hourly and the weekly run never sync one
+integration at once). A failing
+integration fails its batch's run, never another batch's, and never its siblings' syncs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.objects import FlowRun
+from prefect.concurrency.sync import concurrency
+from prefect.deployments import run_deployment
+from prefect.exceptions import ObjectAlreadyExists
+from prefect.states import Completed, Failed, State
+from prefect.variables import Variable
+from pydantic import Field, SecretStr
+
+from flows.sync import IntegrationId, SyncManyParams, _state, sync_in_flow
+from stagewatch import report
+from stagewatch.pipeline import SyncOptions
+from stagewatch.report import SyncOutcome
+from tasks.publish import publish_summary_task
+from tasks.secrets import kombo_api_key
+
+BATCH_DEPLOYMENT = "sync-batch/batch"
+ACCOUNT_LIMIT = "stagewatch-kombo-account"
+DEFAULT_ACCOUNT_SLOTS = 8
+INTEGRATION_LIMIT_PREFIX = "stagewatch-integration-"
+# How long a batch waits for the account's slots, an integration for its own, before failing; a
+# crashed holder's slots come back when its lease expires (Prefect's default lease, 300 s).
+SLOT_TIMEOUT_SECONDS = 900.0
+POLL_SECONDS = 2.0
+LIMITS_PAGE = 200
+SUMMARY_KEY = "fanout-summary"
+INTEGRATIONS_VARIABLE = "stagewatch_integration_ids"
+WORKER_LABEL = "prefect.worker.name"
+
+
+class FanoutParams(SyncManyParams):
+    integration_ids: list[IntegrationId] = Field(
+        default_factory=list,
+        max_length=20_000,
+        description=(
+            "Kombo integration ids to sync; empty: the Prefect variable "
+            f"{INTEGRATIONS_VARIABLE}, read when the run starts (the webhook receiver keeps it)."
+        ),
+    )
+    batch_size: int = Field(
+        default=100, ge=1, le=500, description="Integrations per run of the batch deployment."
+    )
+    max_concurrency: int = Field(
+        default=8, ge=1, le=16, description="Integrations synced at the same time in one batch."
+    )
+
+
+def integration_limit(integration_id: str) -> str:
+    """The name of an integration's global concurrency limit (no `/`, `%`, `&`, `<`, `>`)."""
+    return INTEGRATION_LIMIT_PREFIX + report.slug(integration_id)
+
+
+def batches(ids: list[str], size: int) -> list[list[str]]:
+    return [ids[start : start + size] for start in range(0, len(ids), size)]
+
+
+def batch_parameters(params: FanoutParams, ids: list[str]) -> dict[str, Any]:
+    """The batch deployment's parameters: this run's options, only where they were given."""
+    options = params.model_dump(
+        mode="json", include=set(SyncOptions.model_fields), exclude_unset=True
+    )
+    return {"params": options | {"integration_ids": ids, "max_concurrency": params.max_concurrency}}
+
+
+def ensure_limits(client: Any, integration_ids: list[str]) -> int:
+    """Create the missing per-integration limits (and the account's, at its default); returns
+    how many were created. One listing per run; creations only for new integrations."""
+    existing: set[str] = set()
+    offset = 0
+    while True:
+        page = client.read_global_concurrency_limits(limit=LIMITS_PAGE, offset=offset)
+        existing.update(limit.name for limit in page)
+        if len(page) < LIMITS_PAGE:
+            break
+        offset += LIMITS_PAGE
+    wanted = {integration_limit(i): 1 for i in integration_ids}
+    wanted.setdefault(ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS)
+    missing = [name for name in wanted if name not in existing]
+    for name in missing:
+        # Another fan-out (the hourly run meeting the weekly one) may create it first.
+        with contextlib.suppress(ObjectAlreadyExists):
+            client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=wanted[name])
+            )
+    return len(missing)
+
+
+def wait_for_runs(client: Any, ids: list[UUID], poll: float = POLL_SECONDS) -> list[FlowRun]:
+    """The flow runs, once every one of them has reached a final state (in `ids`' order)."""
+    while True:
+        runs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)), limit=len(ids)
+        )
+        if len(runs) == len(ids) and all(run.state and run.state.is_final() for run in runs):
+            by_id = {run.id: run for run in runs}
+            return [by_id[i] for i in ids]
+        time.sleep(poll)
+
+
+def fanout_markdown(runs: list[FlowRun], sizes: list[int]) -> str:
+    lines = [
+        "| Batch | Integrations | Run | Worker | State | Message |",
+        "|---|---|---|---|---|---|",
+    ]
+    for number, (run, size) in enumerate(zip(runs, sizes, strict=True), 1):
+        state = run.state
+        lines.append(
+            f"| {number} | {size} | {report.escape_md(run.name, redact=False)} "
+            f"| {report.escape_md(run.labels.get(WORKER_LABEL), redact=False)} "
+            f"| {report.escape_md(state.name if state else None, redact=False)} "
+            f"| {report.escape_md(state.message if state else None)} |"
+        )
+    return "\n".join(lines)
+
+
+def fanout_state(runs: list[FlowRun]) -> State:
+    """Completed when every batch completed; otherwise Failed, naming the first few batches."""
+    bad = [run for run in runs if not (run.state and run.state.is_completed())]
+    if not bad:
+        return Completed(message=f"{len(runs)} batches completed")
+    names = ", ".join(
+        f"{run.name} ({run.state.name if run.state else 'no state'})" for run in bad[:5]
+    )
+    more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+    return Failed(message=f"{len(bad)} of {len(runs)} batches did not complete: {names}{more}")
+
+
+def _listed_ids() -> Any:
+    """The variable's value: a JSON list of ids or a comma-separated string (both validated)."""
+    return Variable.get(INTEGRATIONS_VARIABLE, default=[])
+
+
+@flow(name="sync-fanout", log_prints=False)
+def sync_fanout(params: FanoutParams) -> State:
+    """Sync many integrations as runs of the batch deployment, spread over the pool's workers."""
+    logger = get_run_logger()
+    ids = params.integration_ids or FanoutParams(integration_ids=_listed_ids()).integration_ids
+    if not ids:
+        return Completed(name="NothingToSync", message=f"{INTEGRATIONS_VARIABLE} lists none")
+    groups = batches(ids, params.batch_size)
+    with get_client(sync_client=True) as client:
+        created = ensure_limits(client, ids)
+        if created:
+            logger.info("created %d global concurrency limits", created)
+        started = [
+            run_deployment(
+                BATCH_DEPLOYMENT,
+                parameters=batch_parameters(params, group),
+                flow_run_name=f"batch-{number}-of-{len(groups)}",
+                timeout=0,
+            )
+            for number, group in enumerate(groups, 1)
+        ]
+        runs = wait_for_runs(client, [run.id for run in started])
+    create_markdown_artifact(
+        fanout_markdown(runs, [len(group) for group in groups]),
+        key=SUMMARY_KEY,
+        description="Each batch of this sync: where it ran and how it ended",
+    )
+    return fanout_state(runs)
+
+
+def sync_with_slot(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
+    """One integration's sync while it holds its own slot. An error (no slot in time, a database
+    that cannot be opened, a bug) fails this integration only."""
+    try:
+        with concurrency(integration_limit(integration_id), timeout_seconds=SLOT_TIMEOUT_SECONDS):
+            return sync_in_flow(integration_id, options, api_key)
+    except Exception as exc:
+        get_run_logger().exception("sync of %s failed", integration_id)
+        return SyncOutcome(
+            integration_id=integration_id,
+            status="failed",
+            mode=options.mode,
+            message=f"{type(exc).__name__}: {exc}",
+        )
+
+
+@flow(name="sync-batch", log_prints=False)
+def sync_batch(params: SyncManyParams) -> State:
+    """Sync one batch of a fan-out, at most `max_concurrency` integrations at a time."""
+    api_key = kombo_api_key()
+    options = SyncOptions(**params.model_dump(include=set(SyncOptions.model_fields)))
+    ids = params.integration_ids
+    in_flight = min(params.max_concurrency, len(ids))
+    # The account's slots for the whole batch, as many as it syncs at once: taken per integration,
+    # every sync queued on that limit's one row in Prefect's database.
+    with (
+        concurrency(ACCOUNT_LIMIT, occupy=in_flight, timeout_seconds=SLOT_TIMEOUT_SECONDS),
+        ThreadPoolExecutor(max_workers=in_flight, thread_name_prefix="stagewatch-batch") as pool,
+    ):
+        futures = [
+            pool.submit(contextvars.copy_context().run, sync_with_slot, i, options, api_key)
+            for i in ids
+        ]
+        outcomes = [future.result() for future in futures]
+    publish_summary_task(outcomes)
+    return _state(outcomes)

@@ -1,0 +1,107 @@
+"""`sync-on-change`: the same deployment in `prefect.yaml` and `serve.py`, and, on the session's
+Prefect test server, a real `kombo.data-changed` event (made by the receiver from a signed
+webhook) starting a run of exactly the integration it names, with parameters the flow accepts."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from prefect.cli.deploy._triggers import _initialize_deployment_triggers
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+
+from deployments import receiver
+from deployments.serve import build_deployments, on_change_deployment
+from flows.sync import SyncIntegrationParams, sync_on_change
+from stagewatch.webhooks import parse_delivery, perform, plan
+from tests.test_deployments import IDS, loaded  # noqa: F401 (a fixture)
+
+GREENHOUSE = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
+LEVER = "lever:8eTZkF3xMDd3o5mWUvYgJxQy"
+
+
+def data_changed(delivery_id: str, integration_id: str, models: list[str]) -> bytes:
+    data = {
+        "integration_id": integration_id,
+        "integration_tool": integration_id.split(":")[0],
+        "integration_category": "ATS",
+        "changed_models": [{"name": name} for name in models],
+    }
+    return json.dumps({"id": delivery_id, "type": "data-changed", "data": data}).encode()
+
+
+def test_prefect_yaml_and_serve_define_the_same_sync_on_change(loaded):  # noqa: F811
+    configs, _ = loaded
+    config = configs["sync-on-change"]
+    served = {d.name: d for d in build_deployments(IDS)}["sync-on-change"]
+    assert (served.entrypoint, config["entrypoint"]) == ("flows/sync.py:sync_on_change",) * 2
+    assert served.concurrency_limit == config["concurrency_limit"]["limit"] == 4
+    assert served.concurrency_options.collision_strategy.value == "ENQUEUE"
+    assert config["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
+    assert served.schedules == [] and "schedules" not in config
+    (from_yaml,) = _initialize_deployment_triggers("sync-on-change", config["triggers"])
+    (from_serve,) = served.triggers
+    assert isinstance(from_yaml, DeploymentEventTrigger)
+    assert from_yaml.model_dump() == from_serve.model_dump()
+    assert from_yaml.parameters == {
+        "params": {
+            "integration_id": "{{ event.payload.integration_id }}",
+            "mode": "incremental",
+            "jobs_cache_hours": 0,
+        }
+    }
+
+
+def test_served_triggers_carry_the_served_database_and_kombo():
+    deployment = on_change_deployment(base_url="http://127.0.0.1:9/v1", db="/data/s.db")
+    (trigger,) = deployment.triggers
+    assert trigger.parameters["params"] == {
+        "integration_id": "{{ event.payload.integration_id }}",
+        "mode": "incremental",
+        "jobs_cache_hours": 0,
+        "base_url": "http://127.0.0.1:9/v1",
+        "db": "/data/s.db",
+    }
+    with pytest.raises(ValueError, match="base_url"):
+        on_change_deployment(base_url="not a url")
+
+
+def _runs(deployment_id, count: int, timeout: float = 60.0):
+    deadline = time.monotonic() + timeout
+    with get_client(sync_client=True) as client:
+        while True:
+            runs = client.read_flow_runs(
+                deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+            )
+            if len(runs) >= count or time.monotonic() > deadline:
+                return sorted(runs, key=lambda run: run.parameters["params"]["integration_id"])
+            time.sleep(0.25)
+
+
+def test_a_data_changed_webhook_starts_a_run_of_exactly_its_integration(prefect_harness, tmp_path):
+    db = str(tmp_path / "stagewatch.db")
+    deployment_id = on_change_deployment(db=db).apply()
+    effects = receiver.side_effects()
+    for delivery_id, integration_id, models in [
+        ("d-greenhouse", GREENHOUSE, ["ats_applications"]),
+        ("d-lever", LEVER, ["ats_jobs", "ats_application_stages"]),
+        ("d-candidates", GREENHOUSE, ["ats_candidates"]),  # ignored by the receiver: no event
+    ]:
+        perform(plan(parse_delivery(data_changed(delivery_id, integration_id, models))), effects)
+
+    runs = _runs(deployment_id, 2)
+    expected = [
+        {"integration_id": i, "mode": "incremental", "jobs_cache_hours": 0, "db": db}
+        for i in (GREENHOUSE, LEVER)
+    ]
+    assert [run.parameters for run in runs] == [{"params": params} for params in expected]
+    for run in runs:
+        assert run.created_by.type == "AUTOMATION"
+        assert run.state.name == "Scheduled"
+        params = sync_on_change.validate_parameters(run.parameters)["params"]
+        assert params.model_dump() == SyncIntegrationParams(**run.parameters["params"]).model_dump()
+    time.sleep(1)  # the ignored webhook made no event, so no third run follows
+    assert len(_runs(deployment_id, 3, timeout=0)) == 2
