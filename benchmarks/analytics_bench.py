@@ -210,24 +210,19 @@ def _child(path: Path, what: str, timeout: float) -> dict:
         "import json, sys; from benchmarks.analytics_bench import measure; "
         f"print(json.dumps(measure(sys.argv[1], {what!r})))"
     )
+    failed = {"what": what, "seconds": None, "rows": None, "first_row": None, "peak_mib": None}
     try:
         done = subprocess.run(
             [sys.executable, "-c", code, str(path)],
             capture_output=True,
             text=True,
             timeout=timeout,
-            check=True,
             cwd=Path(__file__).resolve().parents[1],
         )
     except subprocess.TimeoutExpired:
-        return {
-            "what": what,
-            "seconds": None,
-            "rows": None,
-            "first_row": None,
-            "peak_mib": None,
-            "note": f"stopped after {timeout:.0f} s",
-        }
+        return failed | {"note": f"stopped after {timeout:.0f} s"}
+    if done.returncode:
+        return failed | {"note": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

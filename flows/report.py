@@ -29,13 +29,18 @@ class PipelineReportParams(BaseModel):
         description="Integrations to report on; none: every integration the store has synced.",
     )
     stuck_days: float = Field(
-        default=14, ge=0, le=3650, description="Days in the current stage that make it stuck."
+        default=14,
+        ge=0,
+        le=3650,
+        description="0 to 3650. Days in the current stage that make an application stuck.",
     )
     stuck_stage_days: dict[str, float] = Field(
         default_factory=dict,
         description='Another threshold for some stages, by stage id or name: {"Offer": 5}.',
     )
-    week_days: int = Field(default=7, ge=1, le=366, description="Days of moves and hires shown.")
+    week_days: int = Field(
+        default=7, ge=1, le=366, description="1 to 366. Days of moves and hires shown."
+    )
     show_candidate_names: bool = Field(
         default=False,
         description="Candidate names in the artifact and events (contact data never).",

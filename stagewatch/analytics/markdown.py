@@ -73,7 +73,7 @@ def _job_section(rows: list[dict[str, Any]]) -> list[str]:
     title = escape_md(first["job_name"] or first["job_id"])
     top = max(r["reached"] for r in rows)
     out = [
-        f"### {title} (`{escape_md(first['job_id'], redact=False)}`)",
+        f"### {title} ({escape_md(first['job_id'], redact=False)})",
         "",
         f"![Funnel of {title}: applications that reached each stage, and in it now]"
         f"({svg_chart(rows)})",
@@ -192,7 +192,7 @@ def pipeline_markdown(
     head = [
         "# Pipeline",
         "",
-        f"Integration `{escape_md(report.integration_id, redact=False)}`. As of {_when(format_ts(report.as_of))} UTC; the week since {_when(format_ts(report.since))}. "
+        f"Integration {escape_md(report.integration_id, redact=False)}. As of {_when(format_ts(report.as_of))} UTC; the week since {_when(format_ts(report.since))}. "
         "Times are observations: a move happened between the run that saw it and the run before, "
         "so days carry ± hours (README, Stage analytics).",
         "",
