@@ -4,7 +4,6 @@ per stay that crossed its threshold."""
 
 from __future__ import annotations
 
-import re
 from datetime import datetime
 from typing import Any
 
@@ -13,6 +12,7 @@ from prefect.states import Completed, State
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from flows.sync import IntegrationId
+from stagewatch.pipeline import split_ids
 from stagewatch.settings import Settings
 from stagewatch.store import Store
 from stagewatch.store.location import resolve
@@ -58,9 +58,7 @@ class PipelineReportParams(BaseModel):
     @field_validator("integration_ids", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            return [part for part in re.split(r"[,\s]+", value) if part]
-        return value
+        return split_ids(value)
 
     @field_validator("stuck_stage_days")
     @classmethod

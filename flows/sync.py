@@ -28,7 +28,7 @@ from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_
 from stagewatch import coalesce, pipeline, report
 from stagewatch.errors import StagewatchError
 from stagewatch.kombo.client import BASE_URLS, KomboClient
-from stagewatch.pipeline import Steps, SyncOptions
+from stagewatch.pipeline import Steps, SyncOptions, split_ids
 from stagewatch.report import SyncOutcome
 from stagewatch.settings import Settings
 from stagewatch.store import Store
@@ -88,10 +88,7 @@ class SyncManyParams(SyncOptions):
     @field_validator("integration_ids", mode="before")
     @classmethod
     def _split(cls, value: Any) -> Any:
-        """Also accept one comma-separated string (an environment variable, a pasted list)."""
-        if isinstance(value, str):
-            return [part for part in re.split(r"[,\s]+", value) if part]
-        return value
+        return split_ids(value)
 
     @field_validator("integration_ids")
     @classmethod

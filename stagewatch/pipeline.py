@@ -9,6 +9,7 @@ publish.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from contextlib import suppress
@@ -23,6 +24,14 @@ from stagewatch.kombo.errors import KomboError
 from stagewatch.report import SyncOutcome
 from stagewatch.store import LeaseLostError, LockedError, Run, Store, StoreError
 from stagewatch.timeutil import format_ts, parse_ts
+
+
+def split_ids(value: Any) -> Any:
+    """Ids given as one comma- or space-separated string (an environment variable, a pasted
+    list) as a list; anything else as given, for the model to check."""
+    if isinstance(value, str):
+        return [part for part in re.split(r"[,\s]+", value) if part]
+    return value
 
 
 class SyncOptions(BaseModel):
