@@ -31,3 +31,12 @@ def test_descriptions_state_the_limits():
     assert "1 to 500" in fields["integration_ids"]["description"]
     single = SyncIntegrationParams.model_json_schema()["properties"]["integration_id"]
     assert "a colon and 24 characters" in single["description"]
+
+
+def test_ids_pasted_as_one_string_become_a_list_for_the_sync_and_the_report():
+    from flows.report import PipelineReportParams
+
+    pasted = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28, lever:9Qm2fLx7RkT4vNc8ZpW3bY6d\n"
+    expected = ["greenhouse:HWUTwvyx2wLoSUHphiWVrp28", "lever:9Qm2fLx7RkT4vNc8ZpW3bY6d"]
+    assert SyncManyParams(integration_ids=pasted).integration_ids == expected
+    assert PipelineReportParams(integration_ids=pasted).integration_ids == expected
