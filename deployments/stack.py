@@ -127,7 +127,7 @@ async def _ensure_database(postgres: str, name: str) -> None:
         await db.close()
 
 
-async def drop_database(postgres: str, name: str) -> None:
+async def drop_named_database(postgres: str, name: str) -> None:
     import asyncpg
 
     admin = await asyncpg.connect(_asyncpg_dsn(f"{postgres.rstrip('/')}/postgres"))
@@ -470,7 +470,7 @@ def down(
     killed = [p.name for p in reversed(processes) if stop_process(p)]
     if drop_database:
         config = state["config"]
-        asyncio.run(drop_database(config["postgres"], config["prefect_db"]))
+        asyncio.run(drop_named_database(config["postgres"], config["prefect_db"]))
     _state_path(state_dir).unlink(missing_ok=True)  # a second `down` may have run meanwhile
     say(
         f"stopped {len(processes)} processes" + (f" (killed {', '.join(killed)})" if killed else "")
