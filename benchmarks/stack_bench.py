@@ -245,7 +245,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run(args: argparse.Namespace, work: Path, say) -> list[str]:
-    from deployments.stack import StackConfig, down, drop_database, up
+    from deployments.stack import StackConfig, down, drop_named_database, up
 
     sim_args = dict(applications=2, jobs=1, normal_integrations=args.integrations)
     with SimulatorProcess(
@@ -276,7 +276,7 @@ def run(args: argparse.Namespace, work: Path, say) -> list[str]:
             profile = profile_integrations(stack, ids[: args.profile]) if args.profile else None
         finally:
             down(config.state_dir, drop_database=True, say=say)
-            asyncio.run(drop_database(config.postgres, STORE_DB))
+            asyncio.run(drop_named_database(config.postgres, STORE_DB))
     return _section(args, startup, cycles, len(ids), profile)
 
 

@@ -19,6 +19,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ DEFAULT_STORE_DB = "stagewatch"
 POOL = "stagewatch-stack"
 SERVER_START_TIMEOUT = 120.0
 WORKERS_ONLINE_TIMEOUT = 60.0
-STOP_TIMEOUT = 20.0
+STOP_TIMEOUT = 45.0
 DAY = 24 * 3600
 # Bounded by age: events for 7 days (heartbeats 1), flow runs with their logs and artifacts for 7
 # days (Prefect keeps flow runs forever by default); the history itself lives in the store.
@@ -127,7 +128,7 @@ async def _ensure_database(postgres: str, name: str) -> None:
         await db.close()
 
 
-async def drop_database(postgres: str, name: str) -> None:
+async def drop_named_database(postgres: str, name: str) -> None:
     import asyncpg
 
     admin = await asyncpg.connect(_asyncpg_dsn(f"{postgres.rstrip('/')}/postgres"))
@@ -467,10 +468,15 @@ def down(
         say(f"no stack recorded in {Path(state_dir).resolve()}")
         return []
     processes = [Started(**item) for item in state["processes"]]
-    killed = [p.name for p in reversed(processes) if stop_process(p)]
+    # The workers and the receiver together (each may take a while to wind down), the server last.
+    clients = [p for p in processes if p.name != "server"]
+    with ThreadPoolExecutor(max_workers=max(1, len(clients))) as pool:
+        stopped = list(pool.map(stop_process, clients))
+    killed = [p.name for p, was_killed in zip(clients, stopped, strict=True) if was_killed]
+    killed += [p.name for p in processes if p.name == "server" and stop_process(p)]
     if drop_database:
         config = state["config"]
-        asyncio.run(drop_database(config["postgres"], config["prefect_db"]))
+        asyncio.run(drop_named_database(config["postgres"], config["prefect_db"]))
     _state_path(state_dir).unlink(missing_ok=True)  # a second `down` may have run meanwhile
     say(
         f"stopped {len(processes)} processes" + (f" (killed {', '.join(killed)})" if killed else "")

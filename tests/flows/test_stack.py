@@ -258,7 +258,8 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
     assert [p["name"] for p in recorded] == ["server", "worker-1", "worker-2", "webhooks"]
     down = _cli(["down", "--state-dir", str(state_dir), "--drop-database"], env)
     assert down.returncode == 0, down.stderr
-    assert down.stdout.strip() == "stopped 4 processes"
+    # Under heavy load Prefect's workers may outlast SIGTERM's 45 s and be killed: still stopped.
+    assert down.stdout.strip().split(" (killed")[0] == "stopped 4 processes"
     assert [p["name"] for p in recorded if _running(p["pid"])] == []
     assert not (state_dir / "stack.json").exists()
     assert stack["db"] not in _databases()
