@@ -31,7 +31,7 @@ from prefect.states import Completed, Failed, State
 from prefect.variables import Variable
 from pydantic import Field, SecretStr
 
-from flows.sync import IntegrationId, SyncManyParams, _state, sync_in_flow
+from flows.sync import IntegrationId, SyncManyParams, _state, guarded
 from stagewatch import report
 from stagewatch.pipeline import SyncOptions
 from stagewatch.report import SyncOutcome
@@ -185,19 +185,12 @@ def sync_fanout(params: FanoutParams) -> State:
 
 
 def sync_with_slot(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
-    """One integration's sync while it holds its own slot. An error (no slot in time, a database
-    that cannot be opened, a bug) fails this integration only."""
-    try:
-        with concurrency(integration_limit(integration_id), timeout_seconds=SLOT_TIMEOUT_SECONDS):
-            return sync_in_flow(integration_id, options, api_key)
-    except Exception as exc:
-        get_run_logger().exception("sync of %s failed", integration_id)
-        return SyncOutcome(
-            integration_id=integration_id,
-            status="failed",
-            mode=options.mode,
-            message=f"{type(exc).__name__}: {exc}",
-        )
+    """One integration's sync while it holds its own slot; an error fails this integration only."""
+
+    def slot():
+        return concurrency(integration_limit(integration_id), timeout_seconds=SLOT_TIMEOUT_SECONDS)
+
+    return guarded(integration_id, options, api_key, hold=slot)
 
 
 @flow(name="sync-batch", log_prints=False)

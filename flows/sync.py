@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from typing import Annotated, Any
 
 import httpx
@@ -229,11 +230,17 @@ def sync_on_change(params: SyncIntegrationParams) -> State:
     return _state([result])
 
 
-def _guarded(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:
-    """An unexpected error (a database that cannot be opened, a bug) fails this integration, not
-    its siblings, and is logged with its traceback."""
+def guarded(
+    integration_id: str,
+    options: SyncOptions,
+    api_key: SecretStr,
+    hold: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> SyncOutcome:
+    """An unexpected error (a database that cannot be opened, a bug, no slot from `hold` in time)
+    fails this integration, not its siblings, and is logged with its traceback."""
     try:
-        return sync_in_flow(integration_id, options, api_key)
+        with hold():
+            return sync_in_flow(integration_id, options, api_key)
     except Exception as exc:
         get_run_logger().exception("sync of %s failed", integration_id)
         return SyncOutcome(
@@ -255,7 +262,7 @@ def sync_many(params: SyncManyParams) -> State:
         max_workers=min(params.max_concurrency, len(ids)), thread_name_prefix="stagewatch-sync"
     ) as pool:
         futures = [
-            pool.submit(contextvars.copy_context().run, _guarded, i, options, api_key) for i in ids
+            pool.submit(contextvars.copy_context().run, guarded, i, options, api_key) for i in ids
         ]
         outcomes = [future.result() for future in futures]
     publish_summary_task(outcomes)
