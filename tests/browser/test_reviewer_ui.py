@@ -6,6 +6,7 @@ each shows)."""
 from __future__ import annotations
 
 import re
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -281,8 +282,15 @@ def test_progress_artifact_ends_with_what_the_run_listed(page, stack, review):
         has=page.get_by_role("columnheader", name="pages", exact=True)
     )
     expect(stats).to_have_count(1)
-    headers = stats.locator("th").all_inner_texts()
-    row = dict(zip(headers, stats.locator("tbody tr td").all_inner_texts(), strict=True))
+    # The table renders in parts: read it once its header and its row have the same cells.
+    deadline = time.monotonic() + 15
+    while True:
+        headers = stats.locator("th").all_inner_texts()
+        cells = stats.locator("tbody tr td").all_inner_texts()
+        if (headers and len(headers) == len(cells)) or time.monotonic() > deadline:
+            break
+        page.wait_for_timeout(200)
+    row = dict(zip(headers, cells, strict=True))
     (progress,) = review["progress"]
     page.goto(f"/v2/artifacts/artifact/{progress.id}")
     expect(page.get_by_text("Progress: 100%")).to_be_visible()
