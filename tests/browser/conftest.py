@@ -22,7 +22,6 @@ import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,12 +256,14 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             ],
             env,
             workdir / "server.log",
-            r"Application startup complete",
+            # Logged once the socket listens ("Application startup complete" comes before it,
+            # and a request then was refused).
+            r"Uvicorn running on",
         )
         services.append(server)
         base_url, stop_simulator = serve_in_thread(world)
         server.wait_ready(START_TIMEOUT)
-        _wait_healthy(f"{api_url}/health", START_TIMEOUT)
+        httpx.get(f"{api_url}/health", timeout=10).raise_for_status()
         serve = Service(
             "deployments.serve",
             [sys.executable, "-m", "deployments.serve"],
@@ -293,20 +294,6 @@ def running_stack(workdir: Path) -> Iterator[Stack]:
             service.stop()
         if stop_simulator is not None:
             stop_simulator()
-
-
-def _wait_healthy(url: str, timeout: float) -> None:
-    """Until the server answers: uvicorn logs "Application startup complete" before it listens,
-    so the first request can be refused (seen when another test's server started beside it)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            httpx.get(url, timeout=10).raise_for_status()
-            return
-        except httpx.TransportError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 @pytest.fixture(scope="session")

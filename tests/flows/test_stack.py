@@ -7,8 +7,10 @@ permission fails its own batch only; `down` leaves no process and (asked to) no 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -373,19 +375,30 @@ def test_unreachable_postgres_is_one_line_without_the_password(tmp_path):
 
 
 def test_stop_process_ends_the_whole_group(tmp_path):
+    import psutil
+
     from deployments.stack import _spawn, stop_process
 
-    script = "import subprocess, sys, time; subprocess.Popen(['sleep', '60']); time.sleep(60)"
-    started = _spawn("sleeper", [sys.executable, "-c", script], dict(os.environ), tmp_path)
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and not _group(started.pid)[1:]:
-        time.sleep(0.05)
+    # The script signals once its child runs, so the test waits on that, not on a polling loop.
+    script = (
+        "import os, signal, subprocess, time; subprocess.Popen(['sleep', '60']); "
+        f"os.kill({os.getpid()}, signal.SIGUSR1); time.sleep(60)"
+    )
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
+    try:
+        started = _spawn("sleeper", [sys.executable, "-c", script], dict(os.environ), tmp_path)
+        assert signal.sigtimedwait({signal.SIGUSR1}, 10) is not None, "the child never started"
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})
     members = _group(started.pid)
     assert len(members) == 2  # python and its sleep child
     assert stop_process(started, timeout=5) is False  # SIGTERM was enough
-    deadline = time.monotonic() + 5  # signals are delivered, not awaited
-    while time.monotonic() < deadline and any(_running(pid) for pid in members):
-        time.sleep(0.05)
+    # Signals are delivered, not awaited: wait for both to be gone.
+    processes = []
+    for pid in members:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            processes.append(psutil.Process(pid))
+    psutil.wait_procs(processes, timeout=5)
     assert [pid for pid in members if _running(pid)] == []
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -77,14 +76,24 @@ class Threads:
     def __init__(self) -> None:
         self.results: dict[str, object] = {}
         self._threads: list[threading.Thread] = []
+        self._finished = threading.Condition()
 
     def start(self, name: str, work) -> None:
         def run():
-            self.results[name] = work()
+            result = work()
+            with self._finished:
+                self.results[name] = result
+                self._finished.notify_all()
 
         thread = threading.Thread(target=run, name=f"trigger-{name}")
         self._threads.append(thread)
         thread.start()
+
+    def wait_for_results(self, count: int, what: str, timeout: float = 20.0) -> None:
+        """Until `count` threads have finished (woken by each, no polling)."""
+        with self._finished:
+            done = self._finished.wait_for(lambda: len(self.results) >= count, timeout)
+        assert done, f"timed out waiting for {what}"
 
     def join(self) -> None:
         for thread in self._threads:
@@ -95,13 +104,6 @@ class Threads:
 def rows(db: Path, sql: str, *args) -> list[tuple]:
     with Store(db, readonly=True) as store:
         return [tuple(row) for row in store._conn.execute(sql, args)]
-
-
-def wait_until(condition, what: str, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 @pytest.fixture
@@ -124,7 +126,7 @@ def test_a_burst_runs_one_sync_queues_one_and_records_every_change(world, db_url
     burst = [f"t{i}" for i in range(1, 9)]
     for token in burst:
         threads.start(token, lambda token=token: trigger(world, db, busy, token))
-    wait_until(lambda: len(threads.results) == len(burst) - 1, "the burst to coalesce")
+    threads.wait_for_results(len(burst) - 1, "the burst to coalesce")
     # Different integrations do not wait: another one syncs while `busy` is held.
     assert trigger(world, db, other, "elsewhere").status == "synced"
     # The last webhook, for one more change, arrives while t0 still runs.
