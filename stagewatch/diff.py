@@ -417,6 +417,156 @@ ON CONFLICT (integration_id, application_id) DO UPDATE SET
 """
 
 
+# -- stays: one row per application per stage stay, kept with the change log ---------------------
+# The same statement backfills every stay (migration 0010, `scope` empty) and recomputes the stays
+# of the applications a run touched (`scope` restricts the change log to them): one definition, so
+# the kept stays cannot drift from what a full rebuild gives. Semantics are m0006's view's: a stay
+# opens at first_seen, stage_changed or restored and closes at the next stage_changed or deleted; a
+# stay entered while hired or declined ends there; else the first hire or decline observed before
+# it closes ends it. One sorted pass over each application's events finds the closing, entry-outcome
+# and deciding events; observed times never go back within an integration (Runs._observed), so the
+# first deciding event after the opening is the only candidate.
+
+DECIDED_OUTCOMES = "('HIRED', 'DECLINED')"
+STAY_COLUMNS = (
+    "event_id, integration_id, application_id, job_id, stage_id, stage_name, entered_at, "
+    "entered_after, entered_from, left_at, left_after, ended, seconds_in_stage, days_in_stage, "
+    "entry_window_seconds, exit_window_seconds, sync_run_id, observed_entry, observed_after, "
+    "observed_left, left_by"
+)
+
+
+def _seconds(later: str, earlier: str) -> str:
+    """Seconds between two stored UTC timestamps; PostgreSQL's store rewrites `julianday`."""
+    return f"round((julianday({later}) - julianday({earlier})) * 86400.0, 3)"
+
+
+_MARKED = f"""(
+    SELECT
+        e.id, e.kind, e.integration_id, e.application_id, e.job_id, e.to_stage_id,
+        e.to_stage_name, e.observed_at, e.previous_observed_at, e.sync_run_id,
+        max(CASE WHEN e.kind IN ('first_seen', 'restored', 'outcome_changed') THEN e.id END)
+            OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS entry_outcome_id,
+        min(CASE WHEN e.kind IN ('stage_changed', 'deleted') THEN e.id END)
+            OVER (w ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS closer_id,
+        min(CASE WHEN e.kind = 'outcome_changed' AND upper(e.to_outcome) IN {DECIDED_OUTCOMES}
+            THEN e.id END)
+            OVER (w ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS decided_id
+    FROM events AS e
+    WHERE e.kind <> 'job_changed' {{scope}}
+    WINDOW w AS (PARTITION BY e.integration_id, e.application_id ORDER BY e.id)
+) AS m"""
+
+_ENTRY_DECIDED = f"upper(t.entry_outcome) IN {DECIDED_OUTCOMES}"
+
+STAYS_SELECT = f"""
+SELECT
+    u.event_id, u.integration_id, u.application_id, u.job_id, u.stage_id, u.stage_name,
+    u.entered_at, u.entered_after, u.entered_from, u.left_at, u.left_after, u.ended,
+    {_seconds("u.left_at", "u.entered_at")},
+    round({_seconds("u.left_at", "u.entered_at")} / 86400.0, 3),
+    {_seconds("u.entered_at", "u.entered_after")},
+    {_seconds("u.left_at", "u.left_after")},
+    u.sync_run_id, u.observed_entry, u.observed_after, u.observed_left, u.left_by
+FROM (
+    SELECT
+        t.event_id, t.integration_id, t.application_id, t.job_id, t.stage_id, t.stage_name,
+        t.sync_run_id, t.observed_entry, t.observed_after, t.observed_left, t.left_by,
+        coalesce(t.created_at, t.observed_entry) AS entered_at,
+        CASE WHEN t.created_at IS NOT NULL THEN t.created_at ELSE t.observed_after END
+            AS entered_after,
+        CASE WHEN t.created_at IS NOT NULL THEN 'created' ELSE 'observed' END AS entered_from,
+        CASE
+            WHEN {_ENTRY_DECIDED} THEN t.observed_entry
+            WHEN t.decided_at IS NOT NULL THEN t.decided_at
+            ELSE t.observed_left
+        END AS left_at,
+        CASE
+            WHEN {_ENTRY_DECIDED} THEN t.observed_after
+            WHEN t.decided_at IS NOT NULL THEN t.decided_after
+            ELSE t.closer_after
+        END AS left_after,
+        CASE
+            WHEN {_ENTRY_DECIDED} THEN lower(t.entry_outcome)
+            WHEN t.decided_at IS NOT NULL THEN lower(t.decided_outcome)
+            WHEN t.left_by = 'deleted' THEN 'deleted'
+            WHEN t.left_by = 'stage_changed'
+                AND coalesce(t.closer_job_id, '') <> coalesce(t.job_id, '') THEN 'job_changed'
+            WHEN t.left_by = 'stage_changed' THEN 'moved_' || coalesce(t.closer_direction, 'unknown')
+            ELSE 'current'
+        END AS ended
+    FROM (
+        SELECT
+            m.id AS event_id, m.integration_id, m.application_id, m.job_id,
+            m.to_stage_id AS stage_id, m.to_stage_name AS stage_name, m.sync_run_id,
+            m.observed_at AS observed_entry, m.previous_observed_at AS observed_after,
+            c.observed_at AS observed_left, c.kind AS left_by,
+            c.previous_observed_at AS closer_after, c.job_id AS closer_job_id,
+            c.direction AS closer_direction, eo.to_outcome AS entry_outcome,
+            d.observed_at AS decided_at, d.previous_observed_at AS decided_after,
+            d.to_outcome AS decided_outcome,
+            CASE WHEN m.kind = 'first_seen' AND a.remote_created_at <= m.observed_at
+                THEN a.remote_created_at END AS created_at
+        FROM {_MARKED}
+        LEFT JOIN events AS eo ON eo.id = m.entry_outcome_id
+        LEFT JOIN events AS c ON c.id = m.closer_id
+        LEFT JOIN events AS d
+            ON d.id = m.decided_id AND (c.id IS NULL OR d.observed_at < c.observed_at)
+        LEFT JOIN applications AS a
+            ON a.integration_id = m.integration_id AND a.application_id = m.application_id
+        WHERE m.kind IN ('first_seen', 'stage_changed', 'restored')
+    ) AS t
+) AS u
+"""
+
+
+def insert_stays(scope: str = "") -> str:
+    """INSERT of the stays of the change log's applications matching `scope` (an `AND ...` over
+    events `e`; empty: all of them)."""
+    select = STAYS_SELECT.replace("{scope}", scope)
+    return f"INSERT INTO stage_stays_kept ({STAY_COLUMNS}){select}ORDER BY u.event_id"
+
+
+_STAY_APPS_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS sw_stay_apps (application_id TEXT PRIMARY KEY)
+"""
+
+# Whose stays the run changes: applications with an event of the run (a job change alone moves no
+# stay), and those whose remote_created_at changed, as a first stay may start there. Run before the
+# snapshot upsert, which overwrites remote_created_at.
+_FILL_STAY_APPS = """
+INSERT INTO temp.sw_stay_apps (application_id)
+SELECT application_id FROM events WHERE sync_run_id = :run_id AND kind <> 'job_changed'
+UNION
+SELECT d.application_id
+FROM temp.sw_diff AS d
+JOIN staged_applications AS s ON s.id = d.staged_id
+JOIN applications AS a
+    ON a.integration_id = :integration_id AND a.application_id = d.application_id
+WHERE s.remote_created_at IS NOT a.remote_created_at
+"""
+
+_STAY_SCOPE = (
+    "AND e.integration_id = :integration_id "
+    "AND e.application_id IN (SELECT application_id FROM temp.sw_stay_apps)"
+)
+
+_KEEP_STAYS = (
+    "DELETE FROM stage_stays_kept WHERE integration_id = :integration_id "
+    "AND application_id IN (SELECT application_id FROM temp.sw_stay_apps)",
+    insert_stays(_STAY_SCOPE),
+    "DELETE FROM temp.sw_stay_apps",
+)
+
+
+def _keep_stays(execute, params: dict, postgres: bool) -> None:
+    """Recompute the stays of the applications the run touched (see `STAYS_SELECT`)."""
+    if postgres:
+        execute("ANALYZE temp.sw_stay_apps")
+    for statement in _KEEP_STAYS:
+        execute(statement, params)
+
+
 # -- PostgreSQL: the same statements where the two agree, its own where they do not -------------
 
 _PG_APPLY_JOB_STAGES = f"""
@@ -555,7 +705,10 @@ def apply_applications(
         absent = execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
         execute(_ABSENT_EVENTS, params)
         execute(_MARK_ABSENT, params)
+    execute(_STAY_APPS_TABLE)
+    execute(_FILL_STAY_APPS, params)
     execute(_UPSERT_SNAPSHOT, params)
+    _keep_stays(execute, params, postgres)
     execute("DELETE FROM temp.sw_diff")
     execute("DELETE FROM temp.sw_absent")
     execute("DELETE FROM temp.sw_seen")

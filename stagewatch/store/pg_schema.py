@@ -255,6 +255,30 @@ def _import_ledger() -> list[str]:
     return out
 
 
+# stage_history's seconds as 0005's PostgreSQL view gave them (float8); the table's REAL columns
+# are NUMERIC, the type 0006's views computed, so sums and rounds over them behave as before.
+_KEPT_HISTORY_SECONDS = (
+    "round((julianday(observed_left) - julianday(observed_entry)) * 86400.0, 3)",
+    "round(extract(epoch FROM observed_left::timestamptz - observed_entry::timestamptz), 3)::float8",
+)
+
+
+def _stays_kept() -> list[str]:
+    out: list[str] = []
+    for statement in sqlite_schema.STAYS_KEPT:
+        sql = statement.strip()
+        if sql.startswith("CREATE TABLE"):
+            sql = sql.replace(" REAL,", " NUMERIC,").replace(
+                "event_id INTEGER PRIMARY KEY", "event_id BIGINT PRIMARY KEY"
+            )
+            out += [sql, *_comment_on(sql)]
+        elif sql.startswith("CREATE VIEW"):
+            out += _view(sql.replace(*_KEPT_HISTORY_SECONDS))
+        else:
+            out.append(pg_time(sql))
+    return out
+
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _initial()),
     ("0002_sync_runs_published", _ported(sqlite_schema.PUBLISHED, {})),
@@ -265,6 +289,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0007_import_ledger", _import_ledger()),
     ("0008_stage_status", _added_columns(sqlite_schema.STAGE_STATUS)),
     ("0009_sync_waiters", _ported(sqlite_schema.WAITERS, {})),
+    ("0010_stays_kept", _stays_kept()),
 ]
 
 

@@ -12,6 +12,8 @@ import sqlite3
 
 from sqlite_utils import Database, Migrations
 
+from stagewatch.diff import insert_stays
+
 MIGRATION_SET = "stagewatch"
 
 migrations = Migrations(MIGRATION_SET)
@@ -919,6 +921,115 @@ CREATE TABLE sync_waiters ( -- The one triggered sync per integration waiting fo
 @_migration("0009_sync_waiters")
 def m0009_sync_waiters(db: Database) -> None:
     for statement in WAITERS:
+        db.execute(statement.strip())
+
+
+# -- 0010: stays kept, not derived ------------------------------------------------------------------
+# Deriving the stays from the change log on every read sorted the whole log per query (see
+# benchmarks/RESULTS.md), so commit_run now keeps them in a table (`diff.STAYS_SELECT`, one
+# statement for the backfill here and for each run's touched applications). The view names users
+# query stay, with the same columns and numbers: stage order still comes from the job's stages as
+# last listed, joined at read time, so a re-ordered job needs no rewrite of its stays.
+STAYS_KEPT_TABLE = """
+CREATE TABLE stage_stays_kept ( -- One row per stay of an application in a stage, kept by commit_run in the transaction that writes the run's events; read through stage_stays.
+    event_id INTEGER PRIMARY KEY, -- Event that opened the stay (first_seen, stage_changed or restored).
+    integration_id TEXT NOT NULL, -- Integration.
+    application_id TEXT NOT NULL, -- Application.
+    job_id TEXT, -- Job when the stage was entered.
+    stage_id TEXT, -- Stage.
+    stage_name TEXT, -- Stage name when entered.
+    entered_at TEXT NOT NULL, -- As in stage_stays.
+    entered_after TEXT, -- As in stage_stays.
+    entered_from TEXT NOT NULL, -- As in stage_stays.
+    left_at TEXT, -- As in stage_stays.
+    left_after TEXT, -- As in stage_stays.
+    ended TEXT NOT NULL, -- As in stage_stays.
+    seconds_in_stage REAL, -- As in stage_stays.
+    days_in_stage REAL, -- As in stage_stays.
+    entry_window_seconds REAL, -- As in stage_stays.
+    exit_window_seconds REAL, -- As in stage_stays.
+    sync_run_id INTEGER NOT NULL, -- Run that saw it enter.
+    observed_entry TEXT NOT NULL, -- Observation that saw it enter (stage_history.entered_at).
+    observed_after TEXT, -- The observation before that (stage_history.entered_after).
+    observed_left TEXT, -- Observation that saw it move or deleted (stage_history.left_at).
+    left_by TEXT -- stage_changed or deleted (stage_history.left_by); NULL while not left.
+)
+"""
+
+KEPT_STAGE_HISTORY = """
+CREATE VIEW stage_history AS -- One row per stay of an application in a stage (SCD type 2), from the kept stays.
+SELECT
+    integration_id, -- Integration.
+    application_id, -- Application.
+    job_id, -- Job when the stage was entered.
+    stage_id, -- Stage.
+    stage_name, -- Stage name when entered.
+    observed_entry AS entered_at, -- Observation that first saw the application in the stage (valid_from).
+    observed_after AS entered_after, -- The integration's previous observation: the move happened after it (NULL on its first run).
+    observed_left AS left_at, -- Observation that saw it in another stage or deleted (valid_to); NULL for the current stay.
+    left_by, -- What ended the stay: stage_changed or deleted; NULL for the current stay.
+    round((julianday(observed_left) - julianday(observed_entry)) * 86400.0, 3) AS seconds_in_stage, -- left_at minus entered_at; NULL for the current stay.
+    CASE WHEN observed_left IS NULL THEN 1 ELSE 0 END AS is_current, -- 1 for the application's current stay.
+    sync_run_id, -- Run that saw it enter.
+    event_id -- Event that opened the stay.
+FROM stage_stays_kept
+"""
+
+KEPT_STAGE_STAYS = """
+CREATE VIEW stage_stays AS -- One row per stay: both time bounds, the stage's order in its job, and how the stay ended (kept by commit_run).
+SELECT
+    k.integration_id, -- Integration.
+    k.application_id, -- Application.
+    k.job_id, -- Job when the stage was entered.
+    k.stage_id, -- Stage.
+    k.stage_name, -- Stage name when entered.
+    js.stage_index, -- The stage's index in that job as last listed; NULL when the ATS gives none or the stage is not among the job's.
+    js.position AS stage_position, -- The stage's position in the job's stage list as last listed; NULL when not among them.
+    k.entered_at, -- Start of the stay: remote_created_at for an application's first stay when Kombo gives it, else the observation that saw it enter.
+    k.entered_after, -- Lower bound of the start: the observation before (or remote_created_at); NULL when unknown (the integration's first run).
+    k.entered_from, -- created (entered_at is remote_created_at) or observed.
+    k.left_at, -- End of the stay: the observation that saw the move, deletion, hire or decline; NULL while current.
+    k.left_after, -- Lower bound of the end: the observation before it; NULL while current or when unknown.
+    k.ended, -- moved_forward, moved_backward, moved_unknown, hired, declined, deleted, job_changed or current.
+    k.seconds_in_stage, -- left_at minus entered_at; NULL while current.
+    k.days_in_stage, -- seconds_in_stage in days.
+    k.entry_window_seconds, -- entered_at minus entered_after: how early the stay may have started; NULL when unbounded.
+    k.exit_window_seconds, -- left_at minus left_after: how early it may have ended; NULL while current or unbounded.
+    CASE WHEN k.ended = 'current' THEN 1 ELSE 0 END AS is_current, -- 1 while the application is in the stage and undecided.
+    k.sync_run_id, -- Run that saw it enter.
+    k.event_id -- Event that opened the stay (stage_history.event_id).
+FROM stage_stays_kept AS k
+LEFT JOIN job_stages AS js
+    ON js.integration_id = k.integration_id AND js.job_id = k.job_id AND js.stage_id = k.stage_id
+"""
+
+# Indexes serve the reads: an integration's stays in application order (the rowid, event_id, ends
+# every index), one job's stays by stage, and the open stays `stuck` reads.
+STAYS_KEPT_INDEXES = [
+    "CREATE INDEX stage_stays_kept_application ON stage_stays_kept (integration_id, application_id)",
+    "CREATE INDEX stage_stays_kept_job ON stage_stays_kept (integration_id, job_id, stage_id)",
+    """
+CREATE INDEX stage_stays_kept_current ON stage_stays_kept (integration_id, application_id)
+    WHERE ended = 'current'
+""",
+]
+
+STAYS_KEPT = [
+    "DROP VIEW job_funnel",
+    "DROP VIEW stage_stays",
+    "DROP VIEW stage_history",
+    STAYS_KEPT_TABLE,
+    insert_stays(),  # the backfill: indexes after it, so they are built once, sorted
+    *STAYS_KEPT_INDEXES,
+    KEPT_STAGE_HISTORY,
+    KEPT_STAGE_STAYS,
+    STAGE_ANALYTICS[1],  # job_funnel, as in 0006, now over the kept stays
+]
+
+
+@_migration("0010_stays_kept")
+def m0010_stays_kept(db: Database) -> None:
+    for statement in STAYS_KEPT:
         db.execute(statement.strip())
 
 
