@@ -1,0 +1,155 @@
+"""The kept stays (m0010) equal what m0005/m0006 derived from the change log, run after run.
+
+The expected rows come from the old derivation's SQL, the frozen statements of migrations 0005 and
+0006, run as queries over the same store: none of the code that keeps the stays computes them.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from stagewatch.analytics.stays import ENDINGS
+from stagewatch.simulator import SimulatorTransport, World
+from stagewatch.store import Store, pg_schema, schema
+from tests.builders import OTHER_INTEGRATION, PIPELINE, Runner, application, job
+from tests.reliability.harness import sync_in_process
+
+KEY = "sk_kept_stays"
+
+
+def _body(statement: str, view: str) -> str:
+    """A frozen CREATE VIEW's query, without its CREATE line."""
+    head, _, body = statement.strip().partition("\n")
+    assert head.startswith(f"CREATE VIEW {view} AS"), head
+    return body
+
+
+def _derived(store: Store) -> tuple[str, str]:
+    """The old derivation's stays and funnel queries, each backend's 0005 stage_history inside."""
+    history = (
+        pg_schema._STAGE_HISTORY
+        if store._db.postgres
+        else next(s for s in schema.RUN_FACTS if s.strip().startswith("CREATE VIEW stage_history"))
+    )
+    stays = _body(schema.STAGE_STAYS, "stage_stays").replace(
+        "FROM stage_history AS h", f"FROM ({_body(history, 'stage_history')}) AS h"
+    )
+    return stays, schema.FUNNEL_SELECT.format(stays=f"({stays})")
+
+
+STAYS_ORDER = "integration_id, application_id, event_id"
+FUNNEL_ORDER = "integration_id, job_id, stage_order"
+
+
+def _rows(store: Store, sql: str, order: str) -> list[tuple]:
+    cursor = store._conn.execute(f"SELECT * FROM ({sql}) AS x ORDER BY {order}")
+    return [tuple(float(v) if isinstance(v, Decimal) else v for v in row) for row in cursor]
+
+
+def _assert_kept_equal_derived(store: Store) -> None:
+    derived_stays, derived_funnel = _derived(store)
+    kept = _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER)
+    assert kept == _rows(store, derived_stays, STAYS_ORDER)
+    funnel = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
+    assert funnel == _rows(store, derived_funnel, FUNNEL_ORDER)
+
+
+def _endings(store: Store) -> set[str]:
+    return {row[0] for row in store._conn.execute("SELECT DISTINCT ended FROM stage_stays")}
+
+
+STAGES = [(stage_id, name) for stage_id, name, _ in PIPELINE]
+# Per day since an application was first listed: its stage (index into STAGES; None: not listed).
+PATHS = ([0, 1, 0, 2, 3, 3], [0, 0, None, 1, 1, 2], [2, 1, 1, 0, 3, 3])
+
+
+def _other_listing(day: int) -> list:
+    """A hand-driven integration beside the simulated one: first sightings on later days (some
+    already hired or declined), moves both ways, an application missing from a full listing and
+    back, a job move, a remote_created_at that Kombo corrects."""
+    apps = []
+    for first in range(day + 1):
+        app_id, age = f"late-{first}", day - first
+        stage = PATHS[first % 3][min(age, 5)]
+        if stage is None:
+            continue
+        outcome = ("PENDING", "HIRED", "DECLINED")[first % 3] if first and age == 0 else "PENDING"
+        outcome = "HIRED" if age == 5 and first % 2 else outcome
+        created = "2026-01-01T00:00:00Z" if age < 3 else "2025-12-31T00:00:00Z"
+        job_id = "job-2" if first % 4 == 3 and age >= 2 else "job-1"
+        apps.append(application(app_id, STAGES[stage], outcome, job_id, remote_created_at=created))
+    return apps
+
+
+@pytest.fixture
+def world():
+    # Stage moves both ways, hires, declines, job moves, deletions (and restores) at a daily pace.
+    return World(seed=19, applications=120, jobs=4, api_key=KEY, scenarios=("normal",))
+
+
+def test_kept_stays_equal_the_derivation_through_a_simulated_history(db_url, world):
+    """Full and incremental runs, re-runs with nothing new, new applications each day: after
+    every run the kept stays and the funnel over them equal the derivation."""
+    transport = SimulatorTransport(world)
+    integration = world.normal_integration_id
+    for day in range(14):
+        mode = "full" if day % 4 == 0 else "incremental"
+        synced = sync_in_process(db_url, transport, integration, KEY, mode=mode, page_size=40)
+        assert synced.error is None, synced.error
+        if day % 5 == 2:  # a re-run that finds nothing new must change nothing
+            sync_in_process(db_url, transport, integration, KEY, mode="full", page_size=40)
+        with Store(db_url) as store:
+            jobs = [job(), job("job-2")] if day == 0 else ()
+            Runner(store, OTHER_INTEGRATION).run(_other_listing(day), hours=24 * day, jobs=jobs)
+            _assert_kept_equal_derived(store)
+        world.advance(hours=48)
+    with Store(db_url) as store:
+        assert _endings(store) == set(ENDINGS)
+        kinds = {row[0] for row in store._conn.execute("SELECT DISTINCT kind FROM events")}
+        assert "restored" in kinds
+        assert store._conn.execute("SELECT count(*) FROM stage_stays").fetchone()[0] > 250
+
+
+def test_the_backfill_rebuilds_what_the_derivation_gives(db_url, world):
+    """Migration 0010's backfill statement over a store with history: the upgrade path."""
+    transport = SimulatorTransport(world)
+    integration = world.normal_integration_id
+    for day in range(6):
+        sync_in_process(db_url, transport, integration, KEY, mode="full", page_size=40)
+        with Store(db_url) as store:
+            jobs = [job(), job("job-2")] if day == 0 else ()
+            Runner(store, OTHER_INTEGRATION).run(_other_listing(day), hours=24 * day, jobs=jobs)
+        world.advance(hours=72)
+    backfill = next(s for s in schema.STAYS_KEPT if s.lstrip().startswith("INSERT INTO"))
+    with Store(db_url) as store:
+        store._conn.execute("DELETE FROM stage_stays_kept")
+        store._conn.execute(backfill.strip())
+        _assert_kept_equal_derived(store)
+        assert store._conn.execute("SELECT count(*) FROM stage_stays").fetchone()[0] > 100
+
+
+def test_a_store_written_before_0010_upgrades_with_its_stays(tmp_path, world):
+    """A SQLite store as 0009 left it (views over the log, no kept stays) gets its stays on open."""
+    db = str(tmp_path / "sw.db")
+    transport = SimulatorTransport(world)
+    for _ in range(4):
+        sync_in_process(db, transport, world.normal_integration_id, KEY, mode="full")
+        world.advance(hours=72)
+    with Store(db) as store:
+        conn = store._conn
+        before = _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER)
+        for view in ("job_funnel", "stage_stays", "stage_history"):
+            conn.execute(f"DROP VIEW {view}")
+        conn.execute("DROP TABLE stage_stays_kept")
+        history = next(s for s in schema.RUN_FACTS if s.strip().startswith("CREATE VIEW"))
+        for statement in (history, *schema.STAGE_ANALYTICS[:2]):
+            conn.execute(statement.strip())
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0010_stays_kept'")
+    with Store(db) as store:
+        tables = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master")}
+        assert "stage_stays_kept" in tables
+        assert _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER) == before
+        _assert_kept_equal_derived(store)
+    assert len(before) > 100
