@@ -418,34 +418,29 @@ ON CONFLICT (integration_id, application_id) DO UPDATE SET
 
 
 # -- stays: one row per application per stage stay, kept with the change log ---------------------
-# The same statement backfills every stay (migration 0010, `scope` empty) and recomputes the stays
-# of the applications a run touched (`scope` restricts the change log to them): one definition, so
-# the kept stays cannot drift from what a full rebuild gives. Semantics are m0006's view's: a stay
-# opens at first_seen, stage_changed or restored and closes at the next stage_changed or deleted; a
-# stay entered while hired or declined ends there; else the first hire or decline observed before
-# it closes ends it. One sorted pass over each application's events finds the closing, entry-outcome
-# and deciding events; observed times never go back within an integration (Runs._observed), so the
-# first deciding event after the opening is the only candidate.
+# Semantics are m0006's view's: a stay opens at first_seen, stage_changed or restored and closes at
+# the next stage_changed or deleted; a stay entered while hired or declined ends there; else the
+# first hire or decline observed before it closes ends it. Migration 0010 backfills them with one
+# sorted pass over each application's events (`STAYS_SELECT`); each run then applies its own events
+# to them (`_KEEP_STAYS`), reading nothing but those events, the open stays they touch and, for a
+# move, the application's outcome when it moved. Durations are computed by the stage_stays view.
 
 DECIDED_OUTCOMES = "('HIRED', 'DECLINED')"
 STAY_COLUMNS = (
     "event_id, integration_id, application_id, job_id, stage_id, stage_name, entered_at, "
-    "entered_after, entered_from, left_at, left_after, ended, seconds_in_stage, days_in_stage, "
-    "entry_window_seconds, exit_window_seconds, sync_run_id, observed_entry, observed_after, "
-    "observed_left, left_by"
+    "entered_after, entered_from, left_at, left_after, ended, sync_run_id, observed_entry, "
+    "observed_after, observed_left, left_by"
 )
+_OPENERS = "('first_seen', 'stage_changed', 'restored')"
+_OUTCOME_KINDS = "('first_seen', 'restored', 'outcome_changed')"
 
-
-def _seconds(later: str, earlier: str) -> str:
-    """Seconds between two stored UTC timestamps; PostgreSQL's store rewrites `julianday`."""
-    return f"round((julianday({later}) - julianday({earlier})) * 86400.0, 3)"
-
-
+# Observed times never go back within an integration (Runs._observed), so the first deciding
+# event after the opening is the only one that can come before the closing.
 _MARKED = f"""(
     SELECT
         e.id, e.kind, e.integration_id, e.application_id, e.job_id, e.to_stage_id,
         e.to_stage_name, e.observed_at, e.previous_observed_at, e.sync_run_id,
-        max(CASE WHEN e.kind IN ('first_seen', 'restored', 'outcome_changed') THEN e.id END)
+        max(CASE WHEN e.kind IN {_OUTCOME_KINDS} THEN e.id END)
             OVER (w ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS entry_outcome_id,
         min(CASE WHEN e.kind IN ('stage_changed', 'deleted') THEN e.id END)
             OVER (w ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS closer_id,
@@ -453,91 +448,84 @@ _MARKED = f"""(
             THEN e.id END)
             OVER (w ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING) AS decided_id
     FROM events AS e
-    WHERE e.kind <> 'job_changed' {{scope}}
+    WHERE e.kind <> 'job_changed'
     WINDOW w AS (PARTITION BY e.integration_id, e.application_id ORDER BY e.id)
 ) AS m"""
 
 _ENTRY_DECIDED = f"upper(t.entry_outcome) IN {DECIDED_OUTCOMES}"
 
+
+def _entered(created: str, entry: str, after: str) -> str:
+    """entered_at, entered_after, entered_from: a first stay starts at remote_created_at
+    (`created`, NULL when not given or later than the observation), else when observed."""
+    return (
+        f"coalesce({created}, {entry}), "
+        f"CASE WHEN {created} IS NOT NULL THEN {created} ELSE {after} END, "
+        f"CASE WHEN {created} IS NOT NULL THEN 'created' ELSE 'observed' END"
+    )
+
+
+def _created(created_at: str, kind: str, observed: str) -> str:
+    return f"CASE WHEN {kind} = 'first_seen' AND {created_at} <= {observed} THEN {created_at} END"
+
+
 STAYS_SELECT = f"""
 SELECT
-    u.event_id, u.integration_id, u.application_id, u.job_id, u.stage_id, u.stage_name,
-    u.entered_at, u.entered_after, u.entered_from, u.left_at, u.left_after, u.ended,
-    {_seconds("u.left_at", "u.entered_at")},
-    round({_seconds("u.left_at", "u.entered_at")} / 86400.0, 3),
-    {_seconds("u.entered_at", "u.entered_after")},
-    {_seconds("u.left_at", "u.left_after")},
-    u.sync_run_id, u.observed_entry, u.observed_after, u.observed_left, u.left_by
+    t.event_id, t.integration_id, t.application_id, t.job_id, t.stage_id, t.stage_name,
+    {_entered("t.created_at", "t.observed_entry", "t.observed_after")},
+    CASE
+        WHEN {_ENTRY_DECIDED} THEN t.observed_entry
+        WHEN t.decided_at IS NOT NULL THEN t.decided_at
+        ELSE t.observed_left
+    END,
+    CASE
+        WHEN {_ENTRY_DECIDED} THEN t.observed_after
+        WHEN t.decided_at IS NOT NULL THEN t.decided_after
+        ELSE t.closer_after
+    END,
+    CASE
+        WHEN {_ENTRY_DECIDED} THEN lower(t.entry_outcome)
+        WHEN t.decided_at IS NOT NULL THEN lower(t.decided_outcome)
+        WHEN t.left_by = 'deleted' THEN 'deleted'
+        WHEN t.left_by = 'stage_changed'
+            AND coalesce(t.closer_job_id, '') <> coalesce(t.job_id, '') THEN 'job_changed'
+        WHEN t.left_by = 'stage_changed' THEN 'moved_' || coalesce(t.closer_direction, 'unknown')
+        ELSE 'current'
+    END,
+    t.sync_run_id, t.observed_entry, t.observed_after, t.observed_left, t.left_by
 FROM (
     SELECT
-        t.event_id, t.integration_id, t.application_id, t.job_id, t.stage_id, t.stage_name,
-        t.sync_run_id, t.observed_entry, t.observed_after, t.observed_left, t.left_by,
-        coalesce(t.created_at, t.observed_entry) AS entered_at,
-        CASE WHEN t.created_at IS NOT NULL THEN t.created_at ELSE t.observed_after END
-            AS entered_after,
-        CASE WHEN t.created_at IS NOT NULL THEN 'created' ELSE 'observed' END AS entered_from,
-        CASE
-            WHEN {_ENTRY_DECIDED} THEN t.observed_entry
-            WHEN t.decided_at IS NOT NULL THEN t.decided_at
-            ELSE t.observed_left
-        END AS left_at,
-        CASE
-            WHEN {_ENTRY_DECIDED} THEN t.observed_after
-            WHEN t.decided_at IS NOT NULL THEN t.decided_after
-            ELSE t.closer_after
-        END AS left_after,
-        CASE
-            WHEN {_ENTRY_DECIDED} THEN lower(t.entry_outcome)
-            WHEN t.decided_at IS NOT NULL THEN lower(t.decided_outcome)
-            WHEN t.left_by = 'deleted' THEN 'deleted'
-            WHEN t.left_by = 'stage_changed'
-                AND coalesce(t.closer_job_id, '') <> coalesce(t.job_id, '') THEN 'job_changed'
-            WHEN t.left_by = 'stage_changed' THEN 'moved_' || coalesce(t.closer_direction, 'unknown')
-            ELSE 'current'
-        END AS ended
-    FROM (
-        SELECT
-            m.id AS event_id, m.integration_id, m.application_id, m.job_id,
-            m.to_stage_id AS stage_id, m.to_stage_name AS stage_name, m.sync_run_id,
-            m.observed_at AS observed_entry, m.previous_observed_at AS observed_after,
-            c.observed_at AS observed_left, c.kind AS left_by,
-            c.previous_observed_at AS closer_after, c.job_id AS closer_job_id,
-            c.direction AS closer_direction, eo.to_outcome AS entry_outcome,
-            d.observed_at AS decided_at, d.previous_observed_at AS decided_after,
-            d.to_outcome AS decided_outcome,
-            CASE WHEN m.kind = 'first_seen' AND a.remote_created_at <= m.observed_at
-                THEN a.remote_created_at END AS created_at
-        FROM {_MARKED}
-        LEFT JOIN events AS eo ON eo.id = m.entry_outcome_id
-        LEFT JOIN events AS c ON c.id = m.closer_id
-        LEFT JOIN events AS d
-            ON d.id = m.decided_id AND (c.id IS NULL OR d.observed_at < c.observed_at)
-        LEFT JOIN applications AS a
-            ON a.integration_id = m.integration_id AND a.application_id = m.application_id
-        WHERE m.kind IN ('first_seen', 'stage_changed', 'restored')
-    ) AS t
-) AS u
+        m.id AS event_id, m.integration_id, m.application_id, m.job_id,
+        m.to_stage_id AS stage_id, m.to_stage_name AS stage_name, m.sync_run_id,
+        m.observed_at AS observed_entry, m.previous_observed_at AS observed_after,
+        c.observed_at AS observed_left, c.kind AS left_by,
+        c.previous_observed_at AS closer_after, c.job_id AS closer_job_id,
+        c.direction AS closer_direction, eo.to_outcome AS entry_outcome,
+        d.observed_at AS decided_at, d.previous_observed_at AS decided_after,
+        d.to_outcome AS decided_outcome,
+        {_created("a.remote_created_at", "m.kind", "m.observed_at")} AS created_at
+    FROM {_MARKED}
+    LEFT JOIN events AS eo ON eo.id = m.entry_outcome_id
+    LEFT JOIN events AS c ON c.id = m.closer_id
+    LEFT JOIN events AS d
+        ON d.id = m.decided_id AND (c.id IS NULL OR d.observed_at < c.observed_at)
+    LEFT JOIN applications AS a
+        ON a.integration_id = m.integration_id AND a.application_id = m.application_id
+    WHERE m.kind IN {_OPENERS}
+) AS t
 """
 
+# The backfill: in event id order, so the table is written at its end.
+BACKFILL_STAYS = f"INSERT INTO stage_stays_kept ({STAY_COLUMNS}){STAYS_SELECT}ORDER BY t.event_id"
 
-def insert_stays(scope: str = "") -> str:
-    """INSERT of the stays of the change log's applications matching `scope` (an `AND ...` over
-    events `e`; empty: all of them)."""
-    select = STAYS_SELECT.replace("{scope}", scope)
-    return f"INSERT INTO stage_stays_kept ({STAY_COLUMNS}){select}ORDER BY u.event_id"
-
-
-_STAY_APPS_TABLE = """
-CREATE TEMP TABLE IF NOT EXISTS sw_stay_apps (application_id TEXT PRIMARY KEY)
+_CREATED_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS sw_created (application_id TEXT PRIMARY KEY)
 """
 
-# Whose stays the run changes: applications with an event of the run (a job change alone moves no
-# stay), and those whose remote_created_at changed, as a first stay may start there. Run before the
-# snapshot upsert, which overwrites remote_created_at.
-_FILL_STAY_APPS = """
-INSERT INTO temp.sw_stay_apps (application_id)
-SELECT application_id FROM events WHERE sync_run_id = :run_id AND kind <> 'job_changed'
-UNION
+# Known applications whose remote_created_at changes: their first stay may start there. Read
+# before the snapshot upsert overwrites it.
+_FILL_CREATED = """
+INSERT INTO temp.sw_created (application_id)
 SELECT d.application_id
 FROM temp.sw_diff AS d
 JOIN staged_applications AS s ON s.id = d.staged_id
@@ -546,25 +534,148 @@ JOIN applications AS a
 WHERE s.remote_created_at IS NOT a.remote_created_at
 """
 
-_STAY_SCOPE = (
-    "AND e.integration_id = :integration_id "
-    "AND e.application_id IN (SELECT application_id FROM temp.sw_stay_apps)"
+# What the run's events do to stays, one row per application: the closing (its move, else its
+# deletion: with both, the move closes the old stay and the deletion the new one), the deletion,
+# and the hire or decline. Read once from the run's events; the statements below look rows up here.
+_MOVES_TABLE = """
+CREATE TEMP TABLE IF NOT EXISTS sw_moves (
+    application_id TEXT PRIMARY KEY,
+    closer_id INTEGER, closer_kind TEXT, closer_at TEXT, closer_after TEXT, closer_job_id TEXT,
+    closer_direction TEXT, deleted_at TEXT, deleted_after TEXT,
+    decided_id INTEGER, decided_at TEXT, decided_after TEXT, decided_outcome TEXT
 )
+"""
 
+
+def _of(kind: str, column: str) -> str:
+    return f"max(CASE WHEN e.kind = '{kind}' THEN e.{column} END)"
+
+
+def _closer(column: str) -> str:
+    return f"coalesce({_of('stage_changed', column)}, {_of('deleted', column)})"
+
+
+_DECIDING = f"e.kind = 'outcome_changed' AND upper(e.to_outcome) IN {DECIDED_OUTCOMES}"
+
+_FILL_MOVES = f"""
+INSERT INTO temp.sw_moves
+SELECT
+    e.application_id,
+    {_closer("id")}, {_closer("kind")}, {_closer("observed_at")},
+    {_closer("previous_observed_at")}, {_closer("job_id")}, {_of("stage_changed", "direction")},
+    {_of("deleted", "observed_at")}, {_of("deleted", "previous_observed_at")},
+    max(CASE WHEN {_DECIDING} THEN e.id END), max(CASE WHEN {_DECIDING} THEN e.observed_at END),
+    max(CASE WHEN {_DECIDING} THEN e.previous_observed_at END),
+    max(CASE WHEN {_DECIDING} THEN e.to_outcome END)
+FROM events AS e
+WHERE e.sync_run_id = :run_id AND e.kind IN ('stage_changed', 'deleted', 'outcome_changed')
+GROUP BY e.application_id
+"""
+
+_MOVED = "(SELECT application_id FROM temp.sw_moves WHERE {} IS NOT NULL)"
+_ITS_MOVES = "FROM temp.sw_moves AS m WHERE m.application_id = stage_stays_kept.application_id"
+
+# A move or deletion closes the open stay; one already ended by a hire or decline keeps its end.
+_CLOSE_STAYS = f"""
+UPDATE stage_stays_kept SET (observed_left, left_by, left_at, left_after, ended) = (
+    SELECT
+        m.closer_at, m.closer_kind,
+        CASE WHEN stage_stays_kept.ended = 'current' THEN m.closer_at
+            ELSE stage_stays_kept.left_at END,
+        CASE WHEN stage_stays_kept.ended = 'current' THEN m.closer_after
+            ELSE stage_stays_kept.left_after END,
+        CASE
+            WHEN stage_stays_kept.ended <> 'current' THEN stage_stays_kept.ended
+            WHEN m.closer_kind = 'deleted' THEN 'deleted'
+            WHEN coalesce(m.closer_job_id, '') <> coalesce(stage_stays_kept.job_id, '')
+                THEN 'job_changed'
+            ELSE 'moved_' || coalesce(m.closer_direction, 'unknown')
+        END
+    {_ITS_MOVES}
+)
+WHERE integration_id = :integration_id AND application_id IN {_MOVED.format("closer_id")}
+    AND observed_left IS NULL
+"""
+
+# The run's openings. A move's entry outcome is the application's last before it; a first
+# sighting or a restore carries its own. A deletion in the same run closes the new stay at once.
+_OPEN_STAYS = f"""
+INSERT INTO stage_stays_kept ({STAY_COLUMNS})
+SELECT
+    o.id, o.integration_id, o.application_id, o.job_id, o.to_stage_id, o.to_stage_name,
+    {_entered("o.created_at", "o.observed_at", "o.previous_observed_at")},
+    CASE WHEN upper(o.entry_outcome) IN {DECIDED_OUTCOMES} THEN o.observed_at
+        ELSE m.deleted_at END,
+    CASE WHEN upper(o.entry_outcome) IN {DECIDED_OUTCOMES} THEN o.previous_observed_at
+        ELSE m.deleted_after END,
+    CASE WHEN upper(o.entry_outcome) IN {DECIDED_OUTCOMES} THEN lower(o.entry_outcome)
+        WHEN m.deleted_at IS NOT NULL THEN 'deleted' ELSE 'current' END,
+    o.sync_run_id, o.observed_at, o.previous_observed_at, m.deleted_at,
+    CASE WHEN m.deleted_at IS NOT NULL THEN 'deleted' END
+FROM (
+    SELECT
+        e.id, e.integration_id, e.application_id, e.job_id, e.to_stage_id, e.to_stage_name,
+        e.observed_at, e.previous_observed_at, e.sync_run_id,
+        {_created("a.remote_created_at", "e.kind", "e.observed_at")} AS created_at,
+        CASE WHEN e.kind = 'stage_changed' THEN p.to_outcome ELSE e.to_outcome END
+            AS entry_outcome
+    FROM events AS e
+    LEFT JOIN applications AS a
+        ON a.integration_id = e.integration_id AND a.application_id = e.application_id
+    LEFT JOIN events AS p ON e.kind = 'stage_changed' AND p.id = (
+        SELECT max(q.id) FROM events AS q
+        WHERE q.application_id = e.application_id AND q.integration_id = e.integration_id
+            AND q.kind IN {_OUTCOME_KINDS} AND q.id < e.id
+    )
+    WHERE e.sync_run_id = :run_id AND e.kind IN {_OPENERS}
+) AS o
+LEFT JOIN temp.sw_moves AS m ON m.application_id = o.application_id
+ORDER BY o.id
+"""
+
+# A hire or decline ends the open, undecided stay it follows; not one the run also closed, as
+# then it was observed with the closing, not before it.
+_DECIDE_STAYS = f"""
+UPDATE stage_stays_kept SET (left_at, left_after, ended) = (
+    SELECT m.decided_at, m.decided_after, lower(m.decided_outcome) {_ITS_MOVES}
+)
+WHERE integration_id = :integration_id AND application_id IN {_MOVED.format("decided_id")}
+    AND observed_left IS NULL AND ended = 'current'
+    AND event_id < (SELECT m.decided_id {_ITS_MOVES})
+"""
+
+# A known application's remote_created_at changed: its first stay starts anew.
+_RESTART_FIRST_STAYS = f"""
+UPDATE stage_stays_kept SET (entered_at, entered_after, entered_from) = (
+    SELECT {_entered("x.created", "stage_stays_kept.observed_entry", "stage_stays_kept.observed_after")}
+    FROM (
+        SELECT CASE WHEN a.remote_created_at <= stage_stays_kept.observed_entry
+            THEN a.remote_created_at END AS created
+        FROM applications AS a
+        WHERE a.integration_id = :integration_id
+            AND a.application_id = stage_stays_kept.application_id
+    ) AS x
+)
+WHERE integration_id = :integration_id
+    AND application_id IN (SELECT application_id FROM temp.sw_created)
+    AND event_id = (
+        SELECT min(k.event_id) FROM stage_stays_kept AS k
+        WHERE k.integration_id = :integration_id
+            AND k.application_id = stage_stays_kept.application_id
+    )
+"""
+
+# After the snapshot upsert: first stays start at the snapshot's remote_created_at.
 _KEEP_STAYS = (
-    "DELETE FROM stage_stays_kept WHERE integration_id = :integration_id "
-    "AND application_id IN (SELECT application_id FROM temp.sw_stay_apps)",
-    insert_stays(_STAY_SCOPE),
-    "DELETE FROM temp.sw_stay_apps",
+    _MOVES_TABLE,
+    _FILL_MOVES,
+    _CLOSE_STAYS,
+    _OPEN_STAYS,
+    _DECIDE_STAYS,
+    _RESTART_FIRST_STAYS,
+    "DELETE FROM temp.sw_moves",
+    "DELETE FROM temp.sw_created",
 )
-
-
-def _keep_stays(execute, params: dict, postgres: bool) -> None:
-    """Recompute the stays of the applications the run touched (see `STAYS_SELECT`)."""
-    if postgres:
-        execute("ANALYZE temp.sw_stay_apps")
-    for statement in _KEEP_STAYS:
-        execute(statement, params)
 
 
 # -- PostgreSQL: the same statements where the two agree, its own where they do not -------------
@@ -705,10 +816,11 @@ def apply_applications(
         absent = execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
         execute(_ABSENT_EVENTS, params)
         execute(_MARK_ABSENT, params)
-    execute(_STAY_APPS_TABLE)
-    execute(_FILL_STAY_APPS, params)
+    execute(_CREATED_TABLE)
+    execute(_FILL_CREATED, params)
     execute(_UPSERT_SNAPSHOT, params)
-    _keep_stays(execute, params, postgres)
+    for statement in _KEEP_STAYS:
+        execute(statement, params)
     execute("DELETE FROM temp.sw_diff")
     execute("DELETE FROM temp.sw_absent")
     execute("DELETE FROM temp.sw_seen")

@@ -224,7 +224,9 @@ class Importer:
             self.ledger.finish(integration_id, key, status, error_code=exc.code, message=message)
             result = {"status": status, "code": exc.code, "message": message}
             if isinstance(exc, BATCH_STOPPERS):
-                raise _BatchStopped({**result, "ids": request.tool_ids, "message": str(exc)}) from None
+                raise _BatchStopped(
+                    {**result, "ids": request.tool_ids, "message": str(exc)}
+                ) from None
             return result
         self.ledger.finish(
             integration_id,
@@ -323,7 +325,11 @@ def results_markdown(integration_id: str, results: list[RowResult], *, dry_run: 
     lines += ["| status | rows |", "| --- | ---: |"]
     lines += [f"| {s.replace('_', ' ')} | {n} |" for s, n in counts(results).items()]
     ordered = sorted(results, key=lambda r: (r.status in OK_STATUSES, r.line))
-    lines += ["", "| line | status | ATS ids | Kombo id | message |", "| ---: | --- | --- | --- | --- |"]
+    lines += [
+        "",
+        "| line | status | ATS ids | Kombo id | message |",
+        "| ---: | --- | --- | --- | --- |",
+    ]
     for r in ordered[:MAX_MARKDOWN_ROWS]:
         lines.append(
             f"| {r.line} | {r.status.replace('_', ' ')} | {escape_md(_ids_text(r.ids), redact=False)}"

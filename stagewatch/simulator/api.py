@@ -514,7 +514,9 @@ def import_tracked_application(integ: Integration, body: bytes) -> dict[str, Any
     tracked_ms = integ.world.now_ms if tracked is None else parse_timestamp("tracked_at", tracked)
     tools = [key for key in payload if key != "tracked_at"]
     if tools != [integ.tool]:
-        raise invalid(f"The body must name this integration's ATS only ({integ.tool}); got {tools}.")
+        raise invalid(
+            f"The body must name this integration's ATS only ({integ.tool}); got {tools}."
+        )
     ids = _import_ids(integ.tool, payload[integ.tool])
     try:
         row = integ.import_application(ids, tracked_ms)

@@ -81,9 +81,13 @@ class World:
             raise ValueError("applications need at least one job")
         if not api_key:
             raise ValueError("api_key must not be empty")
-        bad_tools = {s: t for s, t in (tools or {}).items() if s not in SCENARIOS or not t.isalnum()}
+        bad_tools = {
+            s: t for s, t in (tools or {}).items() if s not in SCENARIOS or not t.isalnum()
+        }
         if bad_tools:
-            raise ValueError(f"tools must map scenarios to ATS names (letters, digits): {bad_tools}")
+            raise ValueError(
+                f"tools must map scenarios to ATS names (letters, digits): {bad_tools}"
+            )
         self.seed = seed
         self._api_key = api_key
         self.start_ms = ms_of(start)

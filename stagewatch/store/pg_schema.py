@@ -220,7 +220,7 @@ def _balanced(sql: str, start: int) -> int:
         depth += {"(": 1, ")": -1}.get(sql[i], 0)
         if depth == 0:
             return i + 1
-    raise ValueError(f"unbalanced parentheses in {sql[start:start + 60]!r}")
+    raise ValueError(f"unbalanced parentheses in {sql[start : start + 60]!r}")
 
 
 def pg_time(sql: str) -> str:
@@ -244,19 +244,22 @@ def _view(sql: str) -> list[str]:
 def _stage_analytics() -> list[str]:
     out: list[str] = []
     for statement in sqlite_schema.STAGE_ANALYTICS:
-        out += _view(statement) if statement.lstrip().startswith("CREATE VIEW") else _port(statement)
+        out += (
+            _view(statement) if statement.lstrip().startswith("CREATE VIEW") else _port(statement)
+        )
     return out
 
 
 def _import_ledger() -> list[str]:
     out: list[str] = []
     for statement in sqlite_schema.IMPORTS:
-        out += _view(statement) if statement.lstrip().startswith("CREATE VIEW") else _port(statement)
+        out += (
+            _view(statement) if statement.lstrip().startswith("CREATE VIEW") else _port(statement)
+        )
     return out
 
 
-# stage_history's seconds as 0005's PostgreSQL view gave them (float8); the table's REAL columns
-# are NUMERIC, the type 0006's views computed, so sums and rounds over them behave as before.
+# stage_history's seconds as 0005's PostgreSQL view gave them (float8).
 _KEPT_HISTORY_SECONDS = (
     "round((julianday(observed_left) - julianday(observed_entry)) * 86400.0, 3)",
     "round(extract(epoch FROM observed_left::timestamptz - observed_entry::timestamptz), 3)::float8",
@@ -268,9 +271,7 @@ def _stays_kept() -> list[str]:
     for statement in sqlite_schema.STAYS_KEPT:
         sql = statement.strip()
         if sql.startswith("CREATE TABLE"):
-            sql = sql.replace(" REAL,", " NUMERIC,").replace(
-                "event_id INTEGER PRIMARY KEY", "event_id BIGINT PRIMARY KEY"
-            )
+            sql = sql.replace("event_id INTEGER PRIMARY KEY", "event_id BIGINT PRIMARY KEY")
             out += [sql, *_comment_on(sql)]
         elif sql.startswith("CREATE VIEW"):
             out += _view(sql.replace(*_KEPT_HISTORY_SECONDS))

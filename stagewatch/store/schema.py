@@ -12,7 +12,7 @@ import sqlite3
 
 from sqlite_utils import Database, Migrations
 
-from stagewatch.diff import insert_stays
+from stagewatch.diff import BACKFILL_STAYS
 
 MIGRATION_SET = "stagewatch"
 
@@ -926,10 +926,11 @@ def m0009_sync_waiters(db: Database) -> None:
 
 # -- 0010: stays kept, not derived ------------------------------------------------------------------
 # Deriving the stays from the change log on every read sorted the whole log per query (see
-# benchmarks/RESULTS.md), so commit_run now keeps them in a table (`diff.STAYS_SELECT`, one
-# statement for the backfill here and for each run's touched applications). The view names users
+# benchmarks/RESULTS.md), so commit_run keeps them in a table: this migration backfills it from the
+# log (`diff.BACKFILL_STAYS`), each run applies its own events (`diff._KEEP_STAYS`). The names users
 # query stay, with the same columns and numbers: stage order still comes from the job's stages as
-# last listed, joined at read time, so a re-ordered job needs no rewrite of its stays.
+# last listed and durations from the bounds, both at read time, so a re-ordered job needs no
+# rewrite of its stays.
 STAYS_KEPT_TABLE = """
 CREATE TABLE stage_stays_kept ( -- One row per stay of an application in a stage, kept by commit_run in the transaction that writes the run's events; read through stage_stays.
     event_id INTEGER PRIMARY KEY, -- Event that opened the stay (first_seen, stage_changed or restored).
@@ -944,10 +945,6 @@ CREATE TABLE stage_stays_kept ( -- One row per stay of an application in a stage
     left_at TEXT, -- As in stage_stays.
     left_after TEXT, -- As in stage_stays.
     ended TEXT NOT NULL, -- As in stage_stays.
-    seconds_in_stage REAL, -- As in stage_stays.
-    days_in_stage REAL, -- As in stage_stays.
-    entry_window_seconds REAL, -- As in stage_stays.
-    exit_window_seconds REAL, -- As in stage_stays.
     sync_run_id INTEGER NOT NULL, -- Run that saw it enter.
     observed_entry TEXT NOT NULL, -- Observation that saw it enter (stage_history.entered_at).
     observed_after TEXT, -- The observation before that (stage_history.entered_after).
@@ -975,7 +972,7 @@ SELECT
 FROM stage_stays_kept
 """
 
-KEPT_STAGE_STAYS = """
+KEPT_STAGE_STAYS = f"""
 CREATE VIEW stage_stays AS -- One row per stay: both time bounds, the stage's order in its job, and how the stay ended (kept by commit_run).
 SELECT
     k.integration_id, -- Integration.
@@ -991,10 +988,10 @@ SELECT
     k.left_at, -- End of the stay: the observation that saw the move, deletion, hire or decline; NULL while current.
     k.left_after, -- Lower bound of the end: the observation before it; NULL while current or when unknown.
     k.ended, -- moved_forward, moved_backward, moved_unknown, hired, declined, deleted, job_changed or current.
-    k.seconds_in_stage, -- left_at minus entered_at; NULL while current.
-    k.days_in_stage, -- seconds_in_stage in days.
-    k.entry_window_seconds, -- entered_at minus entered_after: how early the stay may have started; NULL when unbounded.
-    k.exit_window_seconds, -- left_at minus left_after: how early it may have ended; NULL while current or unbounded.
+    {_seconds("k.left_at", "k.entered_at")} AS seconds_in_stage, -- left_at minus entered_at; NULL while current.
+    round({_seconds("k.left_at", "k.entered_at")} / 86400.0, 3) AS days_in_stage, -- seconds_in_stage in days.
+    {_seconds("k.entered_at", "k.entered_after")} AS entry_window_seconds, -- entered_at minus entered_after: how early the stay may have started; NULL when unbounded.
+    {_seconds("k.left_at", "k.left_after")} AS exit_window_seconds, -- left_at minus left_after: how early it may have ended; NULL while current or unbounded.
     CASE WHEN k.ended = 'current' THEN 1 ELSE 0 END AS is_current, -- 1 while the application is in the stage and undecided.
     k.sync_run_id, -- Run that saw it enter.
     k.event_id -- Event that opened the stay (stage_history.event_id).
@@ -1019,7 +1016,7 @@ STAYS_KEPT = [
     "DROP VIEW stage_stays",
     "DROP VIEW stage_history",
     STAYS_KEPT_TABLE,
-    insert_stays(),  # the backfill: indexes after it, so they are built once, sorted
+    BACKFILL_STAYS,  # indexes after it, so they are built once, from sorted keys
     *STAYS_KEPT_INDEXES,
     KEPT_STAGE_HISTORY,
     KEPT_STAGE_STAYS,

@@ -19,9 +19,7 @@ VIEWS = {
 
 def _rows(store: Store, view: str) -> list[tuple]:
     cursor = store._conn.execute(f"SELECT * FROM {view} ORDER BY {VIEWS[view]}")
-    return [
-        tuple(float(v) if isinstance(v, Decimal | float) else v for v in row) for row in cursor
-    ]
+    return [tuple(float(v) if isinstance(v, Decimal | float) else v for v in row) for row in cursor]
 
 
 @pytest.mark.parametrize("view", VIEWS)
