@@ -4,11 +4,12 @@
 
 Builds a store of N applications on J jobs (six stages each) seen by R daily runs, one event per
 application per run (first_seen, then stage moves, three in ten hired or declined in the last run):
-N x R events, written with set-based SQL straight into the tables a sync writes. Then, each in its
-own subprocess (so each peak RSS is its own, VmHWM over the timed call alone): the funnel of one
-job and of the whole integration, one job's stays and every stay streamed (with the time to the
-first row); and, as the profile, m0005's stage_history view alone, the window both build on.
-Figures with the load average go below the notes marker of benchmarks/RESULTS.md.
+N x R events, written with set-based SQL straight into the tables a sync writes, as a store from
+before migration 0010 held them; opening it then runs 0010, whose backfill of the kept stays is
+timed. Then, each in its own subprocess (so each peak RSS is its own, VmHWM over the timed call
+alone): the funnel of one job and of the whole integration, one job's stays and every stay
+streamed (with the time to the first row), the stuck applications, and stage_history counted.
+Figures with the load average go into their size's section of benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -66,8 +67,30 @@ FROM temp.cur AS c WHERE {{where}} ORDER BY c.i
 """
 
 
+def _before_0010(conn) -> None:
+    """Take the store back to 0009's layout: the stays derived by views, none kept."""
+    from stagewatch.store import schema
+
+    for view in ("job_funnel", "stage_stays", "stage_history"):
+        conn.execute(f"DROP VIEW {view}")
+    conn.execute("DROP TABLE stage_stays_kept")
+    history = next(s for s in schema.RUN_FACTS if s.strip().startswith("CREATE VIEW"))
+    for statement in (history, *schema.STAGE_ANALYTICS[:2]):
+        conn.execute(statement.strip())
+    conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0010_stays_kept'")
+
+
+def backfill(path: Path) -> float:
+    """Seconds to open the pre-0010 store once, which runs 0010 and its backfill."""
+    from stagewatch.store import Store
+
+    started = time.perf_counter()
+    Store(path).close()
+    return time.perf_counter() - started
+
+
 def build(path: Path, applications: int, runs: int, jobs: int) -> None:
-    """The store, written set-based: what R syncs of N applications would leave."""
+    """The store, written set-based: what R syncs of N applications would leave before 0010."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from stagewatch.store import Store
 
@@ -75,6 +98,7 @@ def build(path: Path, applications: int, runs: int, jobs: int) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path, isolation_level=None)
+    _before_0010(conn)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")
     conn.execute("BEGIN")
@@ -183,8 +207,10 @@ def measure(path: Path, what: str) -> dict:
     _reset_peak()
     started = time.perf_counter()
     first_row = None
-    if what == "stage_history":  # the profile: m0005's window over the log alone
+    if what == "stage_history":
         rows = conn.execute("SELECT count(*), max(left_at) FROM stage_history").fetchone()[0]
+    elif what == "stuck":
+        rows = len(analytics.stuck(conn, days=7, as_of=as_of, integration_id=INTEGRATION))
     elif what.startswith("funnel"):
         job = "job-0007" if what == "funnel-job" else None
         rows = len(analytics.funnel(conn, INTEGRATION, job_id=job))
@@ -236,6 +262,7 @@ def report(
     applications: int,
     events: int,
     build_s: float,
+    backfill_s: float | None,
     size_mib: float,
     load_before: str,
     load_after: str,
@@ -246,7 +273,8 @@ def report(
         "## Stage analytics (`python -m benchmarks.analytics_bench`)",
         "",
         f"{applications:,} applications, {events:,} events, {size_mib:,.0f} MiB store, built in "
-        f"{build_s:.0f} s; measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Load before: "
+        f"{build_s:.0f} s; migration 0010's backfill of the kept stays "
+        f"{_fmt(backfill_s, 1)} s; measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Load before: "
         f"{load_before}; after: {load_after} (2 cores, shared with other work).",
         "",
         "| call | seconds | first row s | rows | peak RSS MiB | target 2 s |",
@@ -290,12 +318,14 @@ def main(argv=None) -> int:
     scratch = tempfile.TemporaryDirectory(prefix="analytics-bench-")
     path = args.db or Path(scratch.name) / "bench.db"
     started = time.perf_counter()
-    if not path.exists():
+    built = not path.exists()
+    if built:
         print(f"building {path}: {args.applications:,} applications x {args.runs} runs", flush=True)
         build(path, args.applications, args.runs, args.jobs)
     build_s = time.perf_counter() - started
+    backfill_s = backfill(path) if built else None  # a reused --db is migrated already
     results = []
-    for what in ("stage_history", "funnel-job", "stays-job", "stays", "funnel"):
+    for what in ("funnel-job", "stays-job", "stuck", "stays", "funnel", "stage_history"):
         results.append(_child(path, what, args.timeout))
         print(json.dumps(results[-1]), flush=True)
     section = report(
@@ -303,6 +333,7 @@ def main(argv=None) -> int:
         applications=args.applications,
         events=args.applications * args.runs,
         build_s=build_s,
+        backfill_s=backfill_s,
         size_mib=os.path.getsize(path) / 2**20,
         load_before=load_before,
         load_after=load(),

@@ -1001,10 +1001,10 @@ LEFT JOIN job_stages AS js
 """
 
 # Indexes serve the reads: an integration's stays in application order (the rowid, event_id, ends
-# every index), one job's stays by stage, and the open stays `stuck` reads.
+# every index) and one job's, so neither sorts; and the open stays `stuck` reads.
 STAYS_KEPT_INDEXES = [
     "CREATE INDEX stage_stays_kept_application ON stage_stays_kept (integration_id, application_id)",
-    "CREATE INDEX stage_stays_kept_job ON stage_stays_kept (integration_id, job_id, stage_id)",
+    "CREATE INDEX stage_stays_kept_job ON stage_stays_kept (integration_id, job_id, application_id)",
     """
 CREATE INDEX stage_stays_kept_current ON stage_stays_kept (integration_id, application_id)
     WHERE ended = 'current'

@@ -1,8 +1,8 @@
 """Copying a whole store to another backend: `stagewatch migrate-store`.
 
 Everything a store remembers goes over unchanged, ids and event keys included, so the history
-keeps its identity: runs, watermarks, the job and application snapshots, the change log, the
-quarantine and the import ledger. Staging and locks do not (a store with a run in progress is refused). The copy is one
+keeps its identity: runs, watermarks, the job and application snapshots, the change log and the
+stays kept from it, the quarantine and the import ledger. Staging and locks do not (a store with a run in progress is refused). The copy is one
 transaction of the target, checked before it commits: the same row count and the same digest
 (an order-free sum of each row's sha256) per table, or nothing is written.
 """
@@ -25,6 +25,7 @@ TABLES = (
     "job_stages",
     "applications",
     "events",
+    "stage_stays_kept",
     "quarantined",
     "imports",
 )

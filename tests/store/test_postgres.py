@@ -273,6 +273,7 @@ def test_migrate_store_copies_everything_and_the_history_goes_on_alike(tmp_path,
         ["job_stages", "4"],
         ["applications", "2"],
         ["events", "4"],
+        ["stage_stays_kept", "3"],
         ["quarantined", "0"],
         ["imports", "0"],
     ]
@@ -286,6 +287,9 @@ def test_migrate_store_copies_everything_and_the_history_goes_on_alike(tmp_path,
     query = "SELECT * FROM events ORDER BY id"
     assert db_rows(pg_url, query) == db_rows(sqlite, query)
     assert len(db_rows(pg_url, query)) == 6
+    stays = "SELECT * FROM stage_stays_kept ORDER BY event_id"
+    assert db_rows(pg_url, stays) == db_rows(sqlite, stays)
+    assert len(db_rows(pg_url, stays)) == 5
 
 
 def test_migrate_store_refuses_a_target_that_holds_runs(tmp_path, pg_url):
