@@ -67,8 +67,9 @@ FROM temp.cur AS c WHERE {{where}} ORDER BY c.i
 """
 
 
-def _before_0010(conn) -> None:
-    """Take the store back to 0009's layout: the stays derived by views, none kept."""
+def before_0010(conn) -> None:
+    """Take a store back to 0009's layout: the stays derived by views, none kept (a test upgrades
+    such a store too)."""
     from stagewatch.store import schema
 
     for view in ("job_funnel", "stage_stays", "stage_history"):
@@ -98,7 +99,7 @@ def build(path: Path, applications: int, runs: int, jobs: int) -> None:
     import sqlite3
 
     conn = sqlite3.connect(path, isolation_level=None)
-    _before_0010(conn)
+    before_0010(conn)
     conn.execute("PRAGMA synchronous = OFF")
     conn.execute("PRAGMA cache_size = -262144")
     conn.execute("BEGIN")

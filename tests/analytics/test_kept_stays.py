@@ -10,6 +10,7 @@ from decimal import Decimal
 
 import pytest
 
+from benchmarks.analytics_bench import before_0010
 from stagewatch.analytics.stays import ENDINGS
 from stagewatch.simulator import SimulatorTransport, World
 from stagewatch.store import Store, pg_schema, schema
@@ -138,15 +139,8 @@ def test_a_store_written_before_0010_upgrades_with_its_stays(tmp_path, world):
         sync_in_process(db, transport, world.normal_integration_id, KEY, mode="full")
         world.advance(hours=72)
     with Store(db) as store:
-        conn = store._conn
         before = _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER)
-        for view in ("job_funnel", "stage_stays", "stage_history"):
-            conn.execute(f"DROP VIEW {view}")
-        conn.execute("DROP TABLE stage_stays_kept")
-        history = next(s for s in schema.RUN_FACTS if s.strip().startswith("CREATE VIEW"))
-        for statement in (history, *schema.STAGE_ANALYTICS[:2]):
-            conn.execute(statement.strip())
-        conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0010_stays_kept'")
+        before_0010(store._conn)
     with Store(db) as store:
         tables = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master")}
         assert "stage_stays_kept" in tables
