@@ -1,7 +1,8 @@
 """Stage analytics over the store: stays with their time bounds, funnels per job, stuck applications.
 
 Pure functions of a store connection and the times passed in; the SQL lives in the store's views
-(`stage_stays`, `job_funnel`, migration 0006), so any SQLite tool sees the same numbers.
+(`stage_stays`, `job_funnel`; over the stays `commit_run` keeps, migration 0010), so any SQLite tool
+sees the same numbers.
 """
 
 from __future__ import annotations
