@@ -15,6 +15,7 @@ import re
 import sqlite3
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 EVENT_KINDS = (
     "first_seen",
@@ -665,10 +666,9 @@ WHERE integration_id = :integration_id
     )
 """
 
-# After the snapshot upsert: first stays start at the snapshot's remote_created_at.
+# In this order: close before open (the new stay is not the one a move leaves), decide after both
+# (a stay opened and decided in one run).
 _KEEP_STAYS = (
-    _MOVES_TABLE,
-    _FILL_MOVES,
     _CLOSE_STAYS,
     _OPEN_STAYS,
     _DECIDE_STAYS,
@@ -676,6 +676,17 @@ _KEEP_STAYS = (
     "DELETE FROM temp.sw_moves",
     "DELETE FROM temp.sw_created",
 )
+
+
+def _keep_stays(execute, params: dict[str, Any], postgres: bool) -> None:
+    """Apply the run's events to the kept stays, after the snapshot upsert (first stays start at
+    the snapshot's remote_created_at)."""
+    execute(_MOVES_TABLE)
+    execute(_FILL_MOVES, params)
+    if postgres:  # the statements below look their rows up by these tables: give the planner sizes
+        execute("ANALYZE temp.sw_moves, temp.sw_created")
+    for statement in _KEEP_STAYS:
+        execute(statement, params)
 
 
 # -- PostgreSQL: the same statements where the two agree, its own where they do not -------------
@@ -819,8 +830,7 @@ def apply_applications(
     execute(_CREATED_TABLE)
     execute(_FILL_CREATED, params)
     execute(_UPSERT_SNAPSHOT, params)
-    for statement in _KEEP_STAYS:
-        execute(statement, params)
+    _keep_stays(execute, params, postgres)
     execute("DELETE FROM temp.sw_diff")
     execute("DELETE FROM temp.sw_absent")
     execute("DELETE FROM temp.sw_seen")
