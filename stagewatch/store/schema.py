@@ -930,7 +930,8 @@ def m0009_sync_waiters(db: Database) -> None:
 # log (`diff.BACKFILL_STAYS`), each run applies its own events (`diff._KEEP_STAYS`). The names users
 # query stay, with the same columns and numbers: stage order still comes from the job's stages as
 # last listed and durations from the bounds, both at read time, so a re-ordered job needs no
-# rewrite of its stays.
+# rewrite of its stays. The backfill statement lives in diff.py beside the per-run ones, so the two
+# read as one definition; changing what a stay means is a new migration that rebuilds the table.
 STAYS_KEPT_TABLE = """
 CREATE TABLE stage_stays_kept ( -- One row per stay of an application in a stage, kept by commit_run in the transaction that writes the run's events; read through stage_stays.
     event_id INTEGER PRIMARY KEY, -- Event that opened the stay (first_seen, stage_changed or restored).
