@@ -8,7 +8,7 @@ import sqlite3
 from flows.sync import SyncIntegrationParams, sync_on_change
 from stagewatch.simulator import World
 from stagewatch.store import Store
-from tests.flows.test_flows import KEY, simulate  # noqa: F401 (a fixture)
+from tests.flows.flowkit import KEY
 
 
 def sync_runs(db) -> list[tuple]:
@@ -16,7 +16,7 @@ def sync_runs(db) -> list[tuple]:
         return conn.execute("SELECT integration_id, status FROM sync_runs ORDER BY id").fetchall()
 
 
-def test_a_triggered_run_syncs_or_coalesces_into_the_one_waiting(simulate, tmp_path):  # noqa: F811
+def test_a_triggered_run_syncs_or_coalesces_into_the_one_waiting(simulate, tmp_path):
     world = World(seed=23, applications=60, jobs=4, api_key=KEY, scenarios=("normal",))
     simulate(world)
     (integration_id,) = world.integrations
