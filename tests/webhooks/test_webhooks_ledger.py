@@ -164,6 +164,7 @@ def test_worker_performs_a_delivery_and_marks_it_done(ledger):
                     "integration_tool": "greenhouse",
                     "integration_category": "ATS",
                     "changed_models": ["ats_applications"],
+                    "delivery_ids": ["d-1"],
                 },
                 "id": event_id("d-1"),
             },
