@@ -47,9 +47,11 @@ class HeldAfterListing(PlainSteps):
         return found
 
 
-def sync(world: World, db: Path, integration_id: str, steps: PlainSteps, mode="incremental"):
+def sync(
+    world: World, db: Path, integration_id: str, steps: PlainSteps, mode="incremental", key=KEY
+):
     client = KomboClient(
-        KEY,
+        key,
         integration_id,
         base_url=KOMBO_URL,
         transport=SimulatorTransport(world),
