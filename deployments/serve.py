@@ -179,12 +179,18 @@ def build_import_deployment() -> RunnerDeployment:
     )
 
 
+def ensure_on_change_limit() -> bool:
+    """The global limit sync-on-change's runs take slots of, created at its default size before
+    the first webhook (so it shows in the UI to be resized); True when created."""
+    with get_client(sync_client=True) as client:
+        return ensure_limit(client, ON_CHANGE_LIMIT, ON_CHANGE_SLOTS)
+
+
 def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
-    with get_client(sync_client=True) as client:  # in the UI before the first webhook
-        ensure_limit(client, ON_CHANGE_LIMIT, ON_CHANGE_SLOTS)
+    ensure_on_change_limit()
     serve(
         *build_deployments(integration_ids, **options),
         build_import_deployment(),
