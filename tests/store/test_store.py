@@ -103,6 +103,7 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
         ("stagewatch", "0007_import_ledger"),
         ("stagewatch", "0008_stage_status"),
         ("stagewatch", "0009_sync_waiters"),
+        ("stagewatch", "0011_integration_checks"),
     ]
 
 
