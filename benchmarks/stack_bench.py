@@ -161,32 +161,28 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
     )
 
 
-def profile_integrations(stack: dict[str, Any], ids: list[str]) -> tuple[float, str]:
-    """The batch's per-integration path (`sync_with_slot`), serially in a flow run of this
-    process, under cProfile; returns (CPU seconds of this process per integration, the top of
-    the profile). The flow runs in-process, so only the per-integration work is profiled."""
-    from prefect import flow
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def profile_checks(store_url: str, ids: list[str]) -> tuple[float, str]:
+    """What an idle cycle's fan-out does per integration (`stagewatch.checks`: the plan query,
+    one request each, the check records), serially in this process's main thread so cProfile
+    sees it all; returns (CPU seconds of this process per integration, the top of the profile)."""
+    from flows.sync import open_client
+    from stagewatch import checks
+    from stagewatch.settings import Settings
+    from stagewatch.store import Store
 
-    from flows.fanout import sync_with_slot
-    from stagewatch.pipeline import SyncOptions
-    from tasks.secrets import kombo_api_key
-
+    settings = Settings()
     profiler = cProfile.Profile()
-
-    @flow(name="stack-bench-profile")
-    def serial(ids: list[str]) -> float:
-        key, options = kombo_api_key(), SyncOptions()
-        sync_with_slot(ids[0], options, key)  # warm: imports, the client's first connection
+    with (
+        open_client(settings.kombo_api_key, None, os.environ["KOMBO_BASE_URL"], settings) as client,
+        Store(store_url) as store,
+    ):
+        checks.check_all(store, client, ids[:1], max_concurrency=1)  # warm: the first connection
         cpu = time.process_time()
         profiler.enable()
-        for integration_id in ids[1:]:
-            sync_with_slot(integration_id, options, key)
+        found = [checks.check_one(client, plan) for plan in store.check_plan(ids)]
+        store.record_checks(checks._records(found))
         profiler.disable()
-        return (time.process_time() - cpu) / (len(ids) - 1)
-
-    with temporary_settings({PREFECT_API_URL: stack["api_url"]}):
-        per_integration = serial(ids)
+        per_integration = (time.process_time() - cpu) / len(ids)
     out = io.StringIO()
     pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
     top = [line for line in out.getvalue().splitlines() if line.strip()]
@@ -239,7 +235,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--account-limit", type=int, default=32)
     parser.add_argument("--worker-limit", type=int, default=5)
     parser.add_argument("--idle-cycles", type=int, default=2)
-    parser.add_argument("--profile", type=int, default=41, help="integrations (0: no profile)")
+    parser.add_argument(
+        "--profile", type=int, default=200, help="integrations checked under cProfile (0: none)"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
 
@@ -273,7 +271,9 @@ def run(args: argparse.Namespace, work: Path, say) -> list[str]:
             for number in range(1, args.idle_cycles + 1):
                 cycles.append(cycle(f"idle {number}", stack, sim, params))
                 say(_table(cycles, len(ids))[-1])
-            profile = profile_integrations(stack, ids[: args.profile]) if args.profile else None
+            profile = (
+                profile_checks(config.store_url, ids[: args.profile]) if args.profile else None
+            )
         finally:
             down(config.state_dir, drop_database=True, say=say)
             asyncio.run(drop_named_database(config.postgres, STORE_DB))
@@ -329,9 +329,9 @@ def _section(
         per, top = profile
         lines += [
             "",
-            f"Profile: {args.profile - 1} idle integrations synced serially in one flow run "
-            f"(`sync_with_slot`, the batch's per-integration path) cost {1000 * per:.0f} ms of "
-            "CPU each in that process (all its threads); cProfile's top (main thread, cumulative):",
+            f"Profile: {args.profile} idle integrations checked the way the fan-out checks them "
+            f"(`stagewatch.checks`: plan, one request each, records), serially, cost "
+            f"{1000 * per:.1f} ms of CPU each in this process; cProfile's top (cumulative):",
             "",
             "```",
             *top.splitlines()[:40],

@@ -50,11 +50,11 @@ def _client(transport: httpx.BaseTransport, integration_id: str | None = None) -
 
 def _sync(world: World, db: str, integration_id: str, transport=None) -> str:
     """The normal path: one plain run of the pipeline; returns its status."""
-    with _client(transport or SimulatorTransport(world), integration_id) as client:
-        with Store(db) as store:
-            outcome = pipeline.run_integration(
-                integration_id, SyncOptions(), client=client, store=store, steps=PlainSteps()
-            )
+    client = _client(transport or SimulatorTransport(world), integration_id)
+    with client, Store(db) as store:
+        outcome = pipeline.run_integration(
+            integration_id, SyncOptions(), client=client, store=store, steps=PlainSteps()
+        )
     return outcome.status
 
 

@@ -59,6 +59,8 @@ STATUS_FIELDS = (
     "applications",
     "deleted_applications",
     "events",
+    "last_checked_at",
+    "last_check_result",
 )
 
 

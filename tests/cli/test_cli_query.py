@@ -282,6 +282,8 @@ def test_status_per_integration(db):
             "applications": 2,
             "deleted_applications": 0,
             "events": 4,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
         {
             "integration_id": OTHER_INTEGRATION,
@@ -303,6 +305,8 @@ def test_status_per_integration(db):
             "applications": 1,
             "deleted_applications": 0,
             "events": 1,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
     ]
     table = invoke("status", env={"STAGEWATCH_DB": str(db)})

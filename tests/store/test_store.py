@@ -766,6 +766,8 @@ def test_status_summarises_each_integration(store):
             "applications": 1,
             "deleted_applications": 1,
             "events": 3,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
         {
             "integration_id": OTHER_INTEGRATION,
@@ -787,6 +789,8 @@ def test_status_summarises_each_integration(store):
             "applications": 0,
             "deleted_applications": 0,
             "events": 0,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
     ]
 
