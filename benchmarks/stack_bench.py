@@ -45,6 +45,7 @@ PREFECT_DB = "stagewatch_prefect_bench"
 STORE_DB = "stagewatch_store_bench"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START, END = "<!-- stack-bench:start -->", "<!-- stack-bench:end -->"
+BEFORE = "### Before the idle check"
 TIMEOUT = 1800.0
 
 
@@ -218,8 +219,11 @@ def _targets(idle: Cycle, n: int) -> list[str]:
 
 
 def write_results(section: list[str]) -> None:
+    """Replace the stack section, keeping its `BEFORE` part (the figures of earlier designs)."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    block = "\n".join([START, *section, END])
+    old = text[text.index(START) : text.index(END)] if START in text and END in text else ""
+    kept = old[old.index(BEFORE) :].rstrip("\n").splitlines() if BEFORE in old else []
+    block = "\n".join([START, *section, *(["", *kept] if kept else []), END])
     if START in text and END in text:
         text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
     else:
@@ -319,7 +323,7 @@ def _section(
         "Target 1 (the worse of the idle cycles):",
         *_targets(worst, n),
         "",
-        f"Prefect's own cost per 1,000 idle integration syncs: server CPU "
+        f"Prefect's own cost per 1,000 idle integrations (checked, not synced): server CPU "
         f"{1000 * worst.server_cpu / n:.1f} s, database growth {1000 * worst.db_growth / n / 1e6:.1f}"
         f" MB ({1000 * worst.task_runs / n:.0f} task runs). Hourly, with the 7-day retention of "
         f"events and flow runs the stack sets, Prefect's database levels off near {week_gb:.1f} GB "
