@@ -26,6 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +61,7 @@ class Cycle:
     db_growth: int
     flow_runs: int
     task_runs: int
+    run_seconds: float = 0.0  # the started flow run's own start to end, without its pick-up
 
 
 def _free_port() -> int:
@@ -134,7 +136,13 @@ def _run(api_url: str, name: str, params: dict[str, Any], **options: Any) -> Any
     raise TimeoutError(f"{name} did not finish within {TIMEOUT:.0f} s")
 
 
-def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict) -> Cycle:
+def cycle(
+    name: str,
+    stack: dict[str, Any],
+    sim: SimulatorProcess,
+    params: dict,
+    deployment: str = "sync-fanout/manual",
+) -> Cycle:
     pids = {p["name"]: p["pid"] for p in stack["processes"]}
     workers = [pid for n, pid in pids.items() if n.startswith("worker")]
     config, api_url = stack["config"], stack["api_url"]
@@ -146,7 +154,7 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
     )
     sim.reset_stats()
     started = time.perf_counter()
-    run = _run(api_url, "sync-fanout/manual", params)
+    run = _run(api_url, deployment, params)
     seconds = time.perf_counter() - started
     counts = _settled(api_url)
     return Cycle(
@@ -159,6 +167,7 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
         db_growth=_db_size(config["postgres"], config["prefect_db"]) - before[2],
         flow_runs=counts[0] - before[3][0],
         task_runs=counts[1] - before[3][1],
+        run_seconds=(run.end_time - run.start_time).total_seconds(),
     )
 
 
@@ -218,14 +227,14 @@ def _targets(idle: Cycle, n: int) -> list[str]:
     ]
 
 
-def write_results(section: list[str]) -> None:
-    """Replace the stack section, keeping its `BEFORE` part (the figures of earlier designs)."""
+def write_results(section: list[str], start: str = START, end: str = END) -> None:
+    """Replace the section between the markers, keeping its `BEFORE` part (earlier designs)."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    old = text[text.index(START) : text.index(END)] if START in text and END in text else ""
+    old = text[text.index(start) : text.index(end)] if start in text and end in text else ""
     kept = old[old.index(BEFORE) :].rstrip("\n").splitlines() if BEFORE in old else []
-    block = "\n".join([START, *section, *(["", *kept] if kept else []), END])
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+    block = "\n".join([start, *section, *(["", *kept] if kept else []), end])
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(text)
@@ -242,29 +251,51 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", type=int, default=200, help="integrations checked under cProfile (0: none)"
     )
+    parser.add_argument(
+        "--target",
+        type=int,
+        choices=(1, 2, 3),
+        default=1,
+        help="1: idle integrations (above); 2: a 1%% incremental against a full sync at --sizes; "
+        "3: --fan-out integrations of 2,000 applications at 30 ms against the pager",
+    )
+    parser.add_argument("--sizes", default="10k,100k", help="target 2: from 10k, 100k, 1M")
+    parser.add_argument("--fan-out", type=int, default=200, help="target 3: integrations")
+    parser.add_argument(
+        "--fan-out-concurrency", type=int, default=4, help="target 3: in flight per batch"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace, work: Path, say) -> list[str]:
+@contextlib.contextmanager
+def running_stack(work: Path, args: argparse.Namespace, say) -> Iterator[tuple[Any, dict, float]]:
+    """`stagewatch stack up` on its own databases; yields (config, stack, start-up seconds) and
+    stops it, dropping both databases, however the measurement ends."""
     from deployments.stack import StackConfig, down, drop_named_database, up
 
+    config = StackConfig(
+        state_dir=work / "stack", port=_free_port(), webhook_port=_free_port(),
+        prefect_db=PREFECT_DB, store_db=STORE_DB, workers=2, worker_limit=args.worker_limit,
+        poll_seconds=1, account_limit=args.account_limit,
+    )  # fmt: skip
+    started = time.perf_counter()
+    stack = up(config, say=say)
+    try:
+        yield config, stack, time.perf_counter() - started
+    finally:
+        down(config.state_dir, drop_database=True, say=say)
+        asyncio.run(drop_named_database(config.postgres, STORE_DB))
+
+
+def run(args: argparse.Namespace, work: Path, say) -> list[str]:
     sim_args = dict(applications=2, jobs=1, normal_integrations=args.integrations)
     with SimulatorProcess(
         api_key=API_KEY, latency_ms=LATENCY_MS, log_path=work / "sim.log", **sim_args
     ) as sim:
         ids = sim.normal_integrations()
         os.environ.update({"KOMBO_API_KEY": API_KEY, "KOMBO_BASE_URL": sim.base_url})
-        config = StackConfig(
-            state_dir=work / "stack", port=_free_port(), webhook_port=_free_port(),
-            prefect_db=PREFECT_DB, store_db=STORE_DB, workers=2, worker_limit=args.worker_limit,
-            poll_seconds=1,
-            account_limit=args.account_limit,
-        )  # fmt: skip
-        started = time.perf_counter()
-        stack = up(config, say=say)
-        startup = time.perf_counter() - started
-        try:
+        with running_stack(work, args, say) as (config, stack, startup):
             params = {
                 "integration_ids": ids,
                 "batch_size": args.batch_size,
@@ -278,9 +309,6 @@ def run(args: argparse.Namespace, work: Path, say) -> list[str]:
             profile = (
                 profile_checks(config.store_url, ids[: args.profile]) if args.profile else None
             )
-        finally:
-            down(config.state_dir, drop_database=True, say=say)
-            asyncio.run(drop_named_database(config.postgres, STORE_DB))
     return _section(args, startup, cycles, len(ids), profile)
 
 
@@ -350,11 +378,17 @@ LOAD_BEFORE = machine.load()
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     work = Path(tempfile.mkdtemp(prefix="stack-bench-"))
-    section = run(args, work, say=lambda line: print(line, flush=True))
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    if args.target == 1:
+        section, markers = run(args, work, say), (START, END)
+    else:
+        from benchmarks import stack_targets
+
+        section, markers = stack_targets.run(args, work, say), stack_targets.MARKERS
     shutil.rmtree(work)  # kept, with the stack's logs, when the run fails
     print("\n".join(section))
     if not args.no_write:
-        write_results(section)
+        write_results(section, *markers)
         print(f"\nwritten to {RESULTS}")
 
 
