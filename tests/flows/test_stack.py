@@ -326,7 +326,8 @@ def _idle_hour(api_url: str, sim: World, store_db: str, ids: list[str]) -> None:
         "1 changed, 0 failed the check, 1 synced without a check."
     )
     assert f"| {report.escape_md(unsupported)} | due |" in summary.data
-    assert summary.data.endswith(f": {report.escape_md(other)}")
+    idle_line = next(line for line in summary.data.splitlines() if line.startswith("Idle,"))
+    assert idle_line.endswith(f": {report.escape_md(other)}")
 
 
 # -- the parts, without a stack ------------------------------------------------------------------
