@@ -46,7 +46,7 @@ PREFECT_DB = "stagewatch_prefect_bench"
 STORE_DB = "stagewatch_store_bench"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START, END = "<!-- stack-bench:start -->", "<!-- stack-bench:end -->"
-BEFORE = "### Before the idle check"
+KEPT = "<!-- stack-bench:kept -->"
 TIMEOUT = 1800.0
 
 
@@ -228,10 +228,10 @@ def _targets(idle: Cycle, n: int) -> list[str]:
 
 
 def write_results(section: list[str], start: str = START, end: str = END) -> None:
-    """Replace the section between the markers, keeping its `BEFORE` part (earlier designs)."""
+    """Replace the section between the markers, keeping its hand-written part (from `KEPT`)."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
     old = text[text.index(start) : text.index(end)] if start in text and end in text else ""
-    kept = old[old.index(BEFORE) :].rstrip("\n").splitlines() if BEFORE in old else []
+    kept = old[old.index(KEPT) :].rstrip("\n").splitlines() if KEPT in old else []
     block = "\n".join([start, *section, *(["", *kept] if kept else []), end])
     if start in text and end in text:
         text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
@@ -331,7 +331,7 @@ def _section(
         flow_runs=0,
         task_runs=max(c.task_runs for c in idle),
     )
-    week_gb = worst.db_growth * 24 * 7 / 1e9
+    week_mb = worst.db_growth * 24 * 7 / 1e6
     lines = [
         "## Stack: idle integrations through `make stack` (issue 21, target 1)",
         "",
@@ -354,7 +354,7 @@ def _section(
         f"Prefect's own cost per 1,000 idle integrations (checked, not synced): server CPU "
         f"{1000 * worst.server_cpu / n:.1f} s, database growth {1000 * worst.db_growth / n / 1e6:.1f}"
         f" MB ({1000 * worst.task_runs / n:.0f} task runs). Hourly, with the 7-day retention of "
-        f"events and flow runs the stack sets, Prefect's database levels off near {week_gb:.1f} GB "
+        f"events and flow runs the stack sets, Prefect's database levels off near {week_mb:,.0f} MB "
         "(what a month needs: the vacuum deletes what is older).",
     ]
     if profile:
