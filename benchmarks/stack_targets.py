@@ -53,6 +53,7 @@ def _one_percent(sim: SimulatorProcess, iid: str, applications: int) -> float:
 def target_2(args: argparse.Namespace, work: Path, say) -> list[str]:
     rows: list[tuple[str, Cycle, Cycle, int]] = []
     sizes = [s.strip() for s in args.sizes.split(",")]
+    os.environ["KOMBO_API_KEY"] = API_KEY  # each run names its simulator's URL as a parameter
     with running_stack(work, args, say) as (_, stack, startup):
         for seed, size in enumerate(sizes, 2):  # a seed per size: integration ids never repeat
             n = SIZES[size]
