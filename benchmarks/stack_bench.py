@@ -384,7 +384,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from benchmarks import stack_targets
 
-        section, markers = stack_targets.run(args, work, say), stack_targets.MARKERS
+        section, markers = stack_targets.run(args, work, say), stack_targets.markers(args.target)
     shutil.rmtree(work)  # kept, with the stack's logs, when the run fails
     print("\n".join(section))
     if not args.no_write:
