@@ -9,8 +9,10 @@ from collections import Counter
 
 import httpx
 import pytest
+from typer.testing import CliRunner
 
 from stagewatch import checks, pipeline
+from stagewatch.cli import app
 from stagewatch.kombo.client import KomboClient
 from stagewatch.pipeline import PlainSteps, SyncOptions
 from stagewatch.simulator import World
@@ -142,6 +144,8 @@ def test_a_check_is_recorded_and_shown_by_status(world, db_url):
     ]
     assert (status[quiet]["last_checked_at"], status[quiet]["last_check_result"]) == (now, "idle")
     assert status[quiet]["last_run_status"] == "succeeded"
+    table = CliRunner().invoke(app, ["status", "--db", db_url], env={"COLUMNS": "200"})
+    assert f"{now[:10]} {now[11:16]} (idle)" in table.output
 
 
 class Refusing(httpx.BaseTransport):
