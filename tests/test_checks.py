@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from stagewatch import checks, pipeline
 from stagewatch.cli import app
-from stagewatch.kombo.client import KomboClient
+from stagewatch.kombo.client import KomboClient, RetryPolicy
 from stagewatch.pipeline import PlainSteps, SyncOptions
 from stagewatch.simulator import World
 from stagewatch.simulator.transport import SimulatorTransport
@@ -149,26 +149,41 @@ def test_a_check_is_recorded_and_shown_by_status(world, db_url):
 
 
 class Refusing(httpx.BaseTransport):
-    """Kombo answering 401 to every request: the key was revoked."""
+    """Kombo answering every request with one error: 401 (a revoked key) or 429 (throttled)."""
+
+    def __init__(self, status: int, code: str) -> None:
+        self.status, self.code = status, code
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
-        body = {"status": "error", "error": {"code": "PLATFORM.AUTHENTICATION_INVALID",
-                                             "title": "Invalid key", "message": "revoked"}}  # fmt: skip
-        return httpx.Response(401, json=body, request=request)
+        body = {"status": "error", "error": {"code": self.code, "title": "No", "message": "no"}}
+        headers = {"Retry-After": "0"} if self.status == 429 else {}
+        return httpx.Response(self.status, json=body, headers=headers, request=request)
 
 
-def test_a_failing_check_is_never_idle_and_the_sync_reports_the_failure(world, db_url):
+@pytest.mark.parametrize(
+    ("status", "code", "error", "attempts"),
+    [
+        (401, "PLATFORM.AUTHENTICATION_INVALID", "AuthenticationError", 1),
+        (429, "PLATFORM.RATE_LIMIT_EXCEEDED", "RateLimitError", 3),
+    ],
+)
+def test_a_failing_check_is_never_idle_and_the_sync_reports_the_failure(
+    world, db_url, status, code, error, attempts
+):
     quiet = world.normal_integration_id
     assert _sync(world, db_url, quiet) == "synced"
-    with _client(Refusing()) as client, Store(db_url) as store:
+    refusing = Refusing(status, code)
+    retry = RetryPolicy(max_attempts=attempts)
+    client = KomboClient(KEY, transport=refusing, retry=retry, sleep=lambda s: None)
+    with client, Store(db_url) as store:
         (found,) = checks.check_all(store, client, [quiet], max_concurrency=1)
-    assert (found.result, found.must_sync, found.requests) == ("failed", True, 1)
-    assert found.reason.startswith("AuthenticationError: PLATFORM.AUTHENTICATION_INVALID")
+    assert (found.result, found.must_sync, found.requests) == ("failed", True, attempts)
+    assert found.reason.startswith(f"{error}: {code} (HTTP {status})")
     assert KEY not in found.reason
     recorded = _rows(db_url, "SELECT result, requests FROM integration_checks")
-    assert recorded == [("failed", 1)]
+    assert recorded == [("failed", attempts)]
     # The normal path then runs and records the failure the way it always has.
-    assert _sync(world, db_url, quiet, Refusing()) == "failed"
+    assert _sync(world, db_url, quiet, refusing) == "failed"
 
 
 def test_the_plan_says_why_an_integration_must_sync(world, db_url):
