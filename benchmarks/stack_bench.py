@@ -194,7 +194,7 @@ def profile_checks(store_url: str, ids: list[str]) -> tuple[float, str]:
         profiler.disable()
         per_integration = (time.process_time() - cpu) / len(ids)
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
     top = [line for line in out.getvalue().splitlines() if line.strip()]
     return per_integration, "\n".join(top[2:])
 
@@ -363,7 +363,7 @@ def _section(
             "",
             f"Profile: {args.profile} idle integrations checked the way the fan-out checks them "
             f"(`stagewatch.checks`: plan, one request each, records), serially, cost "
-            f"{1000 * per:.1f} ms of CPU each in this process; cProfile's top (cumulative):",
+            f"{1000 * per:.1f} ms of CPU each in this process; cProfile's top (own time: `recv` is the wait for Kombo, the rest CPU):",
             "",
             "```",
             *top.splitlines()[:40],
