@@ -134,15 +134,15 @@ for _name in ("prefect.flow_runs", "prefect.engine"):
 
 def open_client(
     api_key: SecretStr,
-    integration_id: str,
+    integration_id: str | None,
     base_url: str,
     settings: Settings,
     *,
     transport: httpx.BaseTransport | None = None,
     sleep=time.sleep,
 ) -> KomboClient:
-    """The integration's client. Tests pass the simulator's transport and a sleep that does not
-    wait."""
+    """The integration's client (None: a root whose `with_integration` clients share its
+    connections). Tests pass the simulator's transport and a sleep that does not wait."""
     return KomboClient(
         api_key,
         integration_id,
@@ -158,6 +158,11 @@ def _db_path(options: SyncOptions, settings: Settings) -> str:
     return resolve(options.db or settings.stagewatch_db)
 
 
+def kombo_base_url(options: SyncOptions, settings: Settings) -> str:
+    region = options.region or settings.kombo_region
+    return (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
+
+
 def sync_in_flow(
     integration_id: str,
     options: SyncOptions,
@@ -169,8 +174,7 @@ def sync_in_flow(
     (`wrap_steps` lets `sync_on_change` see the run begin)."""
     settings = Settings()
     db = _db_path(options, settings)
-    region = options.region or settings.kombo_region
-    base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
+    base_url = kombo_base_url(options, settings)
     with open_client(api_key, integration_id, base_url, settings) as client:
         store = Store(db, lease_seconds=settings.stagewatch_lock_lease_seconds)
         try:

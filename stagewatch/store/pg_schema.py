@@ -265,6 +265,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0007_import_ledger", _import_ledger()),
     ("0008_stage_status", _added_columns(sqlite_schema.STAGE_STATUS)),
     ("0009_sync_waiters", _ported(sqlite_schema.WAITERS, {})),
+    ("0011_integration_checks", _ported(sqlite_schema.CHECKS, {})),
 ]
 
 

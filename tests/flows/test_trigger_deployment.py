@@ -9,6 +9,7 @@ import json
 import time
 
 import pytest
+import yaml
 from prefect.cli.deploy._triggers import _initialize_deployment_triggers
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
@@ -20,7 +21,7 @@ from deployments import receiver
 from deployments.serve import build_deployments, ensure_on_change_limit, on_change_deployment
 from flows.sync import ON_CHANGE_LIMIT, ON_CHANGE_SLOTS, SyncIntegrationParams, sync_on_change
 from stagewatch.webhooks import parse_delivery, perform, plan
-from tests.flows.test_deployments import IDS, loaded  # noqa: F401 (a fixture)
+from tests.flows.test_deployments import IDS, PREFECT_FILE, ROOT, loaded  # noqa: F401 (a fixture)
 
 GREENHOUSE = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
 LEVER = "lever:8eTZkF3xMDd3o5mWUvYgJxQy"
@@ -58,6 +59,19 @@ def test_prefect_yaml_and_serve_define_the_same_sync_on_change(loaded):  # noqa:
             "jobs_cache_hours": 0,
         }
     }
+
+
+def test_the_stack_deploys_the_same_sync_on_change_on_its_own_pool():
+    def on_change(path):
+        (deployment,) = (
+            d for d in yaml.safe_load(path.read_text())["deployments"] if d["name"] == "sync-on-change"
+        )
+        return deployment
+
+    stack, single = on_change(ROOT / "deployments/stack.yaml"), on_change(PREFECT_FILE)
+    assert stack.pop("work_pool")["name"] == "stagewatch-stack"
+    assert single.pop("work_pool")["name"] == "stagewatch"
+    assert stack == single
 
 
 def test_served_triggers_carry_the_served_database_and_kombo():
