@@ -33,6 +33,7 @@ from prefect.states import Completed, Failed, State
 from prefect.variables import Variable
 from pydantic import Field, SecretStr
 
+from flows.limits import ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS
 from flows.sync import (
     IntegrationId,
     SyncManyParams,
@@ -52,8 +53,6 @@ from tasks.publish import publish_summary_task
 from tasks.secrets import kombo_api_key
 
 BATCH_DEPLOYMENT = "sync-batch/batch"
-ACCOUNT_LIMIT = "stagewatch-kombo-account"
-DEFAULT_ACCOUNT_SLOTS = 8
 INTEGRATION_LIMIT_PREFIX = "stagewatch-integration-"
 # How long a batch waits for the account's slots, an integration for its own, before failing; a
 # crashed holder's slots come back when its lease expires (Prefect's default lease, 300 s).

@@ -8,6 +8,11 @@ from typing import Any
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+# Requests in flight against the Kombo account's rate limit: the fan-out's checks and batches and
+# the webhook-triggered syncs all hold slots of it.
+ACCOUNT_LIMIT = "stagewatch-kombo-account"
+DEFAULT_ACCOUNT_SLOTS = 8
+
 
 def ensure_limit(client: Any, name: str, limit: int) -> bool:
     """Create the global concurrency limit `name` with `limit` slots unless it exists; True when

@@ -28,7 +28,7 @@ from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
 from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_validator
 
-from flows.limits import ensure_limit
+from flows.limits import ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS, ensure_limit
 from stagewatch import coalesce, pipeline, report
 from stagewatch.errors import StagewatchError
 from stagewatch.kombo.client import BASE_URLS, KomboClient
@@ -222,19 +222,21 @@ def _same(steps: Steps) -> Steps:
 
 
 def on_change_slot(seconds: float) -> AbstractContextManager[None]:
-    """A slot of `ON_CHANGE_LIMIT`, created at its default size if missing (a deployment made
-    with `prefect deploy`); strict, so a limit deleted meanwhile fails the run rather than letting
-    every integration sync at once."""
+    """A slot of `ON_CHANGE_LIMIT` and one of the Kombo account's (the fan-out's syncs hold the
+    rest of those), taken together; each created at its default size if missing (a deployment
+    made with `prefect deploy`); strict, so a limit deleted meanwhile fails the run rather than
+    letting every integration sync at once."""
     with get_client(sync_client=True) as client:
         ensure_limit(client, ON_CHANGE_LIMIT, ON_CHANGE_SLOTS)
-    return concurrency(ON_CHANGE_LIMIT, timeout_seconds=seconds, strict=True)
+        ensure_limit(client, ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS)
+    return concurrency([ON_CHANGE_LIMIT, ACCOUNT_LIMIT], timeout_seconds=seconds, strict=True)
 
 
 @flow(name="sync-on-change", log_prints=False)
 def sync_on_change(params: SyncIntegrationParams) -> State:
     """Sync the integration a `kombo.data-changed` event names. Of a burst for one integration
     one syncs, one waits for it, and the rest end Coalesced (`stagewatch.coalesce`); only a run
-    that syncs takes a slot of `ON_CHANGE_LIMIT`."""
+    that syncs takes a slot of `ON_CHANGE_LIMIT` and one of the Kombo account's."""
     settings = Settings()
     lease = settings.stagewatch_lock_lease_seconds
     with Store(_db_path(params, settings), lease_seconds=lease) as store:
