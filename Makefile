@@ -58,9 +58,12 @@ stack-down: $(STAMP)
 reliability: $(STAMP)
 	$(BIN)/python -m tests.reliability.drills
 
+# The stack bench (issue 21, target 1: 1,000 idle integrations through `make stack`) needs the
+# PostgreSQL that `make stack` needs; about 5-10 minutes on 2 cores, most of it the first cycle.
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev,bench]'
 	$(BIN)/python -m benchmarks.run
+	$(BIN)/python -m benchmarks.stack_bench --idle-cycles 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis stagewatch.db* .stack

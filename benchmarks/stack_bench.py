@@ -26,6 +26,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ PREFECT_DB = "stagewatch_prefect_bench"
 STORE_DB = "stagewatch_store_bench"
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 START, END = "<!-- stack-bench:start -->", "<!-- stack-bench:end -->"
+KEPT = "<!-- stack-bench:kept -->"
 TIMEOUT = 1800.0
 
 
@@ -59,6 +61,7 @@ class Cycle:
     db_growth: int
     flow_runs: int
     task_runs: int
+    run_seconds: float = 0.0  # the started flow run's own start to end, without its pick-up
 
 
 def _free_port() -> int:
@@ -133,7 +136,13 @@ def _run(api_url: str, name: str, params: dict[str, Any], **options: Any) -> Any
     raise TimeoutError(f"{name} did not finish within {TIMEOUT:.0f} s")
 
 
-def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict) -> Cycle:
+def cycle(
+    name: str,
+    stack: dict[str, Any],
+    sim: SimulatorProcess,
+    params: dict,
+    deployment: str = "sync-fanout/manual",
+) -> Cycle:
     pids = {p["name"]: p["pid"] for p in stack["processes"]}
     workers = [pid for n, pid in pids.items() if n.startswith("worker")]
     config, api_url = stack["config"], stack["api_url"]
@@ -145,7 +154,7 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
     )
     sim.reset_stats()
     started = time.perf_counter()
-    run = _run(api_url, "sync-fanout/manual", params)
+    run = _run(api_url, deployment, params)
     seconds = time.perf_counter() - started
     counts = _settled(api_url)
     return Cycle(
@@ -158,37 +167,34 @@ def cycle(name: str, stack: dict[str, Any], sim: SimulatorProcess, params: dict)
         db_growth=_db_size(config["postgres"], config["prefect_db"]) - before[2],
         flow_runs=counts[0] - before[3][0],
         task_runs=counts[1] - before[3][1],
+        run_seconds=(run.end_time - run.start_time).total_seconds(),
     )
 
 
-def profile_integrations(stack: dict[str, Any], ids: list[str]) -> tuple[float, str]:
-    """The batch's per-integration path (`sync_with_slot`), serially in a flow run of this
-    process, under cProfile; returns (CPU seconds of this process per integration, the top of
-    the profile). The flow runs in-process, so only the per-integration work is profiled."""
-    from prefect import flow
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+def profile_checks(store_url: str, ids: list[str]) -> tuple[float, str]:
+    """What an idle cycle's fan-out does per integration (`stagewatch.checks`: the plan query,
+    one request each, the check records), serially in this process's main thread so cProfile
+    sees it all; returns (CPU seconds of this process per integration, the top of the profile)."""
+    from flows.sync import open_client
+    from stagewatch import checks
+    from stagewatch.settings import Settings
+    from stagewatch.store import Store
 
-    from flows.fanout import sync_with_slot
-    from stagewatch.pipeline import SyncOptions
-    from tasks.secrets import kombo_api_key
-
+    settings = Settings()
     profiler = cProfile.Profile()
-
-    @flow(name="stack-bench-profile")
-    def serial(ids: list[str]) -> float:
-        key, options = kombo_api_key(), SyncOptions()
-        sync_with_slot(ids[0], options, key)  # warm: imports, the client's first connection
+    with (
+        open_client(settings.kombo_api_key, None, os.environ["KOMBO_BASE_URL"], settings) as client,
+        Store(store_url) as store,
+    ):
+        checks.check_all(store, client, ids[:1], max_concurrency=1)  # warm: the first connection
         cpu = time.process_time()
         profiler.enable()
-        for integration_id in ids[1:]:
-            sync_with_slot(integration_id, options, key)
+        found = [checks.check_one(client, plan) for plan in store.check_plan(ids)]
+        store.record_checks(checks._records(found))
         profiler.disable()
-        return (time.process_time() - cpu) / (len(ids) - 1)
-
-    with temporary_settings({PREFECT_API_URL: stack["api_url"]}):
-        per_integration = serial(ids)
+        per_integration = (time.process_time() - cpu) / len(ids)
     out = io.StringIO()
-    pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(30)
+    pstats.Stats(profiler, stream=out).sort_stats("tottime").print_stats(20)
     top = [line for line in out.getvalue().splitlines() if line.strip()]
     return per_integration, "\n".join(top[2:])
 
@@ -221,11 +227,14 @@ def _targets(idle: Cycle, n: int) -> list[str]:
     ]
 
 
-def write_results(section: list[str]) -> None:
+def write_results(section: list[str], start: str = START, end: str = END) -> None:
+    """Replace the section between the markers, keeping its hand-written part (from `KEPT`)."""
     text = RESULTS.read_text() if RESULTS.exists() else ""
-    block = "\n".join([START, *section, END])
-    if START in text and END in text:
-        text = text[: text.index(START)] + block + text[text.index(END) + len(END) :]
+    old = text[text.index(start) : text.index(end)] if start in text and end in text else ""
+    kept = old[old.index(KEPT) :].rstrip("\n").splitlines() if KEPT in old else []
+    block = "\n".join([start, *section, *(["", *kept] if kept else []), end])
+    if start in text and end in text:
+        text = text[: text.index(start)] + block + text[text.index(end) + len(end) :]
     else:
         text = text.rstrip("\n") + "\n\n" + block + "\n"
     RESULTS.write_text(text)
@@ -239,30 +248,54 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--account-limit", type=int, default=32)
     parser.add_argument("--worker-limit", type=int, default=5)
     parser.add_argument("--idle-cycles", type=int, default=2)
-    parser.add_argument("--profile", type=int, default=41, help="integrations (0: no profile)")
+    parser.add_argument(
+        "--profile", type=int, default=200, help="integrations checked under cProfile (0: none)"
+    )
+    parser.add_argument(
+        "--target",
+        type=int,
+        choices=(1, 2, 3),
+        default=1,
+        help="1: idle integrations (above); 2: a 1%% incremental against a full sync at --sizes; "
+        "3: --fan-out integrations of 2,000 applications at 30 ms against the pager",
+    )
+    parser.add_argument("--sizes", default="10k,100k", help="target 2: from 10k, 100k, 1M")
+    parser.add_argument("--fan-out", type=int, default=200, help="target 3: integrations")
+    parser.add_argument(
+        "--fan-out-concurrency", type=int, default=4, help="target 3: in flight per batch"
+    )
     parser.add_argument("--no-write", action="store_true", help="print only")
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace, work: Path, say) -> list[str]:
+@contextlib.contextmanager
+def running_stack(work: Path, args: argparse.Namespace, say) -> Iterator[tuple[Any, dict, float]]:
+    """`stagewatch stack up` on its own databases; yields (config, stack, start-up seconds) and
+    stops it, dropping both databases, however the measurement ends."""
     from deployments.stack import StackConfig, down, drop_named_database, up
 
+    config = StackConfig(
+        state_dir=work / "stack", port=_free_port(), webhook_port=_free_port(),
+        prefect_db=PREFECT_DB, store_db=STORE_DB, workers=2, worker_limit=args.worker_limit,
+        poll_seconds=1, account_limit=args.account_limit,
+    )  # fmt: skip
+    started = time.perf_counter()
+    stack = up(config, say=say)
+    try:
+        yield config, stack, time.perf_counter() - started
+    finally:
+        down(config.state_dir, drop_database=True, say=say)
+        asyncio.run(drop_named_database(config.postgres, STORE_DB))
+
+
+def run(args: argparse.Namespace, work: Path, say) -> list[str]:
     sim_args = dict(applications=2, jobs=1, normal_integrations=args.integrations)
     with SimulatorProcess(
         api_key=API_KEY, latency_ms=LATENCY_MS, log_path=work / "sim.log", **sim_args
     ) as sim:
         ids = sim.normal_integrations()
         os.environ.update({"KOMBO_API_KEY": API_KEY, "KOMBO_BASE_URL": sim.base_url})
-        config = StackConfig(
-            state_dir=work / "stack", port=_free_port(), webhook_port=_free_port(),
-            prefect_db=PREFECT_DB, store_db=STORE_DB, workers=2, worker_limit=args.worker_limit,
-            poll_seconds=1,
-            account_limit=args.account_limit,
-        )  # fmt: skip
-        started = time.perf_counter()
-        stack = up(config, say=say)
-        startup = time.perf_counter() - started
-        try:
+        with running_stack(work, args, say) as (config, stack, startup):
             params = {
                 "integration_ids": ids,
                 "batch_size": args.batch_size,
@@ -273,10 +306,9 @@ def run(args: argparse.Namespace, work: Path, say) -> list[str]:
             for number in range(1, args.idle_cycles + 1):
                 cycles.append(cycle(f"idle {number}", stack, sim, params))
                 say(_table(cycles, len(ids))[-1])
-            profile = profile_integrations(stack, ids[: args.profile]) if args.profile else None
-        finally:
-            down(config.state_dir, drop_database=True, say=say)
-            asyncio.run(drop_named_database(config.postgres, STORE_DB))
+            profile = (
+                profile_checks(config.store_url, ids[: args.profile]) if args.profile else None
+            )
     return _section(args, startup, cycles, len(ids), profile)
 
 
@@ -299,7 +331,7 @@ def _section(
         flow_runs=0,
         task_runs=max(c.task_runs for c in idle),
     )
-    week_gb = worst.db_growth * 24 * 7 / 1e9
+    week_mb = worst.db_growth * 24 * 7 / 1e6
     lines = [
         "## Stack: idle integrations through `make stack` (issue 21, target 1)",
         "",
@@ -319,19 +351,19 @@ def _section(
         "Target 1 (the worse of the idle cycles):",
         *_targets(worst, n),
         "",
-        f"Prefect's own cost per 1,000 idle integration syncs: server CPU "
+        f"Prefect's own cost per 1,000 idle integrations (checked, not synced): server CPU "
         f"{1000 * worst.server_cpu / n:.1f} s, database growth {1000 * worst.db_growth / n / 1e6:.1f}"
         f" MB ({1000 * worst.task_runs / n:.0f} task runs). Hourly, with the 7-day retention of "
-        f"events and flow runs the stack sets, Prefect's database levels off near {week_gb:.1f} GB "
+        f"events and flow runs the stack sets, Prefect's database levels off near {week_mb:,.0f} MB "
         "(what a month needs: the vacuum deletes what is older).",
     ]
     if profile:
         per, top = profile
         lines += [
             "",
-            f"Profile: {args.profile - 1} idle integrations synced serially in one flow run "
-            f"(`sync_with_slot`, the batch's per-integration path) cost {1000 * per:.0f} ms of "
-            "CPU each in that process (all its threads); cProfile's top (main thread, cumulative):",
+            f"Profile: {args.profile} idle integrations checked the way the fan-out checks them "
+            f"(`stagewatch.checks`: plan, one request each, records), serially, cost "
+            f"{1000 * per:.1f} ms of CPU each in this process; cProfile's top (own time: `recv` is the wait for Kombo, the rest CPU):",
             "",
             "```",
             *top.splitlines()[:40],
@@ -346,11 +378,17 @@ LOAD_BEFORE = machine.load()
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     work = Path(tempfile.mkdtemp(prefix="stack-bench-"))
-    section = run(args, work, say=lambda line: print(line, flush=True))
+    say = lambda line: print(line, flush=True)  # noqa: E731
+    if args.target == 1:
+        section, markers = run(args, work, say), (START, END)
+    else:
+        from benchmarks import stack_targets
+
+        section, markers = stack_targets.run(args, work, say), stack_targets.markers(args.target)
     shutil.rmtree(work)  # kept, with the stack's logs, when the run fails
     print("\n".join(section))
     if not args.no_write:
-        write_results(section)
+        write_results(section, *markers)
         print(f"\nwritten to {RESULTS}")
 
 

@@ -13,9 +13,11 @@ Each integration gets a full baseline sync first (in process), so triggered runs
    event and trigger (POST to flow run created), pickup (created to Running: the runner's poll and
    the flow's process start) and the sync itself.
 2. Burst: `--rounds` times, time moves half an hour and every integration's webhook is posted, so
-   rounds x integrations webhooks arrive within seconds. Counted: flow runs started, how they ended,
-   sync runs, and per integration whether a sync began after its last webhook and whether the store
-   then equals a fresh full listing of the simulator (nothing lost).
+   rounds x integrations webhooks arrive within seconds. Counted: the changes the simulator made,
+   the `kombo.data-changed` events the receiver emitted (one per integration for the webhooks it
+   had pending), flow runs started and how they ended (Coalesced or synced), sync runs and the
+   changes they recorded, and per integration whether a sync began after its last webhook and
+   whether the store then equals a fresh full listing of the simulator (nothing lost).
 """
 
 from __future__ import annotations
@@ -152,6 +154,27 @@ def flow_runs(since: datetime) -> list[Any]:
                 return [run for run in found if run.created >= since]
 
 
+def change_events(since: datetime) -> int:
+    """The `kombo.data-changed` events the receiver emitted after `since`."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.filters import EventFilter, EventNameFilter, EventOccurredFilter
+
+    only = EventFilter(
+        occurred=EventOccurredFilter(since=since),
+        event=EventNameFilter(name=["kombo.data-changed"]),
+    )
+    with get_client(sync_client=True) as client:
+        return client.read_events(filter=only, limit=1).total
+
+
+def pending_webhooks(tmp: Path) -> int:
+    """Deliveries the receiver has not sent yet (its ledger, as `start_receiver` placed it)."""
+    with sqlite3.connect(f"{(tmp / 'ui-webhooks.db').as_uri()}?mode=ro", uri=True) as conn:
+        return conn.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'").fetchone()[
+            0
+        ]
+
+
 def action_failures(tmp: Path) -> int:
     """Trigger firings whose run-deployment action Prefect's server gave up on (it logs them)."""
     return (tmp / "server.log").read_text(errors="replace").count("Action failed")
@@ -202,23 +225,17 @@ def latency(bench: Bench, webhooks: int) -> dict[str, Any]:
 def burst(bench: Bench, rounds: int) -> dict[str, Any]:
     started = datetime.now(UTC)
     last: dict[str, datetime] = {}
+    made = 0
     for _ in range(rounds):
-        bench.world.advance(hours=0.5)
+        made += bench.world.advance(hours=0.5)
         for integration_id in bench.ids:
             last[integration_id] = bench.post(integration_id)
     posted = datetime.now(UTC)
-    expected = rounds * len(bench.ids)
-    deadline = time.monotonic() + RUN_TIMEOUT * 6
-    while True:
-        runs = flow_runs(started)
-        accounted = len(runs) + action_failures(bench.tmp)
-        if accounted >= expected and all(run.state.is_final() for run in runs):
-            break
-        if time.monotonic() > deadline:
-            break
-        time.sleep(1)
+    runs = _wait_for_burst(bench, started, last)
     return {
-        "webhooks": expected,
+        "webhooks": rounds * len(bench.ids),
+        "made": made,
+        "events": change_events(started),
         "posting_seconds": (posted - started).total_seconds(),
         "flow_runs": len(runs),
         "action_failures": action_failures(bench.tmp),
@@ -226,6 +243,28 @@ def burst(bench: Bench, rounds: int) -> dict[str, Any]:
         "seconds": (max(run.end_time for run in runs if run.end_time) - started).total_seconds(),
         "integrations": {i: _covered(bench, i, started, last[i]) for i in bench.ids},
     }
+
+
+def _wait_for_burst(bench: Bench, started: datetime, last: dict[str, datetime]) -> list[Any]:
+    """The burst's flow runs, once the receiver has sent every webhook, every event it emitted
+    has a run (or a firing Prefect gave up on), all runs are final and every integration has a
+    sync that began after its last webhook and ended; or at the deadline."""
+    deadline = time.monotonic() + RUN_TIMEOUT * 6
+    while True:
+        runs = flow_runs(started)
+        settled = (
+            pending_webhooks(bench.tmp) == 0
+            and len(runs) + action_failures(bench.tmp) >= change_events(started)
+            and all(run.state.is_final() for run in runs)
+            and all(_synced_since(bench, i, sent) for i, sent in last.items())
+        )
+        if settled or time.monotonic() > deadline:
+            return runs
+        time.sleep(1)
+
+
+def _synced_since(bench: Bench, integration_id: str, sent: datetime) -> bool:
+    return any(run["status"] != "running" for run in bench.sync_runs(integration_id, sent))
 
 
 def holds_the_listing(stored: list[tuple], listed: list[tuple]) -> bool:
@@ -311,7 +350,8 @@ def report(measured: dict[str, Any], burst_figures: dict[str, Any], loads: list[
         f"  sync runs: {dict(measured['statuses'])}, {measured['events']} changes recorded",
         f"Burst: {burst_figures['webhooks']} webhooks for {len(burst_figures['integrations'])} "
         f"integrations posted in {burst_figures['posting_seconds']:.1f} s; all done after "
-        f"{burst_figures['seconds']:.0f} s",
+        f"{burst_figures['seconds']:.0f} s; the simulator made {burst_figures['made']} changes",
+        f"  kombo.data-changed events: {burst_figures['events']}",
         f"  flow runs: {burst_figures['flow_runs']}, ended {dict(burst_figures['states'])}; "
         f"trigger actions Prefect gave up on: {burst_figures['action_failures']}",
     ]

@@ -14,14 +14,23 @@ from datetime import timedelta
 from typing import Any
 
 from prefect import serve
+from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
 from prefect.schedules import Cron, Interval
 
 from flows.imports import import_tracked_applications
+from flows.limits import ensure_limit
 from flows.report import PipelineReportParams, pipeline_report
-from flows.sync import SyncIntegrationParams, SyncManyParams, sync_many, sync_on_change
+from flows.sync import (
+    ON_CHANGE_LIMIT,
+    ON_CHANGE_SLOTS,
+    SyncIntegrationParams,
+    SyncManyParams,
+    sync_many,
+    sync_on_change,
+)
 
 HOURLY_CRON = "0 * * * *"
 WEEKLY_CRON = "30 3 * * 0"
@@ -38,8 +47,6 @@ ON_CHANGE = {
     "mode": "incremental",
     "jobs_cache_hours": 0,
 }
-# Integrations synced at once by triggered runs; a burst for one integration takes at most two.
-ON_CHANGE_CONCURRENCY = 4
 # How often the runner asks for runs to start: the time a triggered run waits to be picked up.
 QUERY_SECONDS = 1.0
 
@@ -146,12 +153,12 @@ def on_change_deployment(*, base_url: str | None = None, db: str | None = None) 
         name="sync-on-change",
         description=(
             "The integration a Kombo data-changed webhook names, seconds after it arrives; "
-            "runs of one integration coalesce (one syncs, one waits, the rest end Coalesced)."
+            "runs of one integration coalesce (one syncs, one waits, the rest end Coalesced); "
+            f"the global concurrency limit {ON_CHANGE_LIMIT} bounds how many sync at once."
         ),
         triggers=[on_change_trigger(**options)],
-        concurrency_limit=ConcurrencyLimitConfig(
-            limit=ON_CHANGE_CONCURRENCY, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
-        ),
+        # No deployment limit: it would hold runs before the flow starts, where they cannot
+        # coalesce; the flow takes a slot of ON_CHANGE_LIMIT once it is the one to sync.
         tags=TAGS,
     )
 
@@ -172,10 +179,18 @@ def build_import_deployment() -> RunnerDeployment:
     )
 
 
+def ensure_on_change_limit() -> bool:
+    """The global limit sync-on-change's runs take slots of, created at its default size before
+    the first webhook (so it shows in the UI to be resized); True when created."""
+    with get_client(sync_client=True) as client:
+        return ensure_limit(client, ON_CHANGE_LIMIT, ON_CHANGE_SLOTS)
+
+
 def serve_deployments(integration_ids: list[str], **options: Any) -> None:
     """Serve until interrupted; schedules stay active when it stops (another server may serve
     them next), so a restart does not leave the hourly sync paused."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", "stagewatch")  # runs inherit it
+    ensure_on_change_limit()
     serve(
         *build_deployments(integration_ids, **options),
         build_import_deployment(),

@@ -304,7 +304,8 @@ def prepare_server(config: StackConfig) -> None:
     from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.workers.process import ProcessWorker
 
-    from flows.fanout import ACCOUNT_LIMIT, INTEGRATIONS_VARIABLE
+    from flows.fanout import INTEGRATIONS_VARIABLE
+    from flows.limits import ACCOUNT_LIMIT
 
     template = ProcessWorker.get_default_base_job_template()
     with temporary_settings({PREFECT_API_URL: config.api_url}), get_client(sync_client=True) as c:

@@ -1,6 +1,8 @@
 """Prefect flows that spread many integrations over a work pool's workers (`stagewatch stack`).
 
-`sync-fanout` splits the integrations into batches and starts one run of the `sync-batch`
+An incremental `sync-fanout` first checks every integration with one request in its own process
+(`stagewatch.checks`, holding the account's slots): the idle ones are recorded as checked and cost
+no task run, artifact or deployment run. It splits the rest into batches and starts one run of the `sync-batch`
 deployment per batch; any worker of the pool picks each one up. A batch syncs its integrations in
 a bounded thread pool while it holds as many of the Kombo account's global concurrency slots as
 it syncs at once (the account limit bounds the requests in flight against its rate limit); each
@@ -31,16 +33,26 @@ from prefect.states import Completed, Failed, State
 from prefect.variables import Variable
 from pydantic import Field, SecretStr
 
-from flows.sync import IntegrationId, SyncManyParams, _state, guarded
-from stagewatch import report
+from flows.limits import ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS
+from flows.sync import (
+    IntegrationId,
+    SyncManyParams,
+    _db_path,
+    _state,
+    guarded,
+    kombo_base_url,
+    open_client,
+)
+from stagewatch import checks, report
+from stagewatch.checks import Check
 from stagewatch.pipeline import SyncOptions
 from stagewatch.report import SyncOutcome
+from stagewatch.settings import Settings
+from stagewatch.store import Store
 from tasks.publish import publish_summary_task
 from tasks.secrets import kombo_api_key
 
 BATCH_DEPLOYMENT = "sync-batch/batch"
-ACCOUNT_LIMIT = "stagewatch-kombo-account"
-DEFAULT_ACCOUNT_SLOTS = 8
 INTEGRATION_LIMIT_PREFIX = "stagewatch-integration-"
 # How long a batch waits for the account's slots, an integration for its own, before failing; a
 # crashed holder's slots come back when its lease expires (Prefect's default lease, 300 s).
@@ -65,7 +77,18 @@ class FanoutParams(SyncManyParams):
         default=100, ge=1, le=500, description="Integrations per run of the batch deployment."
     )
     max_concurrency: int = Field(
-        default=8, ge=1, le=16, description="Integrations synced at the same time in one batch."
+        default=8,
+        ge=1,
+        le=16,
+        description="Integrations synced at the same time in one batch, and checked at once.",
+    )
+    check_first: bool = Field(
+        default=True,
+        description=(
+            "Incremental runs without since: check each integration with one request and sync "
+            "only those that listed a change, failed the check, have no watermark yet, an "
+            "unpublished run or a last run that did not succeed. Off: sync every integration."
+        ),
     )
 
 
@@ -154,18 +177,35 @@ def _listed_ids() -> Any:
     return Variable.get(INTEGRATIONS_VARIABLE, default=[])
 
 
-@flow(name="sync-fanout", log_prints=False)
-def sync_fanout(params: FanoutParams) -> State:
-    """Sync many integrations as runs of the batch deployment, spread over the pool's workers."""
-    logger = get_run_logger()
-    ids = params.integration_ids or FanoutParams(integration_ids=_listed_ids()).integration_ids
-    if not ids:
-        return Completed(name="NothingToSync", message=f"{INTEGRATIONS_VARIABLE} lists none")
+def checks_apply(params: FanoutParams) -> bool:
+    """Whether this run checks before it syncs: a full run lists everything by definition, and a
+    `since` window is a replay the caller asked for."""
+    return params.check_first and params.mode == "incremental" and params.since is None
+
+
+def check_integrations(params: FanoutParams, ids: list[str]) -> list[Check]:
+    """Every integration's check, from this flow run's process, holding as many of the account's
+    slots as it sends requests at once."""
+    settings = Settings()
+    options = SyncOptions(**params.model_dump(include=set(SyncOptions.model_fields)))
+    in_flight = min(params.max_concurrency, len(ids))
+    with (
+        concurrency(ACCOUNT_LIMIT, occupy=in_flight, timeout_seconds=SLOT_TIMEOUT_SECONDS),
+        open_client(kombo_api_key(), None, kombo_base_url(options, settings), settings) as client,
+        Store(
+            _db_path(options, settings), lease_seconds=settings.stagewatch_lock_lease_seconds
+        ) as store,
+    ):
+        return checks.check_all(store, client, ids, max_concurrency=in_flight)
+
+
+def start_batches(params: FanoutParams, ids: list[str]) -> tuple[list[FlowRun], list[int]]:
+    """Run the batch deployment for `ids`; the batches' final runs and their sizes."""
     groups = batches(ids, params.batch_size)
     with get_client(sync_client=True) as client:
         created = ensure_limits(client, ids)
         if created:
-            logger.info("created %d global concurrency limits", created)
+            get_run_logger().info("created %d global concurrency limits", created)
         started = [
             run_deployment(
                 BATCH_DEPLOYMENT,
@@ -175,13 +215,44 @@ def sync_fanout(params: FanoutParams) -> State:
             )
             for number, group in enumerate(groups, 1)
         ]
-        runs = wait_for_runs(client, [run.id for run in started])
+        return wait_for_runs(client, [run.id for run in started]), [len(g) for g in groups]
+
+
+def _checked(params: FanoutParams, ids: list[str]) -> list[Check] | None:
+    """The checks, or None when this run syncs every integration: it does not check, or the
+    checks could not run at all (no store, no slots), which must never pass for idle."""
+    if not checks_apply(params):
+        return None
+    try:
+        return check_integrations(params, ids)
+    except Exception:
+        get_run_logger().exception("the checks could not run; syncing every integration")
+        return None
+
+
+@flow(name="sync-fanout", log_prints=False)
+def sync_fanout(params: FanoutParams) -> State:
+    """Sync many integrations as runs of the batch deployment, spread over the pool's workers;
+    an incremental run first checks each one and syncs only those that need it."""
+    ids = params.integration_ids or FanoutParams(integration_ids=_listed_ids()).integration_ids
+    if not ids:
+        return Completed(name="NothingToSync", message=f"{INTEGRATIONS_VARIABLE} lists none")
+    checked = _checked(params, ids)
+    to_sync = ids if checked is None else [c.integration_id for c in checked if c.must_sync]
+    runs, sizes = start_batches(params, to_sync) if to_sync else ([], [])
+    parts = [] if checked is None else [checks.checks_markdown(checked)]
+    parts += [fanout_markdown(runs, sizes)] if runs else []
     create_markdown_artifact(
-        fanout_markdown(runs, [len(group) for group in groups]),
+        "\n\n".join(parts),
         key=SUMMARY_KEY,
-        description="Each batch of this sync: where it ran and how it ended",
+        description="Each integration's check and each batch of this sync: where it ran, how it ended",
     )
-    return fanout_state(runs)
+    state = fanout_state(runs)
+    if checked is None:
+        return state
+    idle = len(ids) - len(to_sync)
+    message = f"{idle} of {len(ids)} idle (checked, no run)"
+    return state.model_copy(update={"message": f"{message}; {state.message}" if runs else message})
 
 
 def sync_with_slot(integration_id: str, options: SyncOptions, api_key: SecretStr) -> SyncOutcome:

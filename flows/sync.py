@@ -20,12 +20,15 @@ from typing import Annotated, Any
 
 import httpx
 from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ParameterTypeError
 from prefect.runtime import flow_run
 from prefect.settings import PREFECT_LOGGING_LEVEL
 from prefect.states import Completed, Failed, State
 from pydantic import AfterValidator, Field, SecretStr, StringConstraints, field_validator
 
+from flows.limits import ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS, ensure_limit
 from stagewatch import coalesce, pipeline, report
 from stagewatch.errors import StagewatchError
 from stagewatch.kombo.client import BASE_URLS, KomboClient
@@ -44,6 +47,10 @@ from tasks.steps import TaskSteps
 _library_logger = logging.getLogger("stagewatch")
 if _library_logger.level == logging.NOTSET:
     _library_logger.setLevel(PREFECT_LOGGING_LEVEL.value())
+
+# The slots every integration's triggered syncs share: as many sync at once, the rest wait.
+ON_CHANGE_LIMIT = "stagewatch-on-change"
+ON_CHANGE_SLOTS = 4
 
 _INTEGRATION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]*")
 EXAMPLE_ID = "greenhouse:HWUTwvyx2wLoSUHphiWVrp28"
@@ -127,15 +134,15 @@ for _name in ("prefect.flow_runs", "prefect.engine"):
 
 def open_client(
     api_key: SecretStr,
-    integration_id: str,
+    integration_id: str | None,
     base_url: str,
     settings: Settings,
     *,
     transport: httpx.BaseTransport | None = None,
     sleep=time.sleep,
 ) -> KomboClient:
-    """The integration's client. Tests pass the simulator's transport and a sleep that does not
-    wait."""
+    """The integration's client (None: a root whose `with_integration` clients share its
+    connections). Tests pass the simulator's transport and a sleep that does not wait."""
     return KomboClient(
         api_key,
         integration_id,
@@ -151,6 +158,11 @@ def _db_path(options: SyncOptions, settings: Settings) -> str:
     return resolve(options.db or settings.stagewatch_db)
 
 
+def kombo_base_url(options: SyncOptions, settings: Settings) -> str:
+    region = options.region or settings.kombo_region
+    return (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
+
+
 def sync_in_flow(
     integration_id: str,
     options: SyncOptions,
@@ -162,8 +174,7 @@ def sync_in_flow(
     (`wrap_steps` lets `sync_on_change` see the run begin)."""
     settings = Settings()
     db = _db_path(options, settings)
-    region = options.region or settings.kombo_region
-    base_url = (options.base_url or settings.kombo_base_url or BASE_URLS[region]).rstrip("/")
+    base_url = kombo_base_url(options, settings)
     with open_client(api_key, integration_id, base_url, settings) as client:
         store = Store(db, lease_seconds=settings.stagewatch_lock_lease_seconds)
         try:
@@ -210,10 +221,22 @@ def _same(steps: Steps) -> Steps:
     return steps
 
 
+def on_change_slot(seconds: float) -> AbstractContextManager[None]:
+    """A slot of `ON_CHANGE_LIMIT` and one of the Kombo account's (the fan-out's syncs hold the
+    rest of those), taken together; each created at its default size if missing (a deployment
+    made with `prefect deploy`); strict, so a limit deleted meanwhile fails the run rather than
+    letting every integration sync at once."""
+    with get_client(sync_client=True) as client:
+        ensure_limit(client, ON_CHANGE_LIMIT, ON_CHANGE_SLOTS)
+        ensure_limit(client, ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS)
+    return concurrency([ON_CHANGE_LIMIT, ACCOUNT_LIMIT], timeout_seconds=seconds, strict=True)
+
+
 @flow(name="sync-on-change", log_prints=False)
 def sync_on_change(params: SyncIntegrationParams) -> State:
     """Sync the integration a `kombo.data-changed` event names. Of a burst for one integration
-    one syncs, one waits for it, and the rest end Coalesced (`stagewatch.coalesce`)."""
+    one syncs, one waits for it, and the rest end Coalesced (`stagewatch.coalesce`); only a run
+    that syncs takes a slot of `ON_CHANGE_LIMIT` and one of the Kombo account's."""
     settings = Settings()
     lease = settings.stagewatch_lock_lease_seconds
     with Store(_db_path(params, settings), lease_seconds=lease) as store:
@@ -224,6 +247,8 @@ def sync_on_change(params: SyncIntegrationParams) -> State:
             lambda wrap: sync_in_flow(
                 params.integration_id, params, kombo_api_key(), wrap_steps=wrap
             ),
+            slot=on_change_slot,
+            slot_wait=min(coalesce.SLOT_WAIT_SECONDS, lease / 3),  # renewed well within its lease
         )
     if isinstance(result, coalesce.Coalesced):
         return Completed(name=coalesce.COALESCED, message=result.message)

@@ -67,18 +67,11 @@ def held_checkpoint(monkeypatch):
 def recorded_events(monkeypatch):
     """Prefect's own recording events client, passing every event on to the test server. The
     value drains it and returns the events whose name starts with `prefix`."""
-    from prefect.events.clients import AssertingPassthroughEventsClient
-    from prefect.events.worker import EventsWorker
+    from tests.flows.flowkit import record_events
 
-    worker = EventsWorker.instance(AssertingPassthroughEventsClient)
-    monkeypatch.setattr(EventsWorker, "instance", lambda *args: worker)
-
-    def drain(prefix: str = "stagewatch.") -> list:
-        worker.drain()
-        return [e for e in AssertingPassthroughEventsClient.last.events if e.event.startswith(prefix)]
-
+    drain = record_events(monkeypatch)
     yield drain
-    worker.drain()
+    drain()
 
 
 def pytest_collection_modifyitems(config, items):

@@ -59,6 +59,8 @@ STATUS_FIELDS = (
     "applications",
     "deleted_applications",
     "events",
+    "last_checked_at",
+    "last_check_result",
 )
 
 
@@ -334,6 +336,12 @@ def _status_row(row: dict[str, Any], notes: list[str]) -> dict[str, Any]:
     }
 
 
+def _checked_cell(row: dict[str, Any]) -> str:
+    if row["last_checked_at"] is None:
+        return "-"
+    return f"{ts_minutes(row['last_checked_at'])} ({row['last_check_result']})"
+
+
 def _status_layouts() -> tuple[list[Layout], list[Layout]]:
     integration = Col("integration", lambda r: r["integration_id"])
     integration_s = Col("integration", lambda r: short(r["integration_id"]))
@@ -341,11 +349,14 @@ def _status_layouts() -> tuple[list[Layout], list[Layout]]:
     status = Col("status", lambda r: r["status_cell"])
     finished = Col("finished (UTC)", lambda r: ts(r["last_run_finished_at"]))
     finished_m = Col("finished (UTC)", lambda r: ts_minutes(r["last_run_finished_at"]))
+    # An idle integration is checked, not synced: when its last check ran, and what it found.
+    checked = Col("checked (UTC)", lambda r: _checked_cell(r))
     watermark = Col("watermark (UTC)", lambda r: ts(r["watermark"]))
     watermark_m = Col("watermark (UTC)", lambda r: ts_minutes(r["watermark"]))
     applications = Col("applications", lambda r: r["applications_cell"], justify="right")
     events = Col("events", lambda r: str(r["events"]), justify="right")
     synced = [
+        [integration, run, status, finished, checked, watermark, applications, events],
         [integration, run, status, finished, watermark, applications, events],
         [integration_s, run, status, finished, watermark, applications, events],
         [integration_s, run, status, finished_m, watermark_m, applications, events],

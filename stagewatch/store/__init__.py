@@ -19,6 +19,7 @@ from typing import Any
 
 from stagewatch.diff import EVENT_FIELDS, EVENT_KINDS
 from stagewatch.kombo.models import Application, Job, Quarantined
+from stagewatch.store.checks import CheckPlan, CheckRecord, Checks
 from stagewatch.store.connection import (
     CHECKPOINT_THREAD,
     CRASH_ENV,
@@ -39,6 +40,8 @@ __all__ = [
     "EVENT_FIELDS",
     "EVENT_KINDS",
     "RUN_FACTS",
+    "CheckPlan",
+    "CheckRecord",
     "LeaseLostError",
     "LockedError",
     "Run",
@@ -70,6 +73,7 @@ class Store:
         self._runs = Runs(self._db, lease_seconds=lease_seconds)
         self._staging = Staging(self._db, self._runs)
         self._queries = Queries(self._db)
+        self._checks = Checks(self._db)
 
     @property
     def path(self):
@@ -130,6 +134,16 @@ class Store:
 
     def watermark(self, integration_id: str) -> datetime | None:
         return self._runs.watermark(integration_id)
+
+    # -- checks before a sync (see checks.Checks) ------------------------------------------------
+
+    def check_plan(self, integration_ids: list[str]) -> list[CheckPlan]:
+        """Where each integration's check lists from, and whether it must sync anyway."""
+        return self._checks.plan(integration_ids)
+
+    def record_checks(self, records: Iterable[CheckRecord]) -> int:
+        """Keep each integration's latest check (table `integration_checks`)."""
+        return self._checks.record(records)
 
     def lock_held(self, integration_id: str) -> bool:
         """Whether a live run holds the integration's lock (`Runs.lock_held`)."""

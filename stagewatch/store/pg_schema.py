@@ -291,6 +291,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0008_stage_status", _added_columns(sqlite_schema.STAGE_STATUS)),
     ("0009_sync_waiters", _ported(sqlite_schema.WAITERS, {})),
     ("0010_stays_kept", _stays_kept()),
+    ("0011_integration_checks", _ported(sqlite_schema.CHECKS, {})),
 ]
 
 

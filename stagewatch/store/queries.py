@@ -34,11 +34,13 @@ SELECT
     (SELECT count(*) FROM applications AS a
         WHERE a.integration_id = r.integration_id AND a.deleted_observed_at IS NOT NULL)
         AS deleted_applications,
-    (SELECT count(*) FROM events AS e WHERE e.integration_id = r.integration_id) AS events
+    (SELECT count(*) FROM events AS e WHERE e.integration_id = r.integration_id) AS events,
+    c.checked_at AS last_checked_at, c.result AS last_check_result
 FROM (SELECT max(id) AS id FROM sync_runs GROUP BY integration_id) AS last
 JOIN sync_runs AS r ON r.id = last.id
 LEFT JOIN watermarks AS w ON w.integration_id = r.integration_id
 LEFT JOIN run_locks AS l ON l.integration_id = r.integration_id
+LEFT JOIN integration_checks AS c ON c.integration_id = r.integration_id
 ORDER BY r.integration_id
 """
 
@@ -172,7 +174,8 @@ class Queries:
         ).fetchone()[0]
 
     def status(self) -> list[dict[str, Any]]:
-        """Per integration: its last run, last success, watermark, lock and what the store holds."""
+        """Per integration: its last run, last success, watermark, lock, what the store holds, and
+        its last check (an idle integration is checked, not synced: `stagewatch.checks`)."""
         return [dict(row) for row in self._db.conn.execute(_STATUS)]
 
     def schema_markdown(self) -> str:

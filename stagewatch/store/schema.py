@@ -1031,6 +1031,28 @@ def m0010_stays_kept(db: Database) -> None:
         db.execute(statement.strip())
 
 
+# The hourly fan-out checks an integration with one request before syncing it (stagewatch.checks);
+# an idle one records its check here instead of a run, so `status` still says when it was looked at.
+CHECKS = [
+    """
+CREATE TABLE integration_checks ( -- The last check of each integration: one request listing what changed after its watermark.
+    integration_id TEXT PRIMARY KEY, -- Integration.
+    checked_at TEXT NOT NULL, -- When Kombo served the check's page (its Date header), else our clock before the request.
+    window_start TEXT, -- The watermark the check listed after; the integration's watermark is left where it was.
+    result TEXT NOT NULL, -- idle (nothing listed: no sync ran), changed (a sync ran) or failed (the check failed; a sync ran).
+    detail TEXT, -- For failed: the error, without the request.
+    requests INTEGER NOT NULL -- Requests the check sent, retries included.
+)
+""",
+]
+
+
+@_migration("0011_integration_checks")
+def m0011_integration_checks(db: Database) -> None:
+    for statement in CHECKS:
+        db.execute(statement.strip())
+
+
 # -- the live schema as markdown ------------------------------------------------------------------
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")

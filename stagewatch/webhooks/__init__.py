@@ -12,8 +12,10 @@ from stagewatch.webhooks.envelope import (
     EnvelopeError,
     Plan,
     event_id,
+    merged_event_id,
     parse_delivery,
     plan,
+    plan_together,
 )
 from stagewatch.webhooks.ledger import Ledger, LedgerError, default_ledger_path
 from stagewatch.webhooks.signature import SIGNATURE_HEADER, sign, verify
@@ -36,9 +38,11 @@ __all__ = [
     "create_app",
     "default_ledger_path",
     "event_id",
+    "merged_event_id",
     "parse_delivery",
     "perform",
     "plan",
+    "plan_together",
     "sign",
     "verify",
 ]

@@ -3,7 +3,8 @@
 `plan` is a pure function of a delivery: the Prefect event to emit and the change to the list of
 synced integrations, or why the delivery is acknowledged and ignored. The receiver plans once when
 a delivery arrives (to answer) and the worker plans again from the ledger's copy (to act), so the
-ledger holds data, not instructions.
+ledger holds data, not instructions. `plan_together` merges the data-changed deliveries of one
+integration that are pending at once into one event: one triggered run, not one per webhook.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -161,6 +162,13 @@ def event_id(delivery_id: str) -> uuid.UUID:
     return uuid.uuid5(EVENT_ID_NAMESPACE, delivery_id)
 
 
+def merged_event_id(delivery_ids: list[str]) -> uuid.UUID:
+    """The event id of deliveries merged into one event: the same for every resend of that set."""
+    if len(delivery_ids) == 1:
+        return event_id(delivery_ids[0])
+    return uuid.uuid5(EVENT_ID_NAMESPACE, json.dumps(sorted(delivery_ids)))
+
+
 def integration_resource(integration_id: str) -> dict[str, str]:
     return {"prefect.resource.id": f"kombo.integration.{integration_id}"}
 
@@ -186,6 +194,7 @@ def plan(delivery: Delivery) -> Plan:
         if not WATCHED_MODELS.intersection(names):
             return Plan(ignored="no change to applications, stages or jobs")
         payload["changed_models"] = names
+        payload["delivery_ids"] = [delivery.id]
     elif isinstance(data, IntegrationStateChanged):
         payload |= state_fields(data)
     elif delivery.type == INTEGRATION_CREATED:
@@ -210,3 +219,21 @@ def state_fields(data: IntegrationStateChanged) -> dict[str, str]:
         "qa_status": data.qa_status,
         "updated_at": data.updated_at,
     }
+
+
+def plan_together(deliveries: list[Delivery]) -> Plan:
+    """What deliveries ask for together: one delivery's plan, or, for data-changed deliveries of
+    one integration (oldest first), one event naming every delivery and every changed model, the
+    newest's other fields. Deliveries that ask for nothing are carried along."""
+    plans = [plan(delivery) for delivery in deliveries]
+    acting = [work for work in plans if work.ignored is None]
+    if len(plans) == 1 or not acting:
+        return plans[0]
+    newest = acting[-1]
+    kinds = {(work.event, work.resource["prefect.resource.id"]) for work in acting}
+    if len(kinds) > 1 or newest.event != EVENT_PREFIX + DATA_CHANGED:
+        raise ValueError("only data-changed deliveries of one integration are planned together")
+    ids = [i for work in acting for i in work.payload["delivery_ids"]]
+    models = [name for work in acting for name in work.payload["changed_models"]]
+    payload = newest.payload | {"delivery_ids": ids, "changed_models": list(dict.fromkeys(models))}
+    return replace(newest, payload=payload, event_id=merged_event_id(ids))

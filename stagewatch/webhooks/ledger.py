@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -190,11 +190,22 @@ class Ledger:
 
     def due(self, now: datetime, limit: int = 50) -> list[Due]:
         """Pending deliveries due at `now`, oldest first."""
+        return self._pending(
+            "next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?", (format_ts(now), limit)
+        )
+
+    def pending_of(self, integration_id: str, type_: str) -> list[Due]:
+        """Every pending delivery of `type_` for the integration, due or waiting for a retry, in
+        arrival order: the worker sends them as one event."""
+        return self._pending(
+            "type = ? AND integration_id = ? ORDER BY received_at, rowid", (type_, integration_id)
+        )
+
+    def _pending(self, where: str, params: tuple[Any, ...]) -> list[Due]:
         rows = self._reading(
             "SELECT id, type, integration_id, payload, attempts FROM deliveries"
-            " WHERE status = 'pending' AND next_attempt_at <= ? ORDER BY next_attempt_at, id"
-            " LIMIT ?",
-            (format_ts(now), limit),
+            f" WHERE status = 'pending' AND {where}",
+            params,
         )
         return [
             Due(
@@ -209,29 +220,31 @@ class Ledger:
         rows = self._reading("SELECT min(next_attempt_at) FROM deliveries WHERE status = 'pending'")
         return rows[0][0]
 
-    def mark_done(self, delivery_id: str, attempts: int, now: datetime) -> None:
-        self._finish(delivery_id, "done", attempts, None, now)
+    def mark_done(self, attempts: Mapping[str, int], now: datetime) -> None:
+        """Deliveries acted on, by id with their attempts so far, all in one transaction."""
+        self._finish(attempts, "done", None, now)
 
-    def mark_failed(self, delivery_id: str, attempts: int, error: str, now: datetime) -> None:
-        """Give up on a delivery; it stays in the ledger for someone to look at."""
-        self._finish(delivery_id, "failed", attempts, error, now)
+    def mark_failed(self, attempts: Mapping[str, int], error: str, now: datetime) -> None:
+        """Give up on deliveries; they stay in the ledger for someone to look at."""
+        self._finish(attempts, "failed", error, now)
 
     def _finish(
-        self, delivery_id: str, status: str, attempts: int, error: str | None, now: datetime
+        self, attempts: Mapping[str, int], status: str, error: str | None, now: datetime
     ) -> None:
-        with self._writing(f"mark a delivery {status}") as conn:
-            conn.execute(
+        with self._writing(f"mark deliveries {status}") as conn:
+            conn.executemany(
                 "UPDATE deliveries SET status = ?, attempts = ?, last_error = ?,"
                 " next_attempt_at = NULL, finished_at = ? WHERE id = ?",
-                (status, attempts, _clip(error), format_ts(now), delivery_id),
+                [(status, n, _clip(error), format_ts(now), i) for i, n in attempts.items()],
             )
 
-    def mark_retry(self, delivery_id: str, attempts: int, error: str, at: datetime) -> None:
+    def mark_retry(self, attempts: Mapping[str, int], error: str, at: datetime) -> None:
+        """Deliveries to try again at `at`, all in one transaction."""
         with self._writing("schedule a retry") as conn:
-            conn.execute(
+            conn.executemany(
                 "UPDATE deliveries SET attempts = ?, last_error = ?, next_attempt_at = ?"
                 " WHERE id = ?",
-                (attempts, _clip(error), format_ts(at), delivery_id),
+                [(n, _clip(error), format_ts(at), i) for i, n in attempts.items()],
             )
 
     # -- reading --------------------------------------------------------------------------------

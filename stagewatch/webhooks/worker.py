@@ -1,8 +1,10 @@
 """The receiver's side effects, off the request path: a thread takes due deliveries from the
-ledger, acts on them through injected callables, and records how it went.
+ledger, acts on them through injected callables, and records how it went. A due data-changed
+delivery goes out together with every other one its integration has pending, as one event: a
+burst of webhooks starts one triggered run per integration rather than one per webhook.
 
 The callables stand for Prefect (`deployments/receiver.py` passes the real ones), so this module
-never imports it. Every side effect is idempotent (the event id is derived from the delivery id,
+never imports it. Every side effect is idempotent (the event id is derived from the delivery ids,
 adding an integration twice adds it once), which is what makes retrying a whole delivery safe.
 """
 
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 from uuid import UUID
 
 from stagewatch.timeutil import parse_ts, utcnow
-from stagewatch.webhooks.envelope import Plan, plan
+from stagewatch.webhooks.envelope import DATA_CHANGED, Plan, plan_together
 from stagewatch.webhooks.ledger import Due, Ledger, LedgerError
 
 log = logging.getLogger(__name__)
@@ -92,30 +94,50 @@ class Worker:
         """Act on every delivery due now; returns how many were attempted."""
         attempted = 0
         while batch := self.ledger.due(self._clock()):
+            acted: set[str] = set()
             for due in batch:
-                self._attempt(due)
-                attempted += 1
+                if due.delivery.id in acted:  # sent with an earlier one of its integration
+                    continue
+                group = self._together(due)
+                self._attempt(group)
+                acted.update(each.delivery.id for each in group)
+                attempted += len(group)
         return attempted
 
-    def _attempt(self, due: Due) -> None:
-        delivery, attempts = due.delivery, due.attempts + 1
-        what = f"webhook {delivery.id} ({delivery.type})"
+    def _together(self, due: Due) -> list[Due]:
+        """`due` and the deliveries that go out with it, oldest first."""
+        delivery = due.delivery
+        if delivery.type != DATA_CHANGED or delivery.integration_id is None:
+            return [due]
+        group = self.ledger.pending_of(delivery.integration_id, DATA_CHANGED)
+        return group if any(each.delivery.id == delivery.id for each in group) else [due]
+
+    def _attempt(self, group: list[Due]) -> None:
+        """One attempt for the group: all done when it worked, none when it did not."""
+        what = _describe(group)
+        attempts = {due.delivery.id: due.attempts + 1 for due in group}
         try:
-            perform(plan(delivery), self.effects)
+            perform(plan_together([due.delivery for due in group]), self.effects)
         except Exception as exc:  # injected side effects fail in their own ways; each is retried
-            error = f"{type(exc).__name__}: {exc}"
-            if attempts >= self.max_attempts:
-                log.error("%s: giving up after %d attempts: %s", what, attempts, error)
-                self.ledger.mark_failed(delivery.id, attempts, error, self._clock())
-                return
-            delay = backoff_seconds(attempts, self._rand)
-            log.warning("%s: attempt %d failed, retry in %.0f s: %s", what, attempts, delay, error)
-            self.ledger.mark_retry(
-                delivery.id, attempts, error, self._clock() + timedelta(seconds=delay)
-            )
+            self._failed(what, attempts, f"{type(exc).__name__}: {exc}")
             return
-        self.ledger.mark_done(delivery.id, attempts, self._clock())
+        self.ledger.mark_done(attempts, self._clock())
         log.info("%s: done", what)
+
+    def _failed(self, what: str, attempts: dict[str, int], error: str) -> None:
+        """Each delivery gives up after its own `max_attempts`; the rest retry together, as
+        soon as the one with the fewest attempts is due again."""
+        given_up = {i: n for i, n in attempts.items() if n >= self.max_attempts}
+        retrying = {i: n for i, n in attempts.items() if n < self.max_attempts}
+        if given_up:
+            most = max(given_up.values())
+            log.error("%s: giving up after %d attempts: %s", what, most, error)
+            self.ledger.mark_failed(given_up, error, self._clock())
+        if retrying:
+            fewest = min(retrying.values())
+            delay = backoff_seconds(fewest, self._rand)
+            log.warning("%s: attempt %d failed, retry in %.0f s: %s", what, fewest, delay, error)
+            self.ledger.mark_retry(retrying, error, self._clock() + timedelta(seconds=delay))
 
     # -- the thread -----------------------------------------------------------------------------
 
@@ -155,3 +177,10 @@ class Worker:
             return IDLE_SECONDS
         seconds = (parse_ts(due) - self._clock()).total_seconds()
         return min(IDLE_SECONDS, max(0.0, seconds))
+
+
+def _describe(group: list[Due]) -> str:
+    first = group[0].delivery
+    if len(group) == 1:
+        return f"webhook {first.id} ({first.type})"
+    return f"webhooks {first.id} and {len(group) - 1} more ({first.type}, {first.integration_id})"

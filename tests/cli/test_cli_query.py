@@ -282,6 +282,8 @@ def test_status_per_integration(db):
             "applications": 2,
             "deleted_applications": 0,
             "events": 4,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
         {
             "integration_id": OTHER_INTEGRATION,
@@ -303,6 +305,8 @@ def test_status_per_integration(db):
             "applications": 1,
             "deleted_applications": 0,
             "events": 1,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
     ]
     table = invoke("status", env={"STAGEWATCH_DB": str(db)})
@@ -312,11 +316,12 @@ def test_status_per_integration(db):
             "2 (full)",
             "succeeded",
             "2026-02-01 12:00:00",
+            "-",
             "2026-01-06 14:00:00",
             "2",
             "4",
         ],
-        [OTHER_INTEGRATION, "3 (full)", "succeeded", "2026-02-01 12:00:00", "", "1", "1"],
+        [OTHER_INTEGRATION, "3 (full)", "succeeded", "2026-02-01 12:00:00", "-", "", "1", "1"],
     ]
 
 

@@ -169,9 +169,19 @@ def _trigger(api_url: str, ids: list[str], bad: str) -> dict:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     plan = {
-        "sync-fanout/hourly-incremental": {"integration_ids": ids, "mode": "incremental"},
+        # These start beside the weekly full run, so a check could come before or after its
+        # syncs: the idle check has a cycle of its own below (`_idle_hour`).
+        "sync-fanout/hourly-incremental": {
+            "integration_ids": ids,
+            "mode": "incremental",
+            "check_first": False,
+        },
         "sync-fanout/weekly-full": {"integration_ids": ids, "mode": "full"},
-        "sync-fanout/manual": {"integration_ids": [ids[0], bad], "batch_size": 1},
+        "sync-fanout/manual": {
+            "integration_ids": [ids[0], bad],
+            "batch_size": 1,
+            "check_first": False,
+        },
         "sync-batch/batch": {"integration_ids": ids[:1]},
     }
     with temporary_settings({PREFECT_API_URL: api_url}):
@@ -204,6 +214,10 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
     api_url = f"{ui}/api"
     health = httpx.get(f"http://127.0.0.1:{stack['webhook_port']}/healthz", timeout=5)
     assert health.status_code == 200
+    deployments = httpx.post(f"{api_url}/deployments/filter", json={"limit": 50}).json()
+    assert sorted(d["name"] for d in deployments) == [
+        "batch", "hourly-incremental", "manual", "sync-on-change", "weekly-full",
+    ]  # fmt: skip
 
     started = _trigger(api_url, ids, bad)
     runs = _wait_for(api_url, set(started.values()))
@@ -256,6 +270,8 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
         (bad, "failed"): 1,
     }
 
+    _idle_hour(api_url, sim, stack["store_db"], ids)
+
     recorded = json.loads((state_dir / "stack.json").read_text())["processes"]
     assert [p["name"] for p in recorded] == ["server", "worker-1", "worker-2", "webhooks"]
     down = _cli(["down", "--state-dir", str(state_dir), "--drop-database"], env)
@@ -269,6 +285,49 @@ def test_stack_up_runs_every_deployment_on_both_workers_and_down_stops_it(world,
     for log in (state_dir / "logs").iterdir():
         text = log.read_text()
         assert KEY not in text and WEBHOOK_SECRET not in text, log
+
+
+def _pending_application(store_db: str, integration_id: str) -> str:
+    import psycopg
+
+    with psycopg.connect(f"postgresql://postgres@127.0.0.1:5432/{store_db}") as conn:
+        return conn.execute(
+            "SELECT application_id FROM stagewatch.applications WHERE integration_id = %s "
+            "AND outcome = 'PENDING' ORDER BY application_id LIMIT 1",
+            (integration_id,),
+        ).fetchone()[0]
+
+
+def _idle_hour(api_url: str, sim: World, store_db: str, ids: list[str]) -> None:
+    """The next hour: one integration changed, one idle, one whose last run was unsupported. Only
+    the idle one is checked without a run; the others go on to a batch."""
+    from prefect.deployments import run_deployment
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    normal, other, unsupported = ids
+    before = _store_runs(store_db)
+    sim.integration(normal).decline(_pending_application(store_db, normal))
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        started = run_deployment(
+            "sync-fanout/hourly-incremental", parameters={"params": {"integration_ids": ids}},
+            timeout=0,
+        ).id  # fmt: skip
+    hourly = next(r for r in _wait_for(api_url, {started}) if r.id == started)
+    assert (hourly.state.name, hourly.state.message) == (
+        "Completed",
+        "1 of 3 idle (checked, no run); 1 batches completed",
+    )
+    after = _store_runs(store_db)
+    new_runs = {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key)}
+    assert new_runs == {(normal, "succeeded"): 1, (unsupported, "unsupported"): 1}
+    summary = next(a for a in _artifacts(api_url, ["fanout-summary"]) if a.flow_run_id == started)
+    assert summary.data.startswith(
+        "3 integrations: 1 idle (checked, nothing listed after their watermark, no run), "
+        "1 changed, 0 failed the check, 1 synced without a check."
+    )
+    assert f"| {report.escape_md(unsupported)} | due |" in summary.data
+    idle_line = next(line for line in summary.data.splitlines() if line.startswith("Idle,"))
+    assert idle_line.endswith(f": {report.escape_md(other)}")
 
 
 # -- the parts, without a stack ------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """Webhook-triggered syncs coalesce (`stagewatch.coalesce`): a burst of triggers for one
 integration gives one running sync and one waiting, the rest end Coalesced, and what the store
-holds afterwards is what Kombo held at the last webhook. Real stores, the simulator in process,
-one thread per trigger as Prefect would run one flow run per event."""
+holds afterwards is what Kombo held at the last webhook; only a trigger that syncs holds a slot of
+the limit all integrations share, so a waiter never keeps another integration from syncing. Real
+stores, the simulator in process, one thread per trigger as Prefect would run one flow run per
+event, and `Limit` standing for Prefect's global concurrency limit."""
 
 from __future__ import annotations
 
 import subprocess
 import sys
 import threading
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import pytest
@@ -44,9 +47,11 @@ class HeldAfterListing(PlainSteps):
         return found
 
 
-def sync(world: World, db: Path, integration_id: str, steps: PlainSteps, mode="incremental"):
+def sync(
+    world: World, db: Path, integration_id: str, steps: PlainSteps, mode="incremental", key=KEY
+):
     client = KomboClient(
-        KEY,
+        key,
         integration_id,
         base_url=KOMBO_URL,
         transport=SimulatorTransport(world),
@@ -59,7 +64,44 @@ def sync(world: World, db: Path, integration_id: str, steps: PlainSteps, mode="i
         )
 
 
-def trigger(world: World, db: Path, integration_id: str, token: str, steps=None):
+class Limit:
+    """Prefect's global concurrency limit as `coalesce.Slot` sees it: `slots` held at once, a
+    TimeoutError when none came free in time. Counts what it granted and the waits that timed
+    out, and wakes whoever waits for either."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = threading.Semaphore(slots)
+        self.changed = threading.Condition()
+        self.holders: list[str] = []
+        self.granted: list[str] = []
+        self.timeouts = 0
+
+    @contextmanager
+    def slot(self, seconds: float, holder: str = "test"):
+        if not self._free.acquire(timeout=seconds):
+            with self.changed:
+                self.timeouts += 1
+                self.changed.notify_all()
+            raise TimeoutError(f"no slot within {seconds} s")
+        with self.changed:
+            self.holders.append(holder)
+            self.granted.append(holder)
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.holders.remove(holder)
+            self._free.release()
+
+    def for_(self, holder: str):
+        return lambda seconds: self.slot(seconds, holder)
+
+    def wait_for(self, predicate, what: str) -> None:
+        with self.changed:
+            assert self.changed.wait_for(predicate, 20), f"timed out waiting for {what}"
+
+
+def trigger(world: World, db: Path, integration_id: str, token: str, steps=None, limit=None):
     """One triggered sync, as `flows.sync.sync_on_change` runs it, with plain steps."""
     steps = steps or PlainSteps(lock_wait=0.0)  # only the coalescing waits for the lock
     with Store(db) as store:
@@ -68,6 +110,8 @@ def trigger(world: World, db: Path, integration_id: str, token: str, steps=None)
             integration_id,
             token,
             lambda wrap: sync(world, db, integration_id, wrap(steps)),
+            slot=limit.for_(token) if limit else coalesce.no_slot,
+            slot_wait=0.01,
             poll=0.01,
         )
 
@@ -117,21 +161,25 @@ def test_a_burst_runs_one_sync_queues_one_and_records_every_change(world, db_url
     assert sync(world, db, busy, PlainSteps()).status == "synced"  # the baseline
     held = HeldAfterListing()
     threads = Threads()
+    limit = Limit(2)  # max_concurrency 2: t0 takes one slot, and the waiter must not take the other
 
     world.advance(hours=3)
-    threads.start("t0", lambda: trigger(world, db, busy, "t0", held))
+    threads.start("t0", lambda: trigger(world, db, busy, "t0", held, limit))
     assert held.listed.wait(20)
     # Kombo changes more while t0 runs, and 8 webhooks for those changes arrive at once.
     world.advance(hours=3)
     burst = [f"t{i}" for i in range(1, 9)]
     for token in burst:
-        threads.start(token, lambda token=token: trigger(world, db, busy, token))
+        threads.start(token, lambda token=token: trigger(world, db, busy, token, limit=limit))
     threads.wait_for_results(len(burst) - 1, "the burst to coalesce")
-    # Different integrations do not wait: another one syncs while `busy` is held.
-    assert trigger(world, db, other, "elsewhere").status == "synced"
+    # Different integrations do not wait: another one syncs (with the second slot) while `busy`
+    # is held and its waiter waits for the lock.
+    threads.start("elsewhere", lambda: trigger(world, db, other, "elsewhere", limit=limit))
+    threads.wait_for_results(len(burst), "the other integration, which waited for busy's waiter")
+    assert threads.results.pop("elsewhere").status == "synced"
     # The last webhook, for one more change, arrives while t0 still runs.
     world.advance(hours=3)
-    assert isinstance(trigger(world, db, busy, "t9"), coalesce.Coalesced)
+    assert isinstance(trigger(world, db, busy, "t9", limit=limit), coalesce.Coalesced)
 
     (waiter,) = set(burst) - set(threads.results)
     assert rows(db, "SELECT status, count(*) FROM sync_runs WHERE integration_id = ? "
@@ -146,6 +194,7 @@ def test_a_burst_runs_one_sync_queues_one_and_records_every_change(world, db_url
     assert threads.results["t0"].status == "synced"
     assert threads.results[waiter].status == "synced"
     assert rows(db, "SELECT * FROM sync_waiters") == []
+    assert limit.granted == ["t0", "elsewhere", waiter]  # no coalesced trigger took a slot
     runs = rows(
         db, "SELECT status, events FROM sync_runs WHERE integration_id = ? ORDER BY id", busy
     )
@@ -222,3 +271,30 @@ def test_the_waiting_place_on_both_backends(db_url):
         assert store.leave_waiting_place(busy, "third") == 0
         store.fail_run(run.id, error="the test is over")
         assert not store.lock_held(busy)
+
+
+def test_a_waiter_keeps_its_place_while_no_slot_is_free(world, tmp_path):
+    """Every slot is taken (other integrations syncing): the waiter asks again and again, renews
+    its place each time, later triggers coalesce into it, and once a slot is free it syncs what
+    all of them announced."""
+    db = tmp_path / "stagewatch.db"
+    busy = world.normal_integration_id
+    assert sync(world, db, busy, PlainSteps()).status == "synced"
+    limit, threads = Limit(1), Threads()
+    with ExitStack() as others:
+        others.enter_context(limit.slot(1, "another integration"))
+        world.advance(hours=3)
+        threads.start("w", lambda: trigger(world, db, busy, "w", limit=limit))
+        limit.wait_for(lambda: limit.timeouts >= 2, "the waiter to ask for a slot twice")
+        world.advance(hours=3)  # a change, and its webhook, while the waiter has no slot
+        assert trigger(world, db, busy, "late", limit=limit) == coalesce.Coalesced(busy, "w")
+        assert rows(db, "SELECT token, coalesced FROM sync_waiters") == [("w", 1)]
+        assert rows(db, "SELECT count(*) FROM sync_runs WHERE integration_id = ?", busy) == [(1,)]
+    threads.wait_for_results(1, "the waiter's sync")
+    threads.join()
+    assert threads.results["w"].status == "synced"
+    assert limit.granted == ["another integration", "w"]
+    assert rows(db, "SELECT * FROM sync_waiters") == []
+    truth = tmp_path / "truth.db"
+    assert sync(world, truth, busy, PlainSteps(), mode="full").status == "synced"
+    assert holds_the_listing(rows(db, SNAPSHOT, busy), rows(truth, SNAPSHOT, busy))

@@ -4,20 +4,24 @@ webhook) starting a run of exactly the integration it names, with parameters the
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 
 import pytest
+import yaml
 from prefect.cli.deploy._triggers import _initialize_deployment_triggers
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.events.schemas.deployment_triggers import DeploymentEventTrigger
+from prefect.exceptions import ObjectNotFound
 
 from deployments import receiver
-from deployments.serve import build_deployments, on_change_deployment
-from flows.sync import SyncIntegrationParams, sync_on_change
+from deployments.serve import build_deployments, ensure_on_change_limit, on_change_deployment
+from flows.sync import ON_CHANGE_LIMIT, ON_CHANGE_SLOTS, SyncIntegrationParams, sync_on_change
 from stagewatch.webhooks import parse_delivery, perform, plan
-from tests.flows.test_deployments import IDS, loaded  # noqa: F401 (a fixture)
+from tests.flows.test_deployments import IDS, PREFECT_FILE, ROOT, loaded  # noqa: F401 (a fixture)
 
 GREENHOUSE = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
 LEVER = "lever:8eTZkF3xMDd3o5mWUvYgJxQy"
@@ -38,9 +42,11 @@ def test_prefect_yaml_and_serve_define_the_same_sync_on_change(loaded):  # noqa:
     config = configs["sync-on-change"]
     served = {d.name: d for d in build_deployments(IDS)}["sync-on-change"]
     assert (served.entrypoint, config["entrypoint"]) == ("flows/sync.py:sync_on_change",) * 2
-    assert served.concurrency_limit == config["concurrency_limit"]["limit"] == 4
-    assert served.concurrency_options.collision_strategy.value == "ENQUEUE"
-    assert config["concurrency_limit"]["collision_strategy"] == "ENQUEUE"
+    # No deployment limit (it would hold runs before they could coalesce): the flow takes a slot
+    # of the global limit once it is the run that syncs.
+    assert served.concurrency_limit is None and "concurrency_limit" not in config
+    assert ON_CHANGE_LIMIT in served.description
+    assert " ".join(config["description"].split()) == served.description
     assert served.schedules == [] and "schedules" not in config
     (from_yaml,) = _initialize_deployment_triggers("sync-on-change", config["triggers"])
     (from_serve,) = served.triggers
@@ -55,6 +61,19 @@ def test_prefect_yaml_and_serve_define_the_same_sync_on_change(loaded):  # noqa:
     }
 
 
+def test_the_stack_deploys_the_same_sync_on_change_on_its_own_pool():
+    def on_change(path):
+        (deployment,) = (
+            d for d in yaml.safe_load(path.read_text())["deployments"] if d["name"] == "sync-on-change"
+        )
+        return deployment
+
+    stack, single = on_change(ROOT / "deployments/stack.yaml"), on_change(PREFECT_FILE)
+    assert stack.pop("work_pool")["name"] == "stagewatch-stack"
+    assert single.pop("work_pool")["name"] == "stagewatch"
+    assert stack == single
+
+
 def test_served_triggers_carry_the_served_database_and_kombo():
     deployment = on_change_deployment(base_url="http://127.0.0.1:9/v1", db="/data/s.db")
     (trigger,) = deployment.triggers
@@ -67,6 +86,23 @@ def test_served_triggers_carry_the_served_database_and_kombo():
     }
     with pytest.raises(ValueError, match="base_url"):
         on_change_deployment(base_url="not a url")
+
+
+def test_serving_creates_the_global_limit_once_and_keeps_its_size(prefect_harness):
+    with get_client(sync_client=True) as client:
+        with contextlib.suppress(ObjectNotFound):
+            client.delete_global_concurrency_limit_by_name(ON_CHANGE_LIMIT)
+        try:
+            assert ensure_on_change_limit() is True
+            created = client.read_global_concurrency_limit_by_name(ON_CHANGE_LIMIT)
+            assert (created.limit, created.active) == (ON_CHANGE_SLOTS, True)
+            client.update_global_concurrency_limit(
+                ON_CHANGE_LIMIT, GlobalConcurrencyLimitUpdate(limit=9)
+            )
+            assert ensure_on_change_limit() is False  # an operator's size stays
+            assert client.read_global_concurrency_limit_by_name(ON_CHANGE_LIMIT).limit == 9
+        finally:
+            client.delete_global_concurrency_limit_by_name(ON_CHANGE_LIMIT)
 
 
 def _runs(deployment_id, count: int, timeout: float = 60.0):

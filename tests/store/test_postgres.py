@@ -139,6 +139,7 @@ def test_threads_opening_a_new_schema_together_migrate_it_once(pg_url):
         ("0008_stage_status",),
         ("0009_sync_waiters",),
         ("0010_stays_kept",),
+        ("0011_integration_checks",),
     ]
 
 

@@ -104,6 +104,7 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
         ("stagewatch", "0008_stage_status"),
         ("stagewatch", "0009_sync_waiters"),
         ("stagewatch", "0010_stays_kept"),
+        ("stagewatch", "0011_integration_checks"),
     ]
 
 
@@ -766,6 +767,8 @@ def test_status_summarises_each_integration(store):
             "applications": 1,
             "deleted_applications": 1,
             "events": 3,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
         {
             "integration_id": OTHER_INTEGRATION,
@@ -787,6 +790,8 @@ def test_status_summarises_each_integration(store):
             "applications": 0,
             "deleted_applications": 0,
             "events": 0,
+            "last_checked_at": None,
+            "last_check_result": None,
         },
     ]
 

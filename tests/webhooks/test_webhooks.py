@@ -178,7 +178,11 @@ def test_data_changed_for_watched_models_is_one_event():
     assert plan(parse_delivery(envelope("data-changed", DATA_CHANGED))) == Plan(
         event="kombo.data-changed",
         resource=RESOURCE,
-        payload=COMMON | {"changed_models": ["ats_candidates", "ats_applications"]},
+        payload=COMMON
+        | {
+            "changed_models": ["ats_candidates", "ats_applications"],
+            "delivery_ids": ["Cbfk5sHtDxrSrJBRjsDtbaN9"],
+        },
         event_id=EVENT_ID,
     )
 

@@ -135,6 +135,7 @@ def test_a_signed_ats_data_change_is_recorded_then_emitted(receiver, recorder):
                     "integration_tool": "greenhouse",
                     "integration_category": "ATS",
                     "changed_models": ["ats_applications"],
+                    "delivery_ids": ["d-1"],
                 },
                 "id": event_id("d-1"),
             },

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from stagewatch.webhooks import Delivery, Ledger, SideEffects, Worker, event_id
+from stagewatch.webhooks import Delivery, Ledger, SideEffects, Worker, event_id, merged_event_id
 from stagewatch.webhooks.worker import MAX_DELAY_SECONDS, backoff_seconds
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -164,6 +164,7 @@ def test_worker_performs_a_delivery_and_marks_it_done(ledger):
                     "integration_tool": "greenhouse",
                     "integration_category": "ATS",
                     "changed_models": ["ats_applications"],
+                    "delivery_ids": ["d-1"],
                 },
                 "id": event_id("d-1"),
             },
@@ -283,3 +284,143 @@ def test_the_worker_thread_acts_when_woken(ledger):
     finally:
         worker.stop()
     assert ledger.counts() == {"done": 1}
+
+
+# -- a burst: one event per integration for all its pending data-changed deliveries --------------
+
+OTHER = "lever:8eTZkF3xMDd3o5mWUvYgJxQy"
+
+
+def changed(delivery_id: str, integration_id: str = INTEGRATION, *models: str) -> Delivery:
+    tool = integration_id.split(":")[0]
+    data = {
+        "integration_id": integration_id,
+        "integration_tool": tool,
+        "integration_category": "ATS",
+        "changed_models": [{"name": name} for name in models or ("ats_applications",)],
+    }
+    return Delivery(delivery_id, "data-changed", integration_id, data)
+
+
+def data_changed_event(integration_id: str, ids: list[str], models: list[str]) -> tuple:
+    return (
+        "emit",
+        {
+            "event": "kombo.data-changed",
+            "resource": {"prefect.resource.id": f"kombo.integration.{integration_id}"},
+            "payload": {
+                "delivery_id": ids[-1],
+                "integration_id": integration_id,
+                "integration_tool": integration_id.split(":")[0],
+                "integration_category": "ATS",
+                "changed_models": models,
+                "delivery_ids": ids,
+            },
+            "id": merged_event_id(ids),
+        },
+    )
+
+
+def statuses(ledger: Ledger) -> dict[str, tuple]:
+    return {
+        row["id"]: (row["status"], row["attempts"], row["next_attempt_at"], row["last_error"])
+        for row in ledger.deliveries()
+    }
+
+
+def test_a_burst_is_one_event_per_integration_and_all_done_together(ledger):
+    recorder, clock = Recorder(), Clock()
+    burst = [
+        changed("a-1"),
+        changed("b-1", OTHER, "ats_jobs"),
+        changed("a-2", INTEGRATION, "ats_application_stages", "ats_applications"),
+        CREATED,  # not a data change: its own event, in its turn
+        changed("b-2", OTHER, "ats_applications"),
+        changed("a-3"),
+    ]
+    for n, delivery in enumerate(burst):
+        ledger.record(delivery, status="pending", received_at=T0 + timedelta(milliseconds=n))
+    clock.advance(1)
+    assert Worker(ledger, recorder.effects(), clock=clock).run_pending() == 6
+    assert recorder.calls == [
+        data_changed_event(
+            INTEGRATION,
+            ["a-1", "a-2", "a-3"],
+            ["ats_applications", "ats_application_stages"],
+        ),
+        data_changed_event(OTHER, ["b-1", "b-2"], ["ats_jobs", "ats_applications"]),
+        ("add", INTEGRATION),
+        recorder.calls[3],  # integration-created, as in the test above
+    ]
+    assert recorder.calls[3][1]["event"] == "kombo.integration-created"
+    done = ("done", 1, None, None)
+    assert statuses(ledger) == {delivery.id: done for delivery in burst}
+
+
+def test_a_lone_data_change_keeps_its_own_event_id(ledger):
+    recorder = Recorder()
+    ledger.record(changed("d-1"), status="pending", received_at=T0)
+    Worker(ledger, recorder.effects(), clock=Clock()).run_pending()
+    assert recorder.calls == [data_changed_event(INTEGRATION, ["d-1"], ["ats_applications"])]
+    assert merged_event_id(["d-1"]) == event_id("d-1")
+    assert merged_event_id(["a", "b"]) == merged_event_id(["b", "a"]) != event_id("a")
+
+
+def test_more_than_a_batch_of_one_integration_is_still_one_event(ledger):
+    recorder = Recorder()
+    ids = [f"d-{n:03}" for n in range(120)]  # the worker reads 50 due deliveries at a time
+    for n, delivery_id in enumerate(ids):
+        ledger.record(
+            changed(delivery_id), status="pending", received_at=T0 + timedelta(milliseconds=n)
+        )
+    assert (
+        Worker(ledger, recorder.effects(), clock=Clock(T0 + timedelta(seconds=1))).run_pending()
+        == 120
+    )
+    assert recorder.calls == [data_changed_event(INTEGRATION, ids, ["ats_applications"])]
+    assert ledger.counts() == {"done": 120}
+
+
+def test_a_failed_emit_leaves_every_merged_delivery_pending(ledger):
+    recorder, clock = Recorder(), Clock()
+    recorder.fail = 1
+    worker = Worker(ledger, recorder.effects(), clock=clock, rand=lambda: 0.5)  # no jitter
+    for delivery_id in ("a-1", "a-2", "a-3"):
+        ledger.record(changed(delivery_id), status="pending", received_at=T0)
+    assert worker.run_pending() == 3
+    retry = ("pending", 1, "2026-12-01T09:00:01.000Z", "ConnectionError: Prefect API unreachable")
+    assert statuses(ledger) == {"a-1": retry, "a-2": retry, "a-3": retry}
+    assert recorder.calls == []
+
+    # A webhook arriving meanwhile goes out with them at their retry, not on its own before.
+    ledger.record(changed("a-4", INTEGRATION, "ats_jobs"), status="pending", received_at=T0)
+    clock.advance(1)
+    assert worker.run_pending() == 4
+    assert recorder.calls == [
+        data_changed_event(
+            INTEGRATION, ["a-1", "a-2", "a-3", "a-4"], ["ats_applications", "ats_jobs"]
+        )
+    ]
+    rows = statuses(ledger)
+    assert {i: row[:3] for i, row in rows.items()} == {
+        "a-1": ("done", 2, None),
+        "a-2": ("done", 2, None),
+        "a-3": ("done", 2, None),
+        "a-4": ("done", 1, None),
+    }
+
+
+def test_each_merged_delivery_gives_up_after_its_own_attempts(ledger):
+    recorder, clock = Recorder(), Clock()
+    recorder.fail = 100
+    worker = Worker(ledger, recorder.effects(), clock=clock, rand=lambda: 0.5, max_attempts=2)
+    ledger.record(changed("old"), status="pending", received_at=T0)
+    assert worker.run_pending() == 1
+    ledger.record(changed("new"), status="pending", received_at=T0)
+    clock.advance(1)
+    assert worker.run_pending() == 2
+    error = "ConnectionError: Prefect API unreachable"
+    assert statuses(ledger) == {
+        "old": ("failed", 2, None, error),
+        "new": ("pending", 1, "2026-12-01T09:00:02.000Z", error),
+    }

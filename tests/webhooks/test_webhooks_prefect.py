@@ -22,7 +22,15 @@ from prefect.variables import Variable
 
 from deployments import receiver
 from stagewatch.errors import StagewatchError
-from stagewatch.webhooks import SIGNATURE_HEADER, Ledger, create_app, event_id, sign
+from stagewatch.webhooks import (
+    SIGNATURE_HEADER,
+    Ledger,
+    create_app,
+    event_id,
+    merged_event_id,
+    sign,
+)
+from tests.flows.test_trigger_deployment import data_changed
 from tests.webhooks.test_webhooks_app import Client
 
 ID = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
@@ -164,6 +172,60 @@ def test_a_delivery_becomes_a_prefect_event_and_a_listed_integration(
         },
         [],
     )
+
+
+def test_a_burst_through_the_real_receiver_is_one_prefect_event_per_integration(
+    prefect_harness, recorded_events, tmp_path
+):
+    """Six signed data-changed webhooks for two integrations, then one worker pass: Prefect gets
+    two `kombo.data-changed` events, each naming its integration's deliveries and models."""
+    lever = "lever:8eTZkF3xMDd3o5mWUvYgJxQy"
+    burst = [
+        ("g-1", ID, "ats_applications"),
+        ("l-1", lever, "ats_jobs"),
+        ("g-2", ID, "ats_application_stages"),
+        ("g-3", ID, "ats_applications"),
+        ("l-2", lever, "ats_applications"),
+        ("g-4", ID, "ats_candidates"),  # acknowledged and ignored: no change to merge
+    ]
+    with Ledger(tmp_path / "ledger.db") as ledger:
+        app = create_app("whsec_burst", ledger, receiver.side_effects(), run_worker=False)
+        client = Client(app)
+        for delivery_id, integration_id, model in burst:
+            body = data_changed(delivery_id, integration_id, [model])
+            headers = {SIGNATURE_HEADER: sign("whsec_burst", body)}
+            assert client.request("POST", "/kombo/webhooks", content=body, headers=headers)
+        assert app.state.worker.run_pending() == 5
+        assert ledger.counts() == {"done": 5, "ignored": 1}
+    events = recorded_events("kombo.")
+    assert [(e.event, e.resource.id, e.id, e.payload) for e in events] == [
+        (
+            "kombo.data-changed",
+            f"kombo.integration.{ID}",
+            merged_event_id(["g-1", "g-2", "g-3"]),
+            {
+                "delivery_id": "g-3",
+                "integration_id": ID,
+                "integration_tool": "greenhouse",
+                "integration_category": "ATS",
+                "changed_models": ["ats_applications", "ats_application_stages"],
+                "delivery_ids": ["g-1", "g-2", "g-3"],
+            },
+        ),
+        (
+            "kombo.data-changed",
+            f"kombo.integration.{lever}",
+            merged_event_id(["l-1", "l-2"]),
+            {
+                "delivery_id": "l-2",
+                "integration_id": lever,
+                "integration_tool": "lever",
+                "integration_category": "ATS",
+                "changed_models": ["ats_jobs", "ats_applications"],
+                "delivery_ids": ["l-1", "l-2"],
+            },
+        ),
+    ]
 
 
 # -- `stagewatch webhooks`, as a user runs it ---------------------------------------------------

@@ -1,0 +1,28 @@
+"""Prefect global concurrency limits that stagewatch's flows take slots of, created where missing."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+# Requests in flight against the Kombo account's rate limit: the fan-out's checks and batches and
+# the webhook-triggered syncs all hold slots of it.
+ACCOUNT_LIMIT = "stagewatch-kombo-account"
+DEFAULT_ACCOUNT_SLOTS = 8
+
+
+def ensure_limit(client: Any, name: str, limit: int) -> bool:
+    """Create the global concurrency limit `name` with `limit` slots unless it exists; True when
+    created. An existing limit keeps its size: an operator may have changed it in the UI."""
+    try:
+        client.read_global_concurrency_limit_by_name(name)
+        return False
+    except ObjectNotFound:
+        pass
+    # Another process (a second served runner, a run) may create it first.
+    with contextlib.suppress(ObjectAlreadyExists):
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
+    return True
