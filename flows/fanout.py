@@ -33,7 +33,7 @@ from prefect.states import Completed, Failed, State
 from prefect.variables import Variable
 from pydantic import Field, SecretStr
 
-from flows.limits import ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS
+from flows.limits import ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS, account_slots
 from flows.sync import (
     IntegrationId,
     SyncManyParams,
@@ -183,12 +183,25 @@ def checks_apply(params: FanoutParams) -> bool:
     return params.check_first and params.mode == "incremental" and params.since is None
 
 
+def fit_to_account(wanted: int) -> int:
+    """`wanted` requests in flight, or fewer when the account limit has fewer slots (said in the
+    run's log: `max_concurrency` above the account's size cannot be honoured)."""
+    with get_client(sync_client=True) as client:
+        in_flight = account_slots(client, wanted)
+    if in_flight < wanted:
+        get_run_logger().warning(
+            "%d at a time wanted, but %s has %d slots: %d at a time",
+            wanted, ACCOUNT_LIMIT, in_flight, in_flight,
+        )  # fmt: skip
+    return in_flight
+
+
 def check_integrations(params: FanoutParams, ids: list[str]) -> list[Check]:
     """Every integration's check, from this flow run's process, holding as many of the account's
     slots as it sends requests at once."""
     settings = Settings()
     options = SyncOptions(**params.model_dump(include=set(SyncOptions.model_fields)))
-    in_flight = min(params.max_concurrency, len(ids))
+    in_flight = fit_to_account(min(params.max_concurrency, len(ids)))
     with (
         concurrency(ACCOUNT_LIMIT, occupy=in_flight, timeout_seconds=SLOT_TIMEOUT_SECONDS),
         open_client(kombo_api_key(), None, kombo_base_url(options, settings), settings) as client,
@@ -270,7 +283,7 @@ def sync_batch(params: SyncManyParams) -> State:
     api_key = kombo_api_key()
     options = SyncOptions(**params.model_dump(include=set(SyncOptions.model_fields)))
     ids = params.integration_ids
-    in_flight = min(params.max_concurrency, len(ids))
+    in_flight = fit_to_account(min(params.max_concurrency, len(ids)))
     # The account's slots for the whole batch, as many as it syncs at once: taken per integration,
     # every sync queued on that limit's one row in Prefect's database.
     with (

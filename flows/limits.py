@@ -26,3 +26,11 @@ def ensure_limit(client: Any, name: str, limit: int) -> bool:
     with contextlib.suppress(ObjectAlreadyExists):
         client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=limit))
     return True
+
+
+def account_slots(client: Any, wanted: int) -> int:
+    """How many of the account limit's slots to take for `wanted` requests in flight: never more
+    than the limit has (created at its default if missing), since a larger claim waits for ever."""
+    ensure_limit(client, ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS)
+    size = client.read_global_concurrency_limit_by_name(ACCOUNT_LIMIT).limit
+    return max(1, min(wanted, size))

@@ -121,3 +121,30 @@ def test_full_runs_and_windows_do_not_check():
     assert flows.fanout.checks_apply(params(mode="full")) is False
     assert flows.fanout.checks_apply(params(since="2026-01-01T00:00:00Z")) is False
     assert flows.fanout.checks_apply(params(check_first=False)) is False
+
+
+@pytest.fixture
+def one_account_slot(prefect_harness):
+    """The Kombo account's limit with one slot, put back to missing afterwards."""
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    from flows.limits import ACCOUNT_LIMIT, ensure_limit
+
+    with get_client(sync_client=True) as client:
+        ensure_limit(client, ACCOUNT_LIMIT, 1)
+        client.update_global_concurrency_limit(ACCOUNT_LIMIT, GlobalConcurrencyLimitUpdate(limit=1))
+        yield
+        client.delete_global_concurrency_limit_by_name(ACCOUNT_LIMIT)
+
+
+def test_more_at_a_time_than_the_account_has_slots_checks_within_them(idle_world, one_account_slot):
+    """Claiming 16 of 1 slot would wait for ever (900 s, then sync everything): the fan-out
+    takes what the account has and says so."""
+    world, db, counting = idle_world
+    ids = list(world.integrations)
+    params = flows.fanout.FanoutParams(integration_ids=ids, db=db, max_concurrency=16)
+
+    state = flows.fanout.sync_fanout(params, return_state=True)
+
+    assert (state.type.value, state.message) == ("COMPLETED", "3 of 3 idle (checked, no run)")
+    assert counting.requests == dict.fromkeys(ids, 1)
