@@ -164,7 +164,7 @@ def fanout_state(runs: list[FlowRun]) -> State:
     """Completed when every batch completed; otherwise Failed, naming the first few batches."""
     bad = [run for run in runs if not (run.state and run.state.is_completed())]
     if not bad:
-        return Completed(message=f"{len(runs)} batches completed")
+        return Completed(message=f"{len(runs)} {'batch' if len(runs) == 1 else 'batches'} completed")
     names = ", ".join(
         f"{run.name} ({run.state.name if run.state else 'no state'})" for run in bad[:5]
     )

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from stagewatch import report
 from stagewatch.kombo.client import KomboClient
 from stagewatch.store import CheckPlan, CheckRecord, Store
-from stagewatch.timeutil import format_ts, utcnow
+from stagewatch.timeutil import utcnow
 
 # Kombo's smallest page: the check needs to know whether anything is listed, not what.
 CHECK_PAGE_SIZE = 1
@@ -110,7 +110,8 @@ def _records(checks: Iterable[Check]) -> list[CheckRecord]:
 
 def checks_markdown(checks: list[Check]) -> str:
     """The check of every integration for the fan-out's artifact: the ones that synced one per
-    row with why, the idle ones (no run) by id with when they were checked."""
+    row with why, the idle ones (no run) by id with when they were checked. Three narrow columns,
+    so the table fits the Prefect UI's artifact page without scrolling."""
     counts = {r: sum(c.result == r for c in checks) for r in ("idle", "changed", "failed", "due")}
     lines = [
         f"{len(checks)} integrations: {counts['idle']} idle (checked, nothing listed after their "
@@ -119,11 +120,9 @@ def checks_markdown(checks: list[Check]) -> str:
     ]
     synced = [c for c in checks if c.must_sync]
     if synced:
-        lines += ["", "| Integration | Check | Listed after | Checked at | Why it synced |"]
-        lines.append("|---|---|---|---|---|")
+        lines += ["", "| Integration | Why it synced | Listed after (UTC) |", "|---|---|---|"]
         lines += [
-            f"| {report.escape_md(c.integration_id)} | {c.result} | {_ts(c.window_start)} "
-            f"| {_ts(c.checked_at)} | {report.escape_md(c.reason or 'listed a change')} |"
+            f"| {report.escape_md(c.integration_id)} | {_why(c)} | {report.short_ts(c.window_start)} |"
             for c in synced
         ]
     idle = [c for c in checks if not c.must_sync]
@@ -131,11 +130,16 @@ def checks_markdown(checks: list[Check]) -> str:
         times = sorted(c.checked_at for c in idle if c.checked_at is not None)
         lines += [
             "",
-            f"Idle, checked between {_ts(times[0])} and {_ts(times[-1])}: "
-            + ", ".join(report.escape_md(c.integration_id) for c in idle),
+            f"Idle, checked between {report.short_ts(times[0])} and {report.short_ts(times[-1])} "
+            "(UTC): " + ", ".join(report.escape_md(c.integration_id) for c in idle),
         ]
     return "\n".join(lines)
 
 
-def _ts(value: datetime | None) -> str:
-    return "-" if value is None else report.escape_md(format_ts(value))
+def _why(check: Check) -> str:
+    reason = report.escape_md(check.reason)
+    return {
+        "changed": "its check listed a change",
+        "failed": f"its check failed: {reason}",
+        "due": f"{reason} (not checked)",
+    }[check.result]

@@ -222,12 +222,10 @@ def test_checks_markdown_names_why_each_synced_and_lists_the_idle():
         "3 integrations: 1 idle (checked, nothing listed after their watermark, no run), "
         "1 changed, 0 failed the check, 1 synced without a check.",
         "",
-        "| Integration | Check | Listed after | Checked at | Why it synced |",
-        "|---|---|---|---|---|",
-        "| b\\:2 | changed | 2026\\-03\\-01T09\\:00\\:00\\.000Z | 2026\\-03\\-01T09\\:00\\:00\\.000Z "
-        "| listed a change |",
-        "| c\\:3 | due | - | - | no watermark yet |",
+        "| Integration | Why it synced | Listed after (UTC) |",
+        "|---|---|---|",
+        "| b\\:2 | its check listed a change | 2026-03-01 09:00 |",
+        "| c\\:3 | no watermark yet (not checked) | - |",
         "",
-        "Idle, checked between 2026\\-03\\-01T09\\:00\\:00\\.000Z and "
-        "2026\\-03\\-01T09\\:00\\:00\\.000Z: a\\:1",
+        "Idle, checked between 2026-03-01 09:00 and 2026-03-01 09:00 (UTC): a\\:1",
     ]

@@ -11,6 +11,7 @@ from stagewatch.report.markdown import (
     DEFAULT_LIST_CAP,
     LISTED_KINDS,
     integration_markdown,
+    short_ts,
     summary_markdown,
 )
 from stagewatch.report.outcome import (
@@ -61,6 +62,7 @@ __all__ = [
     "prefect_event",
     "redact_contacts",
     "short_id",
+    "short_ts",
     "slug",
     "summary_markdown",
 ]

@@ -236,7 +236,7 @@ def _stage_moves(outcome: SyncOutcome, digest: _Digest, names: _Names) -> list[s
             f"| {names.job(event.get('job_id'))} "
             f"| {escape_md(stage_label(event, 'from'))} → "
             f"{escape_md(stage_label(event, 'to'))} "
-            f"| {direction} | {_short_ts(event.get('observed_at'))} |"
+            f"| {direction} | {short_ts(event.get('observed_at'))} |"
         )
     if moves > len(digest.moves):
         lines.append(
@@ -281,20 +281,20 @@ def _other_table(kind: str, events: list[Mapping[str, Any]], names: _Names) -> l
         head = ["| application | from job | to job | observed |", "| --- | --- | --- | --- |"]
         return head + [
             f"| {names.application(e)} | {names.job(e.get('from_job_id'))} "
-            f"| {names.job(e.get('to_job_id'))} | {_short_ts(e.get('observed_at'))} |"
+            f"| {names.job(e.get('to_job_id'))} | {short_ts(e.get('observed_at'))} |"
             for e in events
         ]
     if kind == "deleted":
         head = ["| application | job | why | observed |", "| --- | --- | --- | --- |"]
         return head + [
             f"| {names.application(e)} | {names.job(e.get('job_id'))} "
-            f"| {_deleted_reason(e)} | {_short_ts(e.get('observed_at'))} |"
+            f"| {_deleted_reason(e)} | {short_ts(e.get('observed_at'))} |"
             for e in events
         ]
     head = ["| application | job | observed |", "| --- | --- | --- |"]
     return head + [
         f"| {names.application(e)} | {names.job(e.get('job_id'))} "
-        f"| {_short_ts(e.get('observed_at'))} |"
+        f"| {short_ts(e.get('observed_at'))} |"
         for e in events
     ]
 
@@ -425,7 +425,7 @@ def _between(event: Mapping[str, Any]) -> str:
     return f"{_ts(event.get('previous_observed_at'))} → {_ts(event.get('observed_at'))}"
 
 
-def _short_ts(value: Any) -> str:
+def short_ts(value: Any) -> str:
     """`2026-01-06 09:00` (UTC, to the minute): a table cell's worth of a timestamp."""
     text = _ts(value)
     return text[:16].replace("T", " ") if len(text) >= 16 and text[10] == "T" else text

@@ -315,7 +315,7 @@ def _idle_hour(api_url: str, sim: World, store_db: str, ids: list[str]) -> None:
     hourly = next(r for r in _wait_for(api_url, {started}) if r.id == started)
     assert (hourly.state.name, hourly.state.message) == (
         "Completed",
-        "1 of 3 idle (checked, no run); 1 batches completed",
+        "1 of 3 idle (checked, no run); 1 batch completed",
     )
     after = _store_runs(store_db)
     new_runs = {key: n - before.get(key, 0) for key, n in after.items() if n != before.get(key)}
@@ -325,7 +325,7 @@ def _idle_hour(api_url: str, sim: World, store_db: str, ids: list[str]) -> None:
         "3 integrations: 1 idle (checked, nothing listed after their watermark, no run), "
         "1 changed, 0 failed the check, 1 synced without a check."
     )
-    assert f"| {report.escape_md(unsupported)} | due |" in summary.data
+    assert f"| {report.escape_md(unsupported)} | no watermark yet (not checked) |" in summary.data
     idle_line = next(line for line in summary.data.splitlines() if line.startswith("Idle,"))
     assert idle_line.endswith(f": {report.escape_md(other)}")
 
@@ -394,7 +394,7 @@ def test_fanout_state_and_markdown_name_the_batches_that_failed():
         "FAILED",
         "1 of 2 batches did not complete: batch-2-of-2 (Failed)",
     )
-    assert fanout_state(runs[:1]).message == "1 batches completed"
+    assert fanout_state(runs[:1]).message == "1 batch completed"
     assert fanout_markdown(runs, [2, 1]).splitlines()[2:] == [
         "| 1 | 2 | batch\\-1\\-of\\-2 | w1 | Completed | 2 synced |",
         "| 2 | 1 | batch\\-2\\-of\\-2 | w2 | Failed | 1 of 1 failed\\: a\\|b |",
