@@ -783,6 +783,15 @@ def _analyze(execute, seen: int) -> None:
         execute("ANALYZE staged_applications, applications, job_stages")
 
 
+def _apply_absent(execute, params: dict[str, Any]) -> int:
+    """A full listing's absent applications recorded deleted; returns how many."""
+    execute(_FILL_ABSENT, params)
+    absent = execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
+    execute(_ABSENT_EVENTS, params)
+    execute(_MARK_ABSENT, params)
+    return absent
+
+
 def apply_applications(
     conn: sqlite3.Connection,
     *,
@@ -821,12 +830,7 @@ def apply_applications(
     for statement in _EVENT_INSERTS:
         execute(statement, params)
     execute(_MARK_IMPORTS_SEEN, params)
-    absent = 0
-    if full:
-        execute(_FILL_ABSENT, params)
-        absent = execute("SELECT count(*) FROM temp.sw_absent").fetchone()[0]
-        execute(_ABSENT_EVENTS, params)
-        execute(_MARK_ABSENT, params)
+    absent = _apply_absent(execute, params) if full else 0
     execute(_CREATED_TABLE)
     execute(_FILL_CREATED, params)
     execute(_UPSERT_SNAPSHOT, params)
