@@ -94,7 +94,11 @@ class LeaseKeeper:
                         log.warning("sync run %s lost its lock; it stops renewing", self.run_id)
                     return
             except DATABASE_ERRORS as exc:  # busy, or gone a moment: the next interval tries again
-                log.warning("sync run %s could not renew its lease: %s", self.run_id, exc)
+                log.warning(
+                    "sync run %s could not renew its lease (%s): a long write holds the "
+                    "database; it tries again in %.0f s",
+                    self.run_id, exc, self._interval,
+                )  # fmt: skip
 
     def stop(self) -> None:
         """Stop renewing (the lease then runs out unless the run ends first) and close the
