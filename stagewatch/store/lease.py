@@ -95,8 +95,8 @@ class LeaseKeeper:
                     return
             except DATABASE_ERRORS as exc:  # busy, or gone a moment: the next interval tries again
                 log.warning(
-                    "sync run %s could not renew its lease (%s): a long write holds the "
-                    "database; it tries again in %.0f s",
+                    "sync run %s could not renew its lease (%s; a long commit holds the "
+                    "database, or it was gone a moment); it tries again in %.0f s",
                     self.run_id, exc, self._interval,
                 )  # fmt: skip
 
