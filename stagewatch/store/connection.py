@@ -26,10 +26,11 @@ from stagewatch import diff
 from stagewatch.store import pg
 from stagewatch.store.errors import StoreError
 from stagewatch.store.location import PostgresLocation, is_postgres
-from stagewatch.store.schema import MIGRATION_NAMES, MIGRATION_SET, migrations
+from stagewatch.store.schema import MIGRATION_NAMES, MIGRATION_SET, migrations, upgrade_notice
 from stagewatch.timeutil import utcnow
 
 log = logging.getLogger(__name__)
+
 
 BUSY_TIMEOUT_MS = 60_000
 WAL_SWITCH_POLL_SECONDS = 0.02
@@ -210,6 +211,8 @@ class Database:
             self._enable_wal()
             self._tune(self.conn)
             if pending:
+                if applied:
+                    log.warning(upgrade_notice(str(self.path), pending))
                 self._migrate()
         # Bounded caches: scratch tables and sorts spill to temporary files rather than grow.
         self.conn.execute(f"PRAGMA cache_size = -{CACHE_SIZE_KIB}")

@@ -8,6 +8,7 @@ The store's statements are written once, with sqlite3's placeholders (`?`, `?1`,
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from functools import lru_cache
@@ -21,6 +22,9 @@ from psycopg.types.numeric import FloatLoader
 from stagewatch.store.errors import StoreError
 from stagewatch.store.location import PostgresLocation, redact
 from stagewatch.store.pg_schema import MIGRATIONS, MIGRATIONS_TABLE, pg_time
+from stagewatch.store.schema import upgrade_notice
+
+log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_SECONDS = 10
 _NAMED = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
@@ -155,6 +159,8 @@ def prepare(conn: PgConnection, location: PostgresLocation, *, readonly: bool) -
             )
         if not exists:
             conn.execute(f"CREATE SCHEMA {schema}")
+        if applied and pending:
+            log.warning(upgrade_notice(f"schema {schema} of {shown}", [n for n, _ in pending]))
         for name, statements in pending:
             conn.execute(";\n".join(statements))  # one round trip per migration
             conn.execute(f"INSERT INTO {MIGRATIONS_TABLE} (name) VALUES (?)", (name,))

@@ -1130,3 +1130,14 @@ def schema_markdown(conn: sqlite3.Connection) -> str:
             out.append("Triggers: " + ", ".join(triggers[name]) + ".")
             out.append("")
     return "\n".join(out).rstrip() + "\n"
+
+
+# Migrations that rewrite the change log's size in rows: an upgrade says so before it starts.
+SLOW_MIGRATIONS = {"0010_stays_kept": "builds the kept stays from the change log"}
+
+
+def upgrade_notice(store: str, pending: list[str]) -> str:
+    """What an upgrade of an existing store is about to do, before a minutes-long migration."""
+    slow = [f"{name} {SLOW_MIGRATIONS[name]}" for name in pending if name in SLOW_MIGRATIONS]
+    note = f" ({'; '.join(slow)}: minutes on a store of millions of events)" if slow else ""
+    return f"upgrading {store}: applying migrations {', '.join(pending)}{note}"

@@ -131,8 +131,9 @@ def test_the_backfill_rebuilds_what_the_derivation_gives(db_url, world):
         assert store._conn.execute("SELECT count(*) FROM stage_stays").fetchone()[0] > 100
 
 
-def test_a_store_written_before_0010_upgrades_with_its_stays(tmp_path, world):
-    """A SQLite store as 0009 left it (views over the log, no kept stays) gets its stays on open."""
+def test_a_store_written_before_0010_upgrades_with_its_stays(tmp_path, world, caplog):
+    """A SQLite store as 0009 left it (views over the log, no kept stays) gets its stays on open,
+    and says before it starts that the upgrade may take minutes."""
     db = str(tmp_path / "sw.db")
     transport = SimulatorTransport(world)
     for _ in range(4):
@@ -141,7 +142,13 @@ def test_a_store_written_before_0010_upgrades_with_its_stays(tmp_path, world):
     with Store(db) as store:
         before = _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER)
         before_0010(store._conn)
+    caplog.clear()
     with Store(db) as store:
+        (notice,) = [r.getMessage() for r in caplog.records if r.message.startswith("upgrading")]
+        assert notice == (
+            f"upgrading {db}: applying migrations 0010_stays_kept (0010_stays_kept builds the "
+            "kept stays from the change log: minutes on a store of millions of events)"
+        )
         tables = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master")}
         assert "stage_stays_kept" in tables
         assert _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER) == before
