@@ -307,7 +307,8 @@ def status(
     synced = [row for row in shown if row["last_success_at"] is not None]
     never = [row for row in shown if row["last_success_at"] is None]
     if synced or not never:
-        print_table(console, STATUS_LAYOUTS, synced)
+        checked = any(row["last_checked_at"] for row in synced)
+        print_table(console, CHECKED_STATUS_LAYOUTS if checked else STATUS_LAYOUTS, synced)
     if never:
         console.print(
             "Never synced (a mistyped id, or not set up yet):", markup=False, highlight=False
@@ -342,7 +343,7 @@ def _checked_cell(row: dict[str, Any]) -> str:
     return f"{ts_minutes(row['last_checked_at'])} ({row['last_check_result']})"
 
 
-def _status_layouts() -> tuple[list[Layout], list[Layout]]:
+def _status_layouts() -> tuple[list[Layout], list[Layout], list[Layout]]:
     integration = Col("integration", lambda r: r["integration_id"])
     integration_s = Col("integration", lambda r: short(r["integration_id"]))
     run = Col("last run", lambda r: r["run_cell"])
@@ -356,21 +357,30 @@ def _status_layouts() -> tuple[list[Layout], list[Layout]]:
     applications = Col("applications", lambda r: r["applications_cell"], justify="right")
     events = Col("events", lambda r: str(r["events"]), justify="right")
     synced = [
-        [integration, run, status, finished, checked, watermark, applications, events],
         [integration, run, status, finished, watermark, applications, events],
         [integration_s, run, status, finished, watermark, applications, events],
         [integration_s, run, status, finished_m, watermark_m, applications, events],
         [integration_s, status, finished_m, watermark_m, applications, events],
         [integration_s, status, finished_m, applications, events],
     ]
+    # Once the fan-out checks (idle integrations get no run), the last check says more than the
+    # watermark: at narrower widths it stays and the watermark goes.
+    with_checks = [
+        [integration, run, status, finished, checked, watermark, applications, events],
+        [integration_s, run, status, finished_m, checked, watermark_m, applications, events],
+        [integration_s, run, status, finished_m, checked, applications, events],
+        [integration_s, status, finished_m, checked, applications, events],
+        [integration_s, status, checked, applications, events],
+        [integration_s, status, checked, applications],
+    ]
     never = [
         [integration, run, status, finished],
         [integration_s, run, status, finished_m],
     ]
-    return synced, never
+    return synced, with_checks, never
 
 
-STATUS_LAYOUTS, NEVER_SYNCED_LAYOUTS = _status_layouts()
+STATUS_LAYOUTS, CHECKED_STATUS_LAYOUTS, NEVER_SYNCED_LAYOUTS = _status_layouts()
 
 
 def _lock_note(row: dict[str, Any]) -> str:

@@ -316,12 +316,11 @@ def test_status_per_integration(db):
             "2 (full)",
             "succeeded",
             "2026-02-01 12:00:00",
-            "-",
             "2026-01-06 14:00:00",
             "2",
             "4",
         ],
-        [OTHER_INTEGRATION, "3 (full)", "succeeded", "2026-02-01 12:00:00", "-", "", "1", "1"],
+        [OTHER_INTEGRATION, "3 (full)", "succeeded", "2026-02-01 12:00:00", "", "1", "1"],
     ]
 
 

@@ -144,6 +144,32 @@ def test_status_lists_ids_that_never_synced_apart(db):
     assert f"[1] {BOGUS}: {BOGUS_ERROR}" in " ".join(line.strip() for line in lines)
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_status_shows_the_last_check_once_the_fan_out_checks(db, tmp_path, width):
+    """An idle integration is checked, not synced: its last run grows old while its check is an
+    hour old, so the check's column stays at 80 columns too (the watermark goes first)."""
+    import shutil
+    from datetime import timedelta
+
+    from stagewatch.store import CheckRecord
+
+    checked = tmp_path / "checked.db"
+    shutil.copy(db, checked)
+    with Store(checked) as store:
+        synced = [r["integration_id"] for r in store.status() if r["last_success_at"]]
+        integration_id = synced[0]  # the first row of the synced table
+        store.record_checks(
+            [CheckRecord(integration_id, FINISHED + timedelta(hours=5), at(-1), "idle", None, 1)]
+        )
+    lines = render(checked, "status", width).splitlines()
+    header = next(line for line in lines if line.startswith("┃"))
+    assert "checked (UTC)" in header
+    rows = [line for line in lines if line.startswith("│")]
+    assert [line for line in rows if "2026-02-01 17:00 (idle)" in line] == [rows[0]]
+    assert all(line.split("│")[1].strip() for line in lines if line.startswith("│"))
+    assert max(len(line) for line in lines if line[:1] in "┏┃┡│└") <= width
+
+
 def main() -> None:
     import tempfile
 
