@@ -1,43 +1,45 @@
-"""One process of the race test: wait for the start signal, then sync one integration.
+"""One process of the race test: told when to start and when to commit, it syncs one integration.
 
-    python -m tests.store.race_worker URL START_FILE WAIT_SECONDS
+    python -m tests.store.race_worker URL WAIT_SECONDS
 
-Prints one line: `committed <run id> <events>` or `locked <the LockedError's text>`.
+It talks to the test by lines: it prints `ready` once connected and reads `go`; prints `trying`
+before it asks for the lock; once it holds it, prints `holding` and reads `commit` (the test sends
+it when the other process has tried), so the other's attempt falls inside the holder's lease
+without either sleeping. Its last line is `committed <run id> <events>` or `locked <the
+LockedError's text>`.
 """
 
 from __future__ import annotations
 
-import os
 import sys
-import time
-from pathlib import Path
 
 from stagewatch.store import LockedError, Store
 from tests.builders import application, at, job
 
 APPLICATIONS = 300
-# How long the winner holds the lease while it "lists": the loser's attempt falls inside it.
-LISTING_SECONDS = 1.0
 
 
-def main(url: str, start_file: str, wait: float) -> None:
+def say(line: str) -> None:
+    print(line, flush=True)
+
+
+def main(url: str, wait: float) -> None:
     with Store(url) as store:
-        # Ready to race: under load one process may take seconds to import and connect.
-        Path(f"{start_file}.ready.{os.getpid()}").touch()
-        deadline = time.monotonic() + 30
-        while not Path(start_file).exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
+        say("ready")  # under load one process may take seconds to import and connect
+        assert sys.stdin.readline().strip() == "go"
+        say("trying")
         try:
             run = store.begin_run("race:integration", "full", started_at=at(0), wait=wait)
         except LockedError as exc:
-            print(f"locked {exc}", flush=True)
+            say(f"locked {exc}")
             return
         store.stage_jobs(run.id, [job()])
-        time.sleep(LISTING_SECONDS)
+        say("holding")
+        assert sys.stdin.readline().strip() == "commit"
         store.stage_applications(run.id, [application(f"app-{n}") for n in range(APPLICATIONS)])
         counts = store.commit_run(run.id, observed_at=at(0))
-        print(f"committed {run.id} {sum(counts.values())}", flush=True)
+        say(f"committed {run.id} {sum(counts.values())}")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], float(sys.argv[3]))
+    main(sys.argv[1], float(sys.argv[2]))

@@ -4,11 +4,11 @@ history as SQLite for the same input (events, keys and all), also after `migrate
 from __future__ import annotations
 
 import os
+import queue
 import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import psycopg
@@ -202,13 +202,15 @@ def test_postgres_writes_the_events_and_snapshot_sqlite_writes(tmp_path_factory,
 # -- two workers, one integration ----------------------------------------------------------------
 
 
-def _race(url: str, tmp_path, wait: float) -> list[str]:
+def _race(url: str, wait: float) -> list[str]:
+    """Two `race_worker` processes started together; the one that takes the lock commits only
+    once the other has tried (and, with no wait, given up). Their last lines, sorted."""
     Store(url).close()  # migrated before the race, so both processes start alike
-    start = tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": ROOT}
     workers = [
         subprocess.Popen(
-            [sys.executable, "-m", "tests.store.race_worker", url, str(start), str(wait)],
+            [sys.executable, "-m", "tests.store.race_worker", url, str(wait)],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
             env=env,
@@ -216,20 +218,44 @@ def _race(url: str, tmp_path, wait: float) -> list[str]:
         )
         for _ in range(2)
     ]
-    deadline = time.monotonic() + 60
-    while len(list(tmp_path.glob("go.ready.*"))) < 2 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    start.touch()
-    lines = []
+    said: queue.Queue[tuple[int, str]] = queue.Queue()
+    for number, worker in enumerate(workers):
+        threading.Thread(
+            target=lambda n, out: [said.put((n, line.strip())) for line in out],
+            args=(number, worker.stdout), daemon=True,
+        ).start()  # fmt: skip
+    lines: dict[int, list[str]] = {0: [], 1: []}
+
+    def hear() -> None:
+        number, line = said.get(timeout=60)
+        lines[number].append(line)
+
+    while [ls[:1] for ls in lines.values()] != [["ready"], ["ready"]]:
+        hear()
     for worker in workers:
-        out, _ = worker.communicate(timeout=60)
-        assert worker.returncode == 0
-        lines.append(out.strip())
-    return sorted(lines)
+        worker.stdin.write("go\n")
+        worker.stdin.flush()
+    # The other has tried: with a wait it is waiting for the lock, without one it gave up.
+    tried = "trying" if wait else "locked"
+    while True:
+        holder = next((n for n, ls in lines.items() if "holding" in ls), None)
+        if holder is not None and any(x.startswith(tried) for x in lines[1 - holder]):
+            break
+        hear()
+    # The holder commits; with a wait the other holds the lock next and commits in its turn.
+    for worker in [workers[holder], *([workers[1 - holder]] if wait else [])]:
+        worker.stdin.write("commit\n")
+        worker.stdin.flush()
+    for worker in workers:
+        worker.stdin.close()
+        assert worker.wait(timeout=60) == 0
+    while not all(ls[-1].startswith(("committed", "locked")) for ls in lines.values()):
+        hear()
+    return sorted(ls[-1] for ls in lines.values())
 
 
 def test_two_processes_racing_one_commits_the_other_stops_naming_the_holder(pg_url, tmp_path):
-    committed, locked = _race(pg_url, tmp_path, wait=0)
+    committed, locked = _race(pg_url, wait=0)
     assert committed == "committed 1 300"
     holder = db_rows(pg_url, "SELECT pid, hostname FROM sync_runs WHERE id = 1")[0]
     assert locked.startswith(
@@ -240,7 +266,7 @@ def test_two_processes_racing_one_commits_the_other_stops_naming_the_holder(pg_u
 
 
 def test_two_processes_racing_with_a_wait_commit_one_after_the_other(pg_url, tmp_path):
-    assert _race(pg_url, tmp_path, wait=30) == ["committed 1 300", "committed 2 0"]
+    assert _race(pg_url, wait=30) == ["committed 1 300", "committed 2 0"]
     assert db_rows(pg_url, "SELECT count(*), count(DISTINCT event_key) FROM events") == [(300, 300)]
 
 
