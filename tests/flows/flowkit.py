@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from functools import partial
+from typing import Any
 
+import anyio
 import pytest
 from prefect import get_client
 from prefect.client.schemas.filters import (
@@ -26,6 +28,8 @@ from stagewatch import report
 from stagewatch.simulator import SimulatorTransport
 
 KEY = "sk_flowtest_0123456789abcdef"
+# How long a wait on flow-run events goes without one before it reads again.
+REREAD_SECONDS = 5.0
 
 
 def no_sleep(seconds):
@@ -120,3 +124,28 @@ def params(integration_id, db, **extra):
     return flows.sync.SyncIntegrationParams(
         integration_id=integration_id, db=str(db), page_size=40, **extra
     )
+
+
+def wait_on_flow_run_events(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float):
+    """`read()` again after each flow-run event from the Prefect server (PREFECT_API_URL) until
+    `done` holds of its value, which is returned; no sleeping between reads. A final state's
+    event can come before API reads show it, so a quiet spell of `REREAD_SECONDS` reads again."""
+    from prefect.events.clients import get_events_subscriber
+    from prefect.events.filters import EventFilter, EventNameFilter
+
+    flow_runs = EventFilter(event=EventNameFilter(prefix=["prefect.flow-run."]))
+
+    async def watch():
+        async with get_events_subscriber(filter=flow_runs) as events:
+            value = await anyio.to_thread.run_sync(read)
+            while not done(value):
+                with anyio.move_on_after(REREAD_SECONDS):
+                    await anext(events)
+                value = await anyio.to_thread.run_sync(read)
+            return value
+
+    async def bounded():
+        with anyio.fail_after(timeout):
+            return await watch()
+
+    return anyio.run(bounded)

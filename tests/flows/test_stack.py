@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 
 from stagewatch import report
 from stagewatch.simulator import World, serve_in_thread
+from tests.flows.flowkit import wait_on_flow_run_events
 
 KEY = "sk_stack_test_key_never_printed_31"
 WEBHOOK_SECRET = "whsec_stack_test_never_printed_31"
@@ -142,14 +142,22 @@ def _flow_runs(api_url: str) -> list:
 
 def _wait_for(api_url: str, started: set) -> list:
     """Every run the deployments produced (the started ones and their batches), once final."""
-    deadline = time.monotonic() + RUNS_TIMEOUT
-    while time.monotonic() < deadline:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    def ours() -> list:
         runs = [r for r in _flow_runs(api_url) if r.state and r.state.name != "Scheduled"]
-        ours = [r for r in runs if r.id in started or r.parent_task_run_id]
-        if started <= {r.id for r in ours} and all(r.state.is_final() for r in ours):
-            return ours
-        time.sleep(1)
-    raise AssertionError(f"runs not final within {RUNS_TIMEOUT:.0f} s: {_flow_runs(api_url)}")
+        return [r for r in runs if r.id in started or r.parent_task_run_id]
+
+    def final(runs: list) -> bool:
+        return started <= {r.id for r in runs} and all(r.state.is_final() for r in runs)
+
+    with temporary_settings({PREFECT_API_URL: api_url}):
+        try:
+            return wait_on_flow_run_events(ours, final, RUNS_TIMEOUT)
+        except TimeoutError:
+            raise AssertionError(
+                f"runs not final within {RUNS_TIMEOUT:.0f} s: {_flow_runs(api_url)}"
+            ) from None
 
 
 def _artifacts(api_url: str, keys: list[str]) -> list:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import time
 
 import pytest
 import yaml
@@ -21,6 +20,7 @@ from deployments import receiver
 from deployments.serve import build_deployments, ensure_on_change_limit, on_change_deployment
 from flows.sync import ON_CHANGE_LIMIT, ON_CHANGE_SLOTS, SyncIntegrationParams, sync_on_change
 from stagewatch.webhooks import parse_delivery, perform, plan
+from tests.flows.flowkit import wait_on_flow_run_events
 from tests.flows.test_deployments import IDS, PREFECT_FILE, ROOT, loaded  # noqa: F401 (a fixture)
 
 GREENHOUSE = "greenhouse:CBNMt7dSNCzBdnRTx87dev4E"
@@ -106,18 +106,21 @@ def test_serving_creates_the_global_limit_once_and_keeps_its_size(prefect_harnes
 
 
 def _runs(deployment_id, count: int, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    with get_client(sync_client=True) as client:
-        while True:
+    """The deployment's runs once there are `count` (read again on each flow-run event)."""
+
+    def read():
+        with get_client(sync_client=True) as client:
             runs = client.read_flow_runs(
                 deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
             )
-            if len(runs) >= count or time.monotonic() > deadline:
-                return sorted(runs, key=lambda run: run.parameters["params"]["integration_id"])
-            time.sleep(0.25)
+        return sorted(runs, key=lambda run: run.parameters["params"]["integration_id"])
+
+    return wait_on_flow_run_events(read, lambda runs: len(runs) >= count, timeout)
 
 
-def test_a_data_changed_webhook_starts_a_run_of_exactly_its_integration(prefect_harness, tmp_path):
+def test_a_data_changed_webhook_starts_a_run_of_exactly_its_integration(
+    prefect_harness, recorded_events, tmp_path
+):
     db = str(tmp_path / "stagewatch.db")
     deployment_id = on_change_deployment(db=db).apply()
     effects = receiver.side_effects()
@@ -139,5 +142,7 @@ def test_a_data_changed_webhook_starts_a_run_of_exactly_its_integration(prefect_
         assert run.state.name == "Scheduled"
         params = sync_on_change.validate_parameters(run.parameters)["params"]
         assert params.model_dump() == SyncIntegrationParams(**run.parameters["params"]).model_dump()
-    time.sleep(1)  # the ignored webhook made no event, so no third run follows
-    assert len(_runs(deployment_id, 3, timeout=0)) == 2
+    # The ignored webhook made no event, so no third run can follow.
+    changed = [e.resource.id for e in recorded_events("kombo.data-changed")]
+    assert changed == [f"kombo.integration.{i}" for i in (GREENHOUSE, LEVER)]
+    assert len(_runs(deployment_id, 2)) == 2
