@@ -31,6 +31,9 @@ def ensure_limit(client: Any, name: str, limit: int) -> bool:
 def account_slots(client: Any, wanted: int) -> int:
     """How many of the account limit's slots to take for `wanted` requests in flight: never more
     than the limit has (created at its default if missing), since a larger claim waits for ever."""
-    ensure_limit(client, ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS)
-    size = client.read_global_concurrency_limit_by_name(ACCOUNT_LIMIT).limit
+    try:
+        size = client.read_global_concurrency_limit_by_name(ACCOUNT_LIMIT).limit
+    except ObjectNotFound:
+        ensure_limit(client, ACCOUNT_LIMIT, DEFAULT_ACCOUNT_SLOTS)
+        size = DEFAULT_ACCOUNT_SLOTS
     return max(1, min(wanted, size))

@@ -29,6 +29,9 @@ STUCK_FIELDS = (
     "event_id",
     "event_key",
 )
+# The event's payload: the row without its integration (the event's related resource) and
+# without the event's own ids.
+_PAYLOAD_FIELDS = STUCK_FIELDS[1 : STUCK_FIELDS.index("event_id")]
 
 _CURRENT = """
 SELECT s.integration_id, s.application_id, s.job_id, s.stage_id, s.stage_name, s.entered_at,
@@ -157,20 +160,7 @@ def stuck_event(row: Mapping[str, Any], *, candidate_name: str | None = None) ->
                 "prefect.resource.role": "job",
             }
         )
-    payload = {
-        field: row[field]
-        for field in (
-            "application_id",
-            "job_id",
-            "stage_id",
-            "stage_name",
-            "entered_at",
-            "entered_after",
-            "days_in_stage",
-            "uncertainty_hours",
-            "threshold_days",
-        )
-    }
+    payload = {field: row[field] for field in _PAYLOAD_FIELDS}
     return {
         "event": STUCK_EVENT_NAME,
         "resource": resource,
