@@ -6,9 +6,12 @@ Builds a store of N applications on J jobs (six stages each) seen by R daily run
 application per run (first_seen, then stage moves, three in ten hired or declined in the last run):
 N x R events, written with set-based SQL straight into the tables a sync writes, as a store from
 before migration 0010 held them; opening it then runs 0010, whose backfill of the kept stays is
-timed. Then, each in its own subprocess (so each peak RSS is its own, VmHWM over the timed call
-alone): the funnel of one job and of the whole integration, one job's stays and every stay
-streamed (with the time to the first row), the stuck applications, and stage_history counted.
+timed, and so is 0012's build of every job's kept funnel. Then, each in its own subprocess (so
+each peak RSS is its own, VmHWM over the timed call alone): the funnel of one job and of the whole
+integration (kept rows); the whole integration's again with one job in ten marked stale (their rows
+computed from the stays), then the refresh that rebuilds those jobs and the funnel after it; one
+job's stays and every stay streamed (with the time to the first row), the stuck applications, and
+stage_history counted.
 Figures with the load average go into their size's section of benchmarks/RESULTS.md.
 """
 
@@ -68,17 +71,20 @@ FROM temp.cur AS c WHERE {{where}} ORDER BY c.i
 
 
 def before_0010(conn) -> None:
-    """Take a store back to 0009's layout: the stays derived by views, none kept (a test upgrades
-    such a store too)."""
+    """Take a store back to 0009's layout: the stays and funnels derived by views, none kept (a
+    test upgrades such a store too); opening it runs 0010 and 0012."""
     from stagewatch.store import schema
 
     for view in ("job_funnel", "stage_stays", "stage_history"):
         conn.execute(f"DROP VIEW {view}")
-    conn.execute("DROP TABLE stage_stays_kept")
+    for table in ("stage_stays_kept", "job_funnel_kept", "funnel_stale"):
+        conn.execute(f"DROP TABLE {table}")
     history = next(s for s in schema.RUN_FACTS if s.strip().startswith("CREATE VIEW"))
     for statement in (history, *schema.STAGE_ANALYTICS[:2]):
         conn.execute(statement.strip())
-    conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0010_stays_kept'")
+    conn.execute(
+        "DELETE FROM _sqlite_migrations WHERE name IN ('0010_stays_kept', '0012_funnels_kept')"
+    )
 
 
 def backfill(path: Path) -> float:
@@ -203,12 +209,20 @@ def measure(path: Path, what: str) -> dict:
     from stagewatch import analytics
     from stagewatch.store import Store
 
-    store = Store(path, readonly=True)
+    stale = what in ("funnel-stale", "refresh-stale")
+    store = Store(path, readonly=not stale)
     conn, as_of = store._conn, datetime(2026, 2, 1, tzinfo=UTC)
+    if what == "funnel-stale":  # as a day's sync touching one job in ten leaves them
+        conn.execute(
+            "INSERT INTO funnel_stale SELECT integration_id, job_id, 1 FROM jobs "
+            "WHERE rowid % 10 = 0 ON CONFLICT DO NOTHING"
+        )
     _reset_peak()
     started = time.perf_counter()
     first_row = None
-    if what == "stage_history":
+    if what == "refresh-stale":
+        rows = store.refresh_funnels(INTEGRATION)
+    elif what == "stage_history":
         rows = conn.execute("SELECT count(*), max(left_at) FROM stage_history").fetchone()[0]
     elif what == "stuck":
         rows = len(analytics.stuck(conn, days=7, as_of=as_of, integration_id=INTEGRATION))
@@ -274,7 +288,7 @@ def report(
         "## Stage analytics (`python -m benchmarks.analytics_bench`)",
         "",
         f"{applications:,} applications, {events:,} events, {size_mib:,.0f} MiB store, built in "
-        f"{build_s:.0f} s; migration 0010's backfill of the kept stays "
+        f"{build_s:.0f} s; the upgrade (0010's backfill of the kept stays, 0012's kept funnels) "
         f"{_fmt(backfill_s, 1)} s; measured {datetime.now(UTC):%Y-%m-%d %H:%M} UTC. Load before: "
         f"{load_before}; after: {load_after} (2 cores, shared with other work).",
         "",
@@ -326,8 +340,11 @@ def main(argv=None) -> int:
     build_s = time.perf_counter() - started
     backfill_s = backfill(path) if built else None  # a reused --db is migrated already
     results = []
-    for what in ("funnel-job", "stays-job", "stuck", "stays", "funnel", "stage_history"):
+    whats = ("funnel-job", "stays-job", "stuck", "funnel", "funnel-stale", "refresh-stale")
+    for what in (*whats, "funnel", "stays", "stage_history"):
         results.append(_child(path, what, args.timeout))
+        if what == "funnel" and len(results) > 4:
+            results[-1]["what"] = "funnel, refreshed"
         print(json.dumps(results[-1]), flush=True)
     section = report(
         results,

@@ -109,6 +109,18 @@ ON CONFLICT (integration_id, job_id) DO UPDATE SET
     raw = excluded.raw
 """
 
+# A job listed new or changed (its stages are in its hash) goes stale, before the upsert below
+# overwrites the hash it is compared with: its stages order its funnel.
+_MARK_CHANGED_JOBS = f"""
+INSERT INTO funnel_stale (integration_id, job_key, marked)
+SELECT :integration_id, s.job_id, :run_id
+FROM staged_jobs AS s
+LEFT JOIN jobs AS j ON j.integration_id = :integration_id AND j.job_id = s.job_id
+WHERE s.run_id = :run_id AND {_LAST_STAGED_JOB}
+    AND (j.job_id IS NULL OR j.content_hash IS NOT s.content_hash)
+ON CONFLICT (integration_id, job_key) DO UPDATE SET marked = excluded.marked
+"""
+
 _APPLY_JOB_STAGES = f"""
 INSERT INTO job_stages (
     integration_id, job_id, stage_id, remote_id, name, stage_index, position, status,
@@ -666,6 +678,25 @@ WHERE integration_id = :integration_id
     )
 """
 
+# Every job one of the run's stays is in goes stale (table funnel_stale, migration 0012): the jobs
+# the run opened stays in, and every job of the applications whose stays it closed, decided or
+# restarted. Marked with the run, so a refresh running meanwhile (PostgreSQL) leaves them stale.
+_MARK_STALE_FUNNELS = f"""
+INSERT INTO funnel_stale (integration_id, job_key, marked)
+SELECT :integration_id, t.job_key, :run_id FROM (
+    SELECT coalesce(e.job_id, '') AS job_key FROM events AS e
+    WHERE e.sync_run_id = :run_id AND e.kind IN {_OPENERS}
+    UNION
+    SELECT coalesce(k.job_id, '') FROM stage_stays_kept AS k
+    WHERE k.integration_id = :integration_id AND k.application_id IN (
+        SELECT application_id FROM temp.sw_moves
+        UNION SELECT application_id FROM temp.sw_created
+    )
+) AS t
+WHERE true
+ON CONFLICT (integration_id, job_key) DO UPDATE SET marked = excluded.marked
+"""
+
 # In this order: close before open (the new stay is not the one a move leaves), decide after both
 # (a stay opened and decided in one run).
 _KEEP_STAYS = (
@@ -673,6 +704,7 @@ _KEEP_STAYS = (
     _OPEN_STAYS,
     _DECIDE_STAYS,
     _RESTART_FIRST_STAYS,
+    _MARK_STALE_FUNNELS,
     "DELETE FROM temp.sw_moves",
     "DELETE FROM temp.sw_created",
 )
@@ -762,6 +794,7 @@ def apply_jobs(
     """Upsert the run's staged jobs and their stages; stages no longer listed keep their last values."""
     params = {"run_id": run_id, "integration_id": integration_id, "observed_at": observed_at}
     execute = _runner(conn, postgres)
+    execute(_MARK_CHANGED_JOBS, params)
     execute(_APPLY_JOBS, params)
     execute(_APPLY_JOB_STAGES, params)
 

@@ -43,6 +43,9 @@ def report_integration(
     emit_stuck_events: bool,
 ) -> dict[str, Any]:
     """Publish `pipeline-<slug>` and announce each newly stuck stay once."""
+    # The jobs changed since the last report get their kept funnels rebuilt once, here, so the
+    # next readers (CLI, SQL tools) read kept rows instead of computing them.
+    refreshed = store.refresh_funnels(integration_id)
     conn = store._conn
     report = pipeline_report(
         conn,
@@ -73,6 +76,7 @@ def report_integration(
     return {
         "integration_id": integration_id,
         "artifact": str(artifact),
+        "funnels_refreshed": refreshed,
         "stuck": len(report.stuck),
         "stuck_announced": len(announced),
     }

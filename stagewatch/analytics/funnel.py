@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Any
 
 from stagewatch.analytics.stays import AnalyticsError, stay_filters
-from stagewatch.store.schema import FUNNEL_SELECT
+from stagewatch.store.schema import FUNNEL_SELECT, kept_funnel
 
 FUNNEL_FIELDS = (
     "integration_id",
@@ -41,13 +41,24 @@ def funnel(
     since: datetime | None = None,
 ) -> list[dict[str, Any]]:
     """The `job_funnel` view's rows for one integration (and job), over the stays entered at or
-    after `since` when given; jobs in id order, stages in funnel order."""
+    after `since` when given; jobs in id order, stages in funnel order.
+
+    Without `since` the kept rows are read (migration 0012), and the stale jobs' computed from
+    their stays, as the view does; `since` computes every job's from its stays."""
     where, params = stay_filters(integration_id, job_id, since)
-    sql = FUNNEL_SELECT.format(stays=f"(SELECT * FROM stage_stays {where})")
-    outer = ["integration_id = :integration_id"]
-    if job_id is not None:
-        outer.append("job_id = :job_id")
-    sql = f"SELECT * FROM ({sql}) AS f WHERE {' AND '.join(outer)} ORDER BY job_id, stage_order"
+    if since is None:
+        keys = "integration_id = :integration_id" + (" AND job_key = :job_id" if job_id else "")
+        kept = "f.integration_id = :integration_id" + (" AND f.job_key = :job_id" if job_id else "")
+        sql = kept_funnel(f"(SELECT * FROM funnel_stale WHERE {keys})", kept)
+        sql = f"SELECT * FROM ({sql}) AS f ORDER BY job_id, stage_order"
+    else:
+        sql = FUNNEL_SELECT.format(
+            stays=f"(SELECT * FROM stage_stays {where})", job_stages="job_stages"
+        )
+        outer = ["integration_id = :integration_id"]
+        if job_id is not None:
+            outer.append("job_id = :job_id")
+        sql = f"SELECT * FROM ({sql}) AS f WHERE {' AND '.join(outer)} ORDER BY job_id, stage_order"
     try:
         cursor = conn.execute(sql, params)
     except sqlite3.OperationalError as exc:

@@ -6,6 +6,7 @@ is how far the true time in stage may be from the days shown (README, "Stage ana
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from stagewatch.cli.query import (
     _write_csv,
     _write_jsonl,
 )
+from stagewatch.store import Store, StoreError
 from stagewatch.timeutil import utcnow
 
 
@@ -130,6 +132,21 @@ def _funnel_table(rows: list[dict]) -> Table:
     return table
 
 
+def _refresh_funnels(db: str, stale: int, integration: str) -> None:
+    """Rebuild the kept funnels of the jobs changed since the last read, when the store can be
+    written here; else their rows are computed from the stays for this read, as the view does."""
+    if not stale:
+        return
+    typer.echo(
+        f"rebuilding the kept funnels of {stale} job(s) changed since the last read", err=True
+    )
+    try:
+        with Store(db) as store:
+            store.refresh_funnels(integration)
+    except (StoreError, sqlite3.OperationalError) as exc:
+        typer.echo(f"not kept ({exc}): computing them for this read", err=True)
+
+
 def funnel(
     integration: str = typer.Option(..., "--integration", help="The integration."),
     db: str = DB_OPTION,
@@ -140,6 +157,8 @@ def funnel(
     """Per job, stage by stage in index order: reached, in now, conversion, days in stage."""
     since_at = _since(since)
     with _open(db) as store:
+        if since_at is None:
+            _refresh_funnels(db, store.stale_funnel_jobs(integration), integration)
         try:
             rows = analytics.funnel(store._conn, integration, job_id=job, since=since_at)
         except AnalyticsError as exc:

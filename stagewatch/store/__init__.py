@@ -27,6 +27,7 @@ from stagewatch.store.connection import (
     wait_for_checkpoints,
 )
 from stagewatch.store.errors import LeaseLostError, LockedError, Run, StoreError
+from stagewatch.store.funnels import Funnels
 from stagewatch.store.imports import ImportLedger
 from stagewatch.store.lease import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from stagewatch.store.queries import Queries
@@ -74,6 +75,7 @@ class Store:
         self._staging = Staging(self._db, self._runs)
         self._queries = Queries(self._db)
         self._checks = Checks(self._db)
+        self._funnels = Funnels(self._db)
 
     @property
     def path(self):
@@ -144,6 +146,16 @@ class Store:
     def record_checks(self, records: Iterable[CheckRecord]) -> int:
         """Keep each integration's latest check (table `integration_checks`)."""
         return self._checks.record(records)
+
+    # -- the funnels kept per job (see funnels.Funnels) -------------------------------------------
+
+    def refresh_funnels(self, integration_id: str) -> int:
+        """Rebuild the integration's stale kept funnels; how many jobs were stale."""
+        return self._funnels.refresh(integration_id)
+
+    def stale_funnel_jobs(self, integration_id: str) -> int:
+        """Jobs whose kept funnel rows wait for `refresh_funnels`."""
+        return self._funnels.stale_jobs(integration_id)
 
     def lock_held(self, integration_id: str) -> bool:
         """Whether a live run holds the integration's lock (`Runs.lock_held`)."""

@@ -280,6 +280,24 @@ def _stays_kept() -> list[str]:
     return out
 
 
+def pg_temp(sql: str) -> str:
+    """SQLite's `temp.` schema as PostgreSQL names it."""
+    return sql.replace("temp.", "pg_temp.")
+
+
+def _funnels_kept() -> list[str]:
+    out: list[str] = []
+    for statement in sqlite_schema.FUNNELS_KEPT:
+        sql = statement.strip()
+        if sql.startswith("CREATE TABLE"):
+            out += _port(sql)
+        elif sql.startswith("CREATE VIEW"):
+            out += _view(sql)
+        else:
+            out.append(pg_time(pg_temp(sql)))
+    return out
+
+
 MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0001_initial", _initial()),
     ("0002_sync_runs_published", _ported(sqlite_schema.PUBLISHED, {})),
@@ -292,6 +310,7 @@ MIGRATIONS: list[tuple[str, list[str]]] = [
     ("0009_sync_waiters", _ported(sqlite_schema.WAITERS, {})),
     ("0010_stays_kept", _stays_kept()),
     ("0011_integration_checks", _ported(sqlite_schema.CHECKS, {})),
+    ("0012_funnels_kept", _funnels_kept()),
 ]
 
 

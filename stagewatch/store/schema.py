@@ -661,8 +661,9 @@ FROM (
 ) AS u
 """
 
-# The funnel over `{stays}`: the view passes stage_stays, `stagewatch funnel --since` a filtered
-# subquery of it, so both give the same numbers. Stages come in index order; stages without an
+# The funnel over `{stays}` and `{job_stages}`: the view passes stage_stays and job_stages,
+# `stagewatch funnel --since` a filtered subquery of the stays, 0012 the stale jobs' (each job's rows
+# depend on its own stays and stages alone), so all give the same numbers. Stages come in index order; stages without an
 # index (or not among the job's listed stages) follow in listed order, then by name. Medians and
 # p90 are nearest-rank over closed stays, in integer arithmetic (SQLite has no percentile_cont).
 # The stays are MATERIALIZED (SQLite 3.35+, PostgreSQL 12+): read four times, computed once.
@@ -686,7 +687,7 @@ WITH stays AS MATERIALIZED (
 stages AS MATERIALIZED (
     SELECT integration_id, job_id, stage_id, name AS stage_name, stage_index,
         position AS stage_position, 1 AS listed
-    FROM job_stages
+    FROM {{job_stages}}
     UNION ALL
     SELECT integration_id, job_id, stage_id, max(stage_name), NULL, NULL, 0
     FROM stays
@@ -815,7 +816,7 @@ CREATE TABLE stuck_announcements ( -- Stays announced as stuck (stagewatch.appli
 STAGE_ANALYTICS = [
     STAGE_STAYS,
     "CREATE VIEW job_funnel AS -- Per job and stage, in stage order: applications that reached it, are in it, moved on; days in it; the job's hires and declines.\n"
-    + FUNNEL_SELECT.format(stays="stage_stays").lstrip("\n"),
+    + FUNNEL_SELECT.format(stays="stage_stays", job_stages="job_stages").lstrip("\n"),
     STUCK_ANNOUNCEMENTS,
     "CREATE INDEX stuck_announcements_integration ON stuck_announcements (integration_id)",
 ]
@@ -1053,6 +1054,166 @@ def m0011_integration_checks(db: Database) -> None:
         db.execute(statement.strip())
 
 
+# -- 0012: funnels kept per job ----------------------------------------------------------------------
+# The funnel of a whole integration sorted every stay about ten times per read (minutes at 10M
+# stays, benchmarks/RESULTS.md). Each job's rows depend on its own stays and stages alone, so they
+# are kept per job: commit_run marks a job stale when the run touches one of its stays or lists the
+# job changed (diff.py), and `refresh_funnels` rebuilds the stale jobs' rows. The view reads the
+# kept rows of fresh jobs and computes the stale jobs' from their stays, so it never lags the log;
+# a read costs the stays of the jobs changed since the last refresh.
+FUNNEL_KEPT_TABLE = """
+CREATE TABLE job_funnel_kept ( -- job_funnel's rows of each job as last refreshed (refresh_funnels); read through job_funnel, which skips a job while funnel_stale lists it.
+    integration_id TEXT NOT NULL, -- Integration.
+    job_key TEXT NOT NULL, -- job_id, or '' for stays without a job.
+    stage_order INTEGER NOT NULL, -- As in job_funnel.
+    job_id TEXT, -- As in job_funnel.
+    stage_id TEXT, -- As in job_funnel.
+    stage_name TEXT, -- As in job_funnel.
+    stage_index INTEGER, -- As in job_funnel.
+    order_note TEXT, -- As in job_funnel.
+    reached INTEGER NOT NULL, -- As in job_funnel.
+    currently_in INTEGER NOT NULL, -- As in job_funnel.
+    reached_later INTEGER NOT NULL, -- As in job_funnel.
+    conversion REAL, -- As in job_funnel.
+    median_days REAL, -- As in job_funnel.
+    p90_days REAL, -- As in job_funnel.
+    backward_out INTEGER NOT NULL, -- As in job_funnel.
+    hired_in INTEGER NOT NULL, -- As in job_funnel.
+    declined_in INTEGER NOT NULL, -- As in job_funnel.
+    job_hired INTEGER NOT NULL, -- As in job_funnel.
+    job_declined INTEGER NOT NULL, -- As in job_funnel.
+    job_median_days_to_hire REAL, -- As in job_funnel.
+    PRIMARY KEY (integration_id, job_key, stage_order)
+) WITHOUT ROWID
+"""
+
+FUNNEL_STALE_TABLE = """
+CREATE TABLE funnel_stale ( -- Jobs whose kept funnel rows are out of date: job_funnel computes theirs from the stays until refresh_funnels rebuilds them.
+    integration_id TEXT NOT NULL, -- Integration.
+    job_key TEXT NOT NULL, -- job_id, or '' for stays without a job.
+    marked INTEGER NOT NULL, -- Run that marked it last (0: the migration); a refresh clears only the marks it read.
+    PRIMARY KEY (integration_id, job_key)
+) WITHOUT ROWID
+"""
+
+_KEPT_COLUMNS = (
+    "integration_id, job_key, stage_order, job_id, stage_id, stage_name, stage_index, order_note, "
+    "reached, currently_in, reached_later, conversion, median_days, p90_days, backward_out, "
+    "hired_in, declined_in, job_hired, job_declined, job_median_days_to_hire"
+)
+
+
+def stale_funnel(stale: str) -> str:
+    """FUNNEL_SELECT over the jobs `stale` lists (a table or subquery with integration_id and
+    job_key): their stays, the stays without a job when it lists '', and their stages."""
+    # CROSS JOIN, with the stale jobs first: SQLite keeps that order, walking the stale jobs and
+    # seeking their stays by job. A plain join or IN let it scan every stay of the integration in
+    # application order (the first window's), 5 s at 10M stays for one stale job.
+    on = "WHERE k.integration_id = s.integration_id AND"
+    stays = (
+        f"(SELECT k.* FROM {stale} AS s CROSS JOIN stage_stays AS k {on} k.job_id = s.job_key "
+        f"UNION ALL SELECT k.* FROM {stale} AS s CROSS JOIN stage_stays AS k {on} "
+        "k.job_id IS NULL AND s.job_key = '')"
+    )
+    stages = (  # aliased here: the template names job_stages bare
+        f"(SELECT js.* FROM {stale} AS s CROSS JOIN job_stages AS js "
+        "WHERE js.integration_id = s.integration_id AND js.job_id = s.job_key) AS stale_stages"
+    )
+    return FUNNEL_SELECT.format(stays=stays, job_stages=stages)
+
+
+def kept_funnel(stale: str, where: str = "") -> str:
+    """job_funnel's rows: kept ones of the jobs `stale` does not list, computed ones of those it
+    does; `where` (over f, the kept rows) narrows the kept part."""
+    kept_where = f"{where} AND " if where else ""
+    return f"""
+SELECT
+    f.integration_id, -- Integration.
+    f.job_id, -- Job.
+    j.name AS job_name, -- Job title as last listed.
+    f.stage_order, -- 1, 2, ...: index order, then stages without an index in listed order, then by name.
+    f.stage_id, -- Stage.
+    f.stage_name, -- Stage name as last listed (or as last seen on an application).
+    f.stage_index, -- The ATS's index; NULL when it gives none.
+    f.order_note, -- Why the order is uncertain: no index, index shared, or not among the job's stages.
+    f.reached, -- Applications that entered the stage.
+    f.currently_in, -- Applications in it now, undecided.
+    f.reached_later, -- Of those that reached it, applications that later reached a stage with a higher index.
+    f.conversion, -- reached_later / reached; NULL for the last stage and stages without an index.
+    f.median_days, -- Median days in the stage over stays that ended (nearest rank).
+    f.p90_days, -- 90th percentile days in the stage over stays that ended (nearest rank).
+    f.backward_out, -- Stays that ended with a move back.
+    f.hired_in, -- Stays that ended hired.
+    f.declined_in, -- Stays that ended declined.
+    f.job_hired, -- The job's applications hired (repeated on each of its rows).
+    f.job_declined, -- The job's applications declined (repeated on each of its rows).
+    f.job_median_days_to_hire -- Median days from an application's first stay in the job to its hire.
+FROM job_funnel_kept AS f
+LEFT JOIN jobs AS j ON j.integration_id = f.integration_id AND j.job_id = f.job_id
+WHERE {kept_where}NOT EXISTS (
+    SELECT 1 FROM {stale} AS s WHERE s.integration_id = f.integration_id AND s.job_key = f.job_key
+)
+UNION ALL
+SELECT * FROM ({stale_funnel(stale)}) AS fresh
+"""
+
+
+# Rebuild the kept rows of the jobs in temp.sw_funnel_jobs (funnel_stale's rows as read), then
+# clear the marks read: a run that marked a job again meanwhile (PostgreSQL) leaves it stale.
+REFRESH_FUNNELS = [
+    """
+CREATE TEMP TABLE IF NOT EXISTS sw_funnel_jobs (
+    integration_id TEXT NOT NULL, job_key TEXT NOT NULL, marked INTEGER NOT NULL,
+    PRIMARY KEY (integration_id, job_key)
+)
+""",
+    "DELETE FROM temp.sw_funnel_jobs",
+    "INSERT INTO temp.sw_funnel_jobs SELECT integration_id, job_key, marked FROM funnel_stale {where}",
+    """
+DELETE FROM job_funnel_kept WHERE EXISTS (
+    SELECT 1 FROM temp.sw_funnel_jobs AS r
+    WHERE r.integration_id = job_funnel_kept.integration_id AND r.job_key = job_funnel_kept.job_key
+)
+""",
+    f"""
+INSERT INTO job_funnel_kept ({_KEPT_COLUMNS})
+SELECT integration_id, coalesce(job_id, ''), stage_order, job_id, stage_id, stage_name,
+    stage_index, order_note, reached, currently_in, reached_later, conversion, median_days,
+    p90_days, backward_out, hired_in, declined_in, job_hired, job_declined, job_median_days_to_hire
+FROM ({stale_funnel("temp.sw_funnel_jobs")}) AS f
+""",
+    """
+DELETE FROM funnel_stale WHERE EXISTS (
+    SELECT 1 FROM temp.sw_funnel_jobs AS r
+    WHERE r.integration_id = funnel_stale.integration_id AND r.job_key = funnel_stale.job_key
+        AND r.marked = funnel_stale.marked
+)
+""",
+    "DELETE FROM temp.sw_funnel_jobs",
+]
+
+FUNNELS_KEPT = [
+    "DROP VIEW job_funnel",
+    FUNNEL_KEPT_TABLE,
+    FUNNEL_STALE_TABLE,
+    """
+INSERT INTO funnel_stale (integration_id, job_key, marked)
+SELECT integration_id, job_id, 0 FROM job_stages
+UNION
+SELECT integration_id, coalesce(job_id, ''), 0 FROM stage_stays_kept
+""",
+    *(statement.replace("{where}", "") for statement in REFRESH_FUNNELS),
+    "CREATE VIEW job_funnel AS -- Per job and stage, in stage order: applications that reached it, are in it, moved on; days in it; the job's hires and declines. Kept per job (job_funnel_kept); a job's rows are computed from its stays while funnel_stale lists it.\n"
+    + kept_funnel("funnel_stale").lstrip("\n"),
+]
+
+
+@_migration("0012_funnels_kept")
+def m0012_funnels_kept(db: Database) -> None:
+    for statement in FUNNELS_KEPT:
+        db.execute(statement.strip())
+
+
 # -- the live schema as markdown ------------------------------------------------------------------
 
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -1133,7 +1294,10 @@ def schema_markdown(conn: sqlite3.Connection) -> str:
 
 
 # Migrations that rewrite the change log's size in rows: an upgrade says so before it starts.
-SLOW_MIGRATIONS = {"0010_stays_kept": "builds the kept stays from the change log"}
+SLOW_MIGRATIONS = {
+    "0010_stays_kept": "builds the kept stays from the change log",
+    "0012_funnels_kept": "builds each job's funnel from the kept stays",
+}
 
 
 def upgrade_notice(store: str, pending: list[str]) -> str:

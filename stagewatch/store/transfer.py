@@ -26,6 +26,8 @@ TABLES = (
     "applications",
     "events",
     "stage_stays_kept",
+    "job_funnel_kept",
+    "funnel_stale",
     "quarantined",
     "imports",
 )

@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from stagewatch.analytics import FUNNEL_FIELDS, STAY_FIELDS, STUCK_FIELDS
 from stagewatch.cli import app
+from stagewatch.store import Store
 from tests.analytics.scenario import A_CREATED, H0, H24
 from tests.builders import INTEGRATION
 
@@ -64,6 +65,27 @@ def test_funnel_csv(db):
         ("st-z", "1", "", "index shared"),
         ("st-w", "1", "", "no index"),
     ]
+
+
+def test_funnel_rebuilds_the_kept_funnels_of_changed_jobs_once(db):
+    """The scenario's runs left its three jobs stale: the first read rebuilds them and says so, the
+    next reads the kept rows, with the same figures."""
+    args = ("funnel", "--db", db, "--integration", INTEGRATION, "--format", "csv")
+    first, second = invoke(*args), invoke(*args)
+    assert first.stderr == "rebuilding the kept funnels of 3 job(s) changed since the last read\n"
+    assert second.stderr == ""
+    assert second.stdout == first.stdout
+    rows = list(csv.DictReader(io.StringIO(first.stdout)))
+    job_2 = [(r["stage_id"], r["reached"], r["conversion"]) for r in rows if r["job_id"] == "job-2"]
+    assert job_2 == [
+        ("st-x", "3", "0.3333"),
+        ("st-y", "1", ""),
+        ("st-z", "1", ""),
+        ("st-w", "1", ""),
+    ]
+    assert {r["job_id"] for r in rows} == {"job-1", "job-2", "job-3"}
+    with Store(db, readonly=True) as store:
+        assert store.stale_funnel_jobs(INTEGRATION) == 0
 
 
 def test_funnel_table_shows_each_job_with_its_totals(db):

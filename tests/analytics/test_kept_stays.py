@@ -14,7 +14,7 @@ from benchmarks.analytics_bench import before_0010
 from stagewatch.analytics.stays import ENDINGS
 from stagewatch.simulator import SimulatorTransport, World
 from stagewatch.store import Store, pg_schema, schema
-from tests.builders import OTHER_INTEGRATION, PIPELINE, Runner, application, job
+from tests.builders import INTEGRATION, OTHER_INTEGRATION, PIPELINE, Runner, application, job
 from tests.reliability.harness import sync_in_process
 
 KEY = "sk_kept_stays"
@@ -37,7 +37,7 @@ def _derived(store: Store) -> tuple[str, str]:
     stays = _body(schema.STAGE_STAYS, "stage_stays").replace(
         "FROM stage_history AS h", f"FROM ({_body(history, 'stage_history')}) AS h"
     )
-    return stays, schema.FUNNEL_SELECT.format(stays=f"({stays})")
+    return stays, schema.FUNNEL_SELECT.format(stays=f"({stays})", job_stages="job_stages")
 
 
 STAYS_ORDER = "integration_id, application_id, event_id"
@@ -50,11 +50,18 @@ def _rows(store: Store, sql: str, order: str) -> list[tuple]:
 
 
 def _assert_kept_equal_derived(store: Store) -> None:
+    """The kept stays, and the funnel both as it reads with stale jobs (their rows computed, the
+    others kept from an earlier refresh) and once every job is refreshed (all rows kept): a job
+    a run forgot to mark stale would keep rows from before it and differ here."""
     derived_stays, derived_funnel = _derived(store)
     kept = _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER)
     assert kept == _rows(store, derived_stays, STAYS_ORDER)
-    funnel = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
-    assert funnel == _rows(store, derived_funnel, FUNNEL_ORDER)
+    expected = _rows(store, derived_funnel, FUNNEL_ORDER)
+    assert _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER) == expected
+    for (integration,) in store._conn.execute("SELECT DISTINCT integration_id FROM funnel_stale"):
+        assert store.refresh_funnels(integration) > 0
+    assert store._conn.execute("SELECT count(*) FROM funnel_stale").fetchone()[0] == 0
+    assert _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER) == expected
 
 
 def _endings(store: Store) -> set[str]:
@@ -146,11 +153,95 @@ def test_a_store_written_before_0010_upgrades_with_its_stays(tmp_path, world, ca
     with Store(db) as store:
         (notice,) = [r.getMessage() for r in caplog.records if r.message.startswith("upgrading")]
         assert notice == (
-            f"upgrading {db}: applying migrations 0010_stays_kept (0010_stays_kept builds the "
-            "kept stays from the change log: minutes on a store of millions of events)"
+            f"upgrading {db}: applying migrations 0010_stays_kept, 0012_funnels_kept "
+            "(0010_stays_kept builds the kept stays from the change log; 0012_funnels_kept builds "
+            "each job's funnel from the kept stays: minutes on a store of millions of events)"
         )
         tables = {row[0] for row in store._conn.execute("SELECT name FROM sqlite_master")}
-        assert "stage_stays_kept" in tables
+        assert {"stage_stays_kept", "job_funnel_kept"} <= tables
+        # Every job's funnel is built by the upgrade: none is left to compute on read.
+        assert store._conn.execute("SELECT count(*) FROM funnel_stale").fetchone()[0] == 0
+        assert store._conn.execute("SELECT count(*) FROM job_funnel_kept").fetchone()[0] > 4
         assert _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER) == before
         _assert_kept_equal_derived(store)
     assert len(before) > 100
+
+
+def test_a_job_whose_stages_are_reordered_is_refunnelled_without_a_move(db_url):
+    """Stage order comes from the job as last listed: a re-indexed job with no application moving
+    goes stale, and its funnel follows the new order (reached_later, conversion included)."""
+    moved = [
+        application("a-1", ("st-screen", "Phone screen")),
+        application("a-2", ("st-onsite", "Onsite")),
+    ]
+    reordered = [(sid, name, 3 - index) for sid, name, index in PIPELINE]
+    with Store(db_url) as store:
+        runner = Runner(store)
+        runner.run([application("a-1"), application("a-2")], hours=0, jobs=[job()])
+        runner.run(moved, hours=1)
+        assert store.refresh_funnels(INTEGRATION) == 1
+        assert store.stale_funnel_jobs(INTEGRATION) == 0
+        before = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
+        runner.run(moved, hours=2, jobs=[job(stages=reordered)])
+        assert store.stale_funnel_jobs(INTEGRATION) == 1
+        _assert_kept_equal_derived(store)
+        after = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
+    # (stage_id, reached, reached_later): Applied led both on before, is last now.
+    assert [(r[4], r[8], r[10]) for r in before] == [
+        ("st-applied", 2, 2), ("st-screen", 1, 0), ("st-onsite", 1, 0), ("st-offer", 0, 0),
+    ]  # fmt: skip
+    assert [(r[4], r[8], r[10]) for r in after] == [
+        ("st-offer", 0, 0), ("st-onsite", 1, 0), ("st-screen", 1, 0), ("st-applied", 2, 0),
+    ]  # fmt: skip
+
+
+def test_a_run_that_changes_nothing_leaves_the_kept_funnel_fresh(db_url):
+    """Re-listing the same applications and jobs marks nothing: the next read is all kept rows."""
+    apps = [application("a-1"), application("a-2", ("st-screen", "Phone screen"))]
+    with Store(db_url) as store:
+        runner = Runner(store)
+        runner.run(apps, hours=0, jobs=[job()])
+        assert store.refresh_funnels(INTEGRATION) == 1
+        runner.run(apps, hours=1, jobs=[job()])
+        assert store.stale_funnel_jobs(INTEGRATION) == 0
+        assert store.refresh_funnels(INTEGRATION) == 0
+
+
+def test_a_corrected_creation_time_alone_refunnels_the_job(db_url):
+    """Kombo correcting remote_created_at restarts the first stay, with no event for the
+    application: its job still goes stale, and the stage's days follow."""
+    created = {"remote_created_at": "2026-01-01T00:00:00Z"}
+    corrected = {"remote_created_at": "2025-12-31T00:00:00Z"}
+    screen = ("st-screen", "Phone screen")
+    with Store(db_url) as store:
+        runner = Runner(store)
+        runner.run([application("a-1", **created)], hours=0, jobs=[job()])
+        runner.run([application("a-1", screen, **created)], hours=24)
+        assert store.refresh_funnels(INTEGRATION) == 1
+        before = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
+        runner.run([application("a-1", screen, **corrected)], hours=48)
+        assert store.stale_funnel_jobs(INTEGRATION) == 1
+        _assert_kept_equal_derived(store)
+        after = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
+    # Applied's median days: from the creation time to the move seen on 2026-01-06 09:00.
+    assert (before[0][4], before[0][12]) == ("st-applied", 5.375)
+    assert (after[0][4], after[0][12]) == ("st-applied", 6.375)
+
+
+def test_stays_without_a_job_are_kept_under_an_empty_key(db_url):
+    """Kombo may give an application no job: its stays' funnel rows are kept under job_key ''
+    and read back with job_id NULL, the same rows the derivation gives."""
+    screen = ("st-screen", "Phone screen")
+    with Store(db_url) as store:
+        runner = Runner(store)
+        runner.run([application("a-1", job_id=None), application("a-2")], hours=0, jobs=[job()])
+        stale = "SELECT job_key FROM funnel_stale ORDER BY job_key"
+        assert [r[0] for r in store._conn.execute(stale)] == ["", "job-1"]
+        _assert_kept_equal_derived(store)
+        runner.run([application("a-1", screen, job_id=None), application("a-2")], hours=1)
+        assert [r[0] for r in store._conn.execute(stale)] == [""]
+        _assert_kept_equal_derived(store)
+        kept = store._conn.execute(
+            "SELECT job_id, stage_id FROM job_funnel_kept WHERE job_key = '' ORDER BY stage_order"
+        )
+        assert [tuple(r) for r in kept] == [(None, "st-applied"), (None, "st-screen")]

@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from stagewatch.cli import app
 from stagewatch.diff import event_key
 from stagewatch.store import Store, StoreError
-from tests.builders import Runner, application, at, db_rows, job
+from tests.builders import INTEGRATION, Runner, application, at, db_rows, job
 from tests.conftest import postgres_schema, postgres_url
 from tests.store.test_diff_property import apply, listings
 
@@ -140,6 +140,7 @@ def test_threads_opening_a_new_schema_together_migrate_it_once(pg_url):
         ("0009_sync_waiters",),
         ("0010_stays_kept",),
         ("0011_integration_checks",),
+        ("0012_funnels_kept",),
     ]
 
 
@@ -289,6 +290,7 @@ def test_migrate_store_copies_everything_and_the_history_goes_on_alike(tmp_path,
     sqlite = tmp_path / "sw.db"
     with Store(sqlite) as store:
         _fill(store)
+        assert store.refresh_funnels(INTEGRATION) == 1  # kept funnel rows go over too
     target = with_password(pg_url)
     result = invoke("migrate-store", "--from", str(sqlite), "--to", target)
     assert result.exit_code == 0, result.output
@@ -301,6 +303,8 @@ def test_migrate_store_copies_everything_and_the_history_goes_on_alike(tmp_path,
         ["applications", "2"],
         ["events", "4"],
         ["stage_stays_kept", "3"],
+        ["job_funnel_kept", "4"],
+        ["funnel_stale", "0"],
         ["quarantined", "0"],
         ["imports", "0"],
     ]
@@ -317,6 +321,18 @@ def test_migrate_store_copies_everything_and_the_history_goes_on_alike(tmp_path,
     stays = "SELECT * FROM stage_stays_kept ORDER BY event_id"
     assert db_rows(pg_url, stays) == db_rows(sqlite, stays)
     assert len(db_rows(pg_url, stays)) == 5
+    # The run left the job stale on both; its funnel reads the same before and after a refresh.
+    funnel = "SELECT * FROM job_funnel ORDER BY job_id, stage_order"
+    # Reached, in now, moved on, the job's hires: Applied, Phone screen, Onsite, Offer.
+    expected = [(3, 1, 1, 1), (0, 0, 0, 1), (1, 0, 1, 1), (1, 1, 0, 1)]
+    for where in (sqlite, pg_url):
+        for refresh in (False, True):
+            if refresh:
+                with Store(where) as store:
+                    assert store.refresh_funnels(INTEGRATION) == 1
+            rows = db_rows(where, funnel)
+            assert [(r[8], r[9], r[10], r[17]) for r in rows] == expected, (where, refresh)
+    assert db_rows(pg_url, funnel) == db_rows(sqlite, funnel)
 
 
 def test_migrate_store_refuses_a_target_that_holds_runs(tmp_path, pg_url):

@@ -105,6 +105,7 @@ def test_a_new_store_is_wal_and_records_its_migration_once(path):
         ("stagewatch", "0009_sync_waiters"),
         ("stagewatch", "0010_stays_kept"),
         ("stagewatch", "0011_integration_checks"),
+        ("stagewatch", "0012_funnels_kept"),
     ]
 
 
