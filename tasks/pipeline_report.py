@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.events import emit_event
@@ -46,6 +46,12 @@ def report_integration(
     # The jobs changed since the last report get their kept funnels rebuilt once, here, so the
     # next readers (CLI, SQL tools) read kept rows instead of computing them.
     refreshed = store.refresh_funnels(integration_id)
+    if refreshed:
+        get_run_logger().info(
+            "%s: rebuilt the kept funnels of %d job(s) changed since the last read",
+            integration_id,
+            refreshed,
+        )
     conn = store._conn
     report = pipeline_report(
         conn,

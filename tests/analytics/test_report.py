@@ -68,6 +68,9 @@ def test_the_flow_publishes_the_artifact_and_announces_stuck_stays_once(
     second = flow(params, return_state=True)
     assert first.message == "1 integrations; 2 stuck, 2 newly announced"
     assert second.message == "1 integrations; 2 stuck, 0 newly announced"
+    # The first report rebuilds the kept funnels of the scenario's three jobs; the second reads them.
+    assert [r["funnels_refreshed"] for r in first.result()] == [3]
+    assert [r["funnels_refreshed"] for r in second.result()] == [0]
     events = recorded_events()
     assert [(e.event, e.resource.id) for e in events] == [
         ("stagewatch.application.stuck", f"kombo.application.{INTEGRATION}.app-f"),
