@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -16,6 +18,7 @@ from rich.table import Column, Table
 
 from stagewatch import analytics
 from stagewatch.analytics.stays import AnalyticsError
+from stagewatch.cli.layout import Col, Layout, print_table
 from stagewatch.cli.layout import ts as _short
 from stagewatch.cli.query import (
     DB_OPTION,
@@ -95,41 +98,49 @@ def stays(
     Console().print(table)
 
 
-def _funnel_table(rows: list[dict]) -> Table:
-    first = rows[0]
-    title = f"{first['job_name'] or first['job_id']} ({first['job_id']})"
-    table = Table(
-        "#",
-        "stage",
-        "reached",
-        "in now",
-        "moved on",
-        "conversion",
-        "median d",
-        "p90 d",
-        "back",
-        "note",
-        title=title,
-    )
-    for row in rows:
-        conversion = row["conversion"]
-        table.add_row(
-            str(row["stage_order"]),
-            row["stage_name"] or row["stage_id"] or "(none)",
-            str(row["reached"]),
-            str(row["currently_in"]),
-            str(row["reached_later"]),
-            "" if conversion is None else f"{conversion:.0%}",
-            _number(row["median_days"]),
-            _number(row["p90_days"]),
-            str(row["backward_out"]),
-            row["order_note"] or "",
+def _conversion(row: Mapping[str, Any]) -> str:
+    return "" if row["conversion"] is None else f"{row['conversion']:.0%}"
+
+
+def _funnel_layouts(noted: bool) -> list[Layout]:
+    """Full headers, then short ones that keep a job's table within 80 columns; the note column
+    only when a stage of the job has one (in the short layout, as one word)."""
+    short_notes = {"index shared": "shared", "not among the job's stages": "unlisted"}
+    stage = Col("stage", lambda r: r["stage_name"] or r["stage_id"] or "(none)")
+    head = [Col("#", lambda r: str(r["stage_order"]), "right")]
+    counts = [
+        ("reached", "reach", lambda r: str(r["reached"])),
+        ("in now", "now", lambda r: str(r["currently_in"])),
+        ("moved on", "on", lambda r: str(r["reached_later"])),
+        ("conversion", "conv", _conversion),
+        ("median d", "med d", lambda r: _number(r["median_days"])),
+        ("p90 d", "p90 d", lambda r: _number(r["p90_days"])),
+        ("back", "back", lambda r: str(r["backward_out"])),
+    ]
+    full = [*head, stage, *(Col(name, cell, "right") for name, _, cell in counts)]
+    short = [*head, Col("stage", stage.cell, flexible=True)]
+    short += [Col(abbreviated, cell, "right") for _, abbreviated, cell in counts]
+    if noted:
+        note = Col("note", lambda r: r["order_note"] or "")
+        full.append(note)
+        short.append(
+            Col("note", lambda r: short_notes.get(note.cell(r), note.cell(r)), flexible=True)
         )
-    table.caption = (
-        f"hired {first['job_hired']}, declined {first['job_declined']}, median days to hire "
-        f"{_number(first['job_median_days_to_hire']) or '-'}"
+    return [full, short]
+
+
+def _print_funnel(console: Console, rows: list[dict]) -> None:
+    first = rows[0]
+    print_table(
+        console,
+        _funnel_layouts(any(r["order_note"] for r in rows)),
+        rows,
+        title=f"{first['job_name'] or first['job_id']} ({first['job_id']})",
+        caption=(
+            f"hired {first['job_hired']}, declined {first['job_declined']}, median days to hire "
+            f"{_number(first['job_median_days_to_hire']) or '-'}"
+        ),
     )
-    return table
 
 
 def _refresh_funnels(db: str, stale: int, integration: str) -> None:
@@ -175,7 +186,7 @@ def funnel(
     for row in rows:
         jobs.setdefault(row["job_id"], []).append(row)
     for job_rows in jobs.values():
-        console.print(_funnel_table(job_rows))
+        _print_funnel(console, job_rows)
 
 
 def _overrides(values: list[str] | None) -> dict[str, float]:

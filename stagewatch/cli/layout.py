@@ -49,10 +49,15 @@ def choose(layouts: Sequence[Layout], rows: Sequence[Mapping[str, Any]], width: 
 
 
 def print_table(
-    console: Console, layouts: Sequence[Layout], rows: Sequence[Mapping[str, Any]]
+    console: Console,
+    layouts: Sequence[Layout],
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    title: str | None = None,
+    caption: str | None = None,
 ) -> None:
     layout = choose(layouts, rows, console.width)
-    table = Table()
+    table = Table(title=title, caption=caption)
     for col, natural in zip(layout, natural_widths(layout, rows), strict=True):
         table.add_column(
             col.header,

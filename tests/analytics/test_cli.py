@@ -94,6 +94,37 @@ def test_funnel_table_shows_each_job_with_its_totals(db):
     assert "hired 2, declined 1" in out
 
 
+def _funnel_lines(db: str, job: str, columns: int) -> list[str]:
+    args = ["funnel", "--db", db, "--integration", INTEGRATION, "--job", job]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    return result.stdout.splitlines()
+
+
+@pytest.mark.parametrize("columns", [80, 120])
+def test_funnel_table_keeps_each_stage_on_one_line(db, columns):
+    """job-2's tied and missing indexes need the note column: at 80 columns the short headers and
+    one-word notes keep every stage on a line; wider, the full headers and notes."""
+    lines = _funnel_lines(db, "job-2", columns)
+    assert max(len(line) for line in lines) <= columns
+    rows = [line for line in lines if line.startswith("│")]
+    assert [row.split("│")[2].strip() for row in rows] == ["X", "Y", "Z", "W"]
+    header = next(line for line in lines if "stage" in line)
+    notes = [row.split("│")[-2].strip() for row in rows]
+    if columns == 80:
+        assert header.split("┃")[3:6] == [" reach ", " now ", " on "]
+        assert notes == ["", "shared", "shared", "no index"]
+    else:
+        assert "conversion" in header and "moved on" in header
+        assert notes == ["", "index shared", "index shared", "no index"]
+
+
+def test_funnel_table_has_no_note_column_when_no_stage_needs_one(db):
+    lines = _funnel_lines(db, "job-1", 80)
+    header = next(line for line in lines if "stage" in line)
+    assert "note" not in header and header.rstrip().endswith("back ┃")
+
+
 def test_funnel_needs_an_integration(db):
     assert "Missing option '--integration'" in invoke("funnel", "--db", db, code=2).output
 
