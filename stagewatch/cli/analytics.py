@@ -14,12 +14,10 @@ from typing import Any
 
 import typer
 from rich.console import Console
-from rich.table import Column, Table
 
 from stagewatch import analytics
 from stagewatch.analytics.stays import AnalyticsError
-from stagewatch.cli.layout import Col, Layout, print_table
-from stagewatch.cli.layout import ts as _short
+from stagewatch.cli.layout import Col, Layout, print_table, short, ts, ts_minutes
 from stagewatch.cli.query import (
     DB_OPTION,
     Format,
@@ -30,12 +28,6 @@ from stagewatch.cli.query import (
 )
 from stagewatch.store import Store, StoreError
 from stagewatch.timeutil import utcnow
-
-
-def _ids(header: str) -> Column:
-    """A column of ids: folded onto more lines when narrow, never cut, so they can be copied."""
-    return Column(header, overflow="fold")
-
 
 INTEGRATION_OPTION = typer.Option(None, "--integration", help="Only this integration.")
 JOB_OPTION = typer.Option(None, "--job", help="Only this job.")
@@ -52,6 +44,71 @@ def _fail(exc: Exception) -> None:
 
 def _number(value: float | None, digits: int = 1) -> str:
     return "" if value is None else f"{value:.{digits}f}"
+
+
+# The stays and stuck tables, richest first (cli.layout picks the first that fits the terminal):
+# full ids and times, then short ids, then times to the minute without the year and endings
+# in a word, with the stage name giving way last.
+_ENDED_SHORT = {"moved_forward": "forward", "moved_backward": "backward", "moved_unknown": "moved"}
+
+
+def _day_minute(timestamp: str | None) -> str:
+    """`2026-01-05T09:00:00.000Z` as `01-05 09:00`."""
+    return ts_minutes(timestamp)[5:]
+
+
+def _stay_layouts() -> list[Layout]:
+    app, app_s = Col("application", lambda r: r["application_id"]), _short_col("application")
+    job, job_s = Col("job", lambda r: r["job_id"] or ""), _short_col("job")
+    stage = Col("stage", _stage_cell)
+    entered = Col("entered (UTC)", lambda r: ts(r["entered_at"]))
+    left = Col("left (UTC)", lambda r: ts(r["left_at"]))
+    entered_d = Col("entered", lambda r: _day_minute(r["entered_at"]))
+    left_d = Col("left", lambda r: _day_minute(r["left_at"]))
+    ended = Col("ended", lambda r: r["ended"])
+    ended_s = Col("ended", lambda r: _ENDED_SHORT.get(r["ended"], r["ended"]))
+    days = Col("days", lambda r: _number(r["days_in_stage"]), "right")
+    hours = Col("±h", lambda r: _number(r["uncertainty_hours"], 0), "right")
+    app_t, stage_t = _short_col("application", "app"), Col("stage", _stage_cell, flexible=True)
+    return [
+        [app, job, stage, entered, left, ended, days, hours],
+        [app_s, job_s, stage, entered, left, ended, days, hours],
+        [app_s, job_s, stage, entered_d, left_d, ended_s, days, hours],
+        [app_t, stage_t, entered_d, left_d, ended_s, days, hours],
+    ]
+
+
+def _stuck_layouts() -> list[Layout]:
+    integration = Col("integration", lambda r: r["integration_id"])
+    integration_s = Col("integration", lambda r: short(r["integration_id"]))
+    app, app_s = Col("application", lambda r: r["application_id"]), _short_col("application")
+    job, job_s = Col("job", lambda r: r["job_id"] or ""), _short_col("job")
+    stage = Col("stage", _stage_cell)
+    entered = Col("entered (UTC)", lambda r: ts(r["entered_at"]))
+    entered_d = Col("entered", lambda r: _day_minute(r["entered_at"]))
+    days = Col("days", lambda r: _number(r["days_in_stage"]), "right")
+    hours = Col("±h", lambda r: _number(r["uncertainty_hours"], 0), "right")
+    limit = Col("threshold", lambda r: _number(r["threshold_days"], 0), "right")
+    limit_s = Col("limit", limit.cell, "right")
+    app_t, stage_t = _short_col("application", "app"), Col("stage", _stage_cell, flexible=True)
+    return [
+        [integration, app, job, stage, entered, days, hours, limit],
+        [integration_s, app_s, job_s, stage, entered, days, hours, limit],
+        [integration_s, app_s, stage, entered_d, days, hours, limit_s],
+        [integration_s, app_t, stage_t, entered_d, days, hours, limit_s],
+    ]
+
+
+def _short_col(name: str, header: str | None = None) -> Col:
+    return Col(header or name, lambda r: short(r[f"{name}_id"], 8))
+
+
+def _stage_cell(row: Mapping[str, Any]) -> str:
+    return row["stage_name"] or row["stage_id"] or "(none)"
+
+
+STAY_LAYOUTS = _stay_layouts()
+STUCK_LAYOUTS = _stuck_layouts()
 
 
 def stays(
@@ -72,30 +129,10 @@ def stays(
                 return _write_jsonl(rows, analytics.STAY_FIELDS)
             if output is Format.csv:
                 return _write_csv(rows, analytics.STAY_FIELDS)
-            table = Table(
-                _ids("application"),
-                _ids("job"),
-                "stage",
-                "entered (UTC)",
-                "left (UTC)",
-                "ended",
-                "days",
-                "±h",
-            )
-            for row in rows:
-                table.add_row(
-                    row["application_id"],
-                    row["job_id"] or "",
-                    row["stage_name"] or row["stage_id"] or "(none)",
-                    _short(row["entered_at"]),
-                    _short(row["left_at"]),
-                    row["ended"],
-                    _number(row["days_in_stage"]),
-                    _number(row["uncertainty_hours"], 0),
-                )
+            rows = list(rows)
         except AnalyticsError as exc:
             _fail(exc)
-    Console().print(table)
+    print_table(Console(), STAY_LAYOUTS, rows)
 
 
 def _conversion(row: Mapping[str, Any]) -> str:
@@ -234,32 +271,7 @@ def stuck(
         return _write_jsonl(rows, analytics.STUCK_FIELDS)
     if output is Format.csv:
         return _write_csv(rows, analytics.STUCK_FIELDS)
-    Console().print(_stuck_table(rows))
-
-
-def _stuck_table(rows: list[dict]) -> Table:
-    table = Table(
-        _ids("integration"),
-        _ids("application"),
-        _ids("job"),
-        "stage",
-        "entered (UTC)",
-        "days",
-        "±h",
-        "threshold",
-    )
-    for row in rows:
-        table.add_row(
-            row["integration_id"],
-            row["application_id"],
-            row["job_id"] or "",
-            row["stage_name"] or row["stage_id"] or "(none)",
-            _short(row["entered_at"]),
-            _number(row["days_in_stage"]),
-            _number(row["uncertainty_hours"], 0),
-            _number(row["threshold_days"], 0),
-        )
-    return table
+    print_table(Console(), STUCK_LAYOUTS, rows)
 
 
 def browse(

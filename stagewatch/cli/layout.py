@@ -58,13 +58,21 @@ def print_table(
 ) -> None:
     layout = choose(layouts, rows, console.width)
     table = Table(title=title, caption=caption)
+    # Rich shrinks no column that may not wrap: the flexible ones are given their share of what
+    # is left (never less than their header), else the table runs past the terminal's edge.
+    excess = width_of(layout, rows) - console.width
+    flexible = sum(col.flexible for col in layout)
     for col, natural in zip(layout, natural_widths(layout, rows), strict=True):
+        fit = natural
+        if col.flexible and excess > 0:
+            fit = max(len(col.header), natural - -(-excess // flexible))
         table.add_column(
             col.header,
             justify=col.justify,
             no_wrap=True,
             overflow="ellipsis",
             min_width=None if col.flexible else natural,
+            max_width=fit,
         )
     for row in rows:
         table.add_row(*(col.cell(row) for col in layout))

@@ -145,3 +145,29 @@ def test_stuck_rejects_a_malformed_override(db):
 def test_a_missing_database_is_one_line(tmp_path):
     out = invoke("stays", "--db", str(tmp_path / "none.db"), code=1).output
     assert out.strip() == f"Error: no stagewatch database at {tmp_path / 'none.db'}"
+
+
+@pytest.mark.parametrize(
+    ("command", "columns", "ids"),
+    [
+        (["stays", "--job", "job-1"], 80, False),
+        (["stays", "--job", "job-1"], 200, True),
+        (["stuck", "--days", "4"], 80, False),
+        (["stuck", "--days", "4"], 200, True),
+    ],
+)
+def test_stays_and_stuck_tables_keep_each_row_on_one_line(db, command, columns, ids):
+    """At 80 columns short ids and times to the minute keep a stay on one line; wide enough,
+    the full ids show, to be copied."""
+    result = CliRunner().invoke(app, [*command, "--db", db], env={"COLUMNS": str(columns)})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    rows = [line for line in lines if line.startswith("│")]
+    assert max(len(line) for line in lines) <= columns
+    assert rows and all(line.startswith("│ ") and line.endswith("│") for line in rows)
+    if command[0] == "stays":  # job-1's stays, oldest first per application: app-a's first
+        assert rows[0].split("│")[1].strip() == "app-a"
+        assert ("2026-01-" in rows[0]) is ids  # the year only where there is room
+    else:  # the integration, whole or cut to its tool and first characters
+        assert (INTEGRATION in result.stdout) is ids
+        assert ("greenhouse:HWUT…" in result.stdout) is not ids
