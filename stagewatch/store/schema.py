@@ -662,10 +662,11 @@ FROM (
 """
 
 # The funnel over `{stays}` and `{job_stages}`: the view passes stage_stays and job_stages,
-# `stagewatch funnel --since` a filtered subquery of the stays, 0012 the stale jobs' (each job's rows
-# depend on its own stays and stages alone), so all give the same numbers. Stages come in index order; stages without an
-# index (or not among the job's listed stages) follow in listed order, then by name. Medians and
-# p90 are nearest-rank over closed stays, in integer arithmetic (SQLite has no percentile_cont).
+# `stagewatch funnel --since` a filtered subquery of the stays, 0012 the stale jobs' (each job's
+# rows depend on its own stays and stages alone), so all give the same numbers. Stages come in
+# index order; stages without an index (or not among the job's listed stages) follow in listed
+# order, then by name. Medians and p90 are nearest-rank over closed stays, in integer arithmetic
+# (SQLite has no percentile_cont).
 # The stays are MATERIALIZED (SQLite 3.35+, PostgreSQL 12+): read four times, computed once.
 FUNNEL_SELECT = f"""
 WITH stays AS MATERIALIZED (
@@ -1062,7 +1063,7 @@ def m0011_integration_checks(db: Database) -> None:
 # kept rows of fresh jobs and computes the stale jobs' from their stays, so it never lags the log;
 # a read costs the stays of the jobs changed since the last refresh.
 FUNNEL_KEPT_TABLE = """
-CREATE TABLE job_funnel_kept ( -- job_funnel's rows of each job as last refreshed (refresh_funnels); read through job_funnel, which skips a job while funnel_stale lists it.
+CREATE TABLE job_funnel_kept ( -- job_funnel's rows of each job as last rebuilt (by stagewatch funnel or the pipeline report); read through job_funnel, which computes a job's rows from its stays instead while funnel_stale lists it.
     integration_id TEXT NOT NULL, -- Integration.
     job_key TEXT NOT NULL, -- job_id, or '' for stays without a job.
     stage_order INTEGER NOT NULL, -- As in job_funnel.
@@ -1088,7 +1089,7 @@ CREATE TABLE job_funnel_kept ( -- job_funnel's rows of each job as last refreshe
 """
 
 FUNNEL_STALE_TABLE = """
-CREATE TABLE funnel_stale ( -- Jobs whose kept funnel rows are out of date: job_funnel computes theirs from the stays until refresh_funnels rebuilds them.
+CREATE TABLE funnel_stale ( -- Jobs a run changed since their kept funnel rows were rebuilt: job_funnel computes their rows from the stays until the next rebuild.
     integration_id TEXT NOT NULL, -- Integration.
     job_key TEXT NOT NULL, -- job_id, or '' for stays without a job.
     marked INTEGER NOT NULL, -- Run that marked it last (0: the migration); a refresh clears only the marks it read.
