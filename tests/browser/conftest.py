@@ -335,3 +335,17 @@ def screenshot(page: Any, name: str, *, full_page: bool = False) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+# The run's log view loads more lines as its box scrolls: scroll until the pattern shows.
+SCROLL_LOG_UNTIL = """pattern => { const log = document.querySelector('[role=log]');
+  if (!log) return false;
+  if (new RegExp(pattern).test(log.innerText)) return true;
+  log.scrollBy(0, 300);
+  return false; }"""
+
+
+def find_in_log(page, pattern: str) -> None:
+    """Wait until the log shows a line matching `pattern`, from the top of its box."""
+    page.get_by_role("log").evaluate("log => { log.scrollTop = 0; }")
+    page.wait_for_function(SCROLL_LOG_UNTIL, arg=pattern, polling=200)

@@ -3,13 +3,14 @@ the browser stack's store, its `pipeline-<slug>` artifact opened in Chromium, th
 
 from __future__ import annotations
 
+import re
 import sqlite3
 from datetime import timedelta
 
 import pytest
 
 from stagewatch.timeutil import format_ts, parse_ts
-from tests.browser.conftest import RUN_TIMEOUT, screenshot, skip_reason
+from tests.browser.conftest import RUN_TIMEOUT, find_in_log, screenshot, skip_reason
 
 expect = pytest.importorskip("playwright.sync_api", reason=skip_reason()).expect
 
@@ -25,7 +26,7 @@ CHARTS_DRAWN = """sel => { const imgs = [...document.querySelectorAll(sel)];
 
 
 @pytest.fixture(scope="module")
-def pipeline_artifact(stack):
+def pipeline_run(stack):
     """Run the served deployment as of a day after the review run's observation, with a one-day threshold so
     the stack's three days of activity leave some applications stuck."""
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
@@ -54,7 +55,12 @@ def pipeline_artifact(stack):
         (artifact,) = client.read_artifacts(
             artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[artifact_key(normal)]))
         )
-    return artifact
+    return run, artifact
+
+
+@pytest.fixture(scope="module")
+def pipeline_artifact(pipeline_run):
+    return pipeline_run[1]
 
 
 def test_pipeline_report_charts_render(pipeline_artifact, page):
@@ -73,3 +79,14 @@ def test_pipeline_report_charts_render(pipeline_artifact, page):
         page.get_by_role("heading", name="Stuck: in their current stage over 1 days")
     ).to_be_visible()
     screenshot(page, "pipeline-report")  # the top: the heading, the first job's chart and table
+
+
+def test_pipeline_report_log_says_it_rebuilt_the_kept_funnels(pipeline_run, page, stack):
+    """The stack's syncs left the integration's jobs stale: the report rebuilds their kept funnels
+    and its log says how many, where a reviewer reads the run."""
+    run, _ = pipeline_run
+    page.goto(f"/v2/runs/flow-run/{run.id}?tab=Logs")
+    expect(page.get_by_role("log")).to_contain_text("Beginning flow run", timeout=LOAD_TIMEOUT)
+    pattern = re.escape(stack.ids["normal"]) + r": rebuilt the kept funnels of \d+ job\(s\) changed"
+    find_in_log(page, pattern)
+    screenshot(page, "pipeline-report-log")

@@ -13,7 +13,7 @@ import pytest
 
 from stagewatch import report
 from stagewatch.store import Store
-from tests.browser.conftest import BOGUS_ID, screenshot, skip_reason
+from tests.browser.conftest import BOGUS_ID, find_in_log, screenshot, skip_reason
 
 # Without Playwright the module is skipped with the reason pytest's summary also prints.
 expect = pytest.importorskip("playwright.sync_api", reason=skip_reason()).expect
@@ -154,19 +154,6 @@ def test_only_the_bogus_integration_fails_a_task_run(page, stack):
 
 # Scrolls the log's box a little on every poll until a line matches `pattern`: the view holds
 # only the lines it has loaded, and loads more as its box scrolls.
-SCROLL_LOG_UNTIL = """pattern => { const log = document.querySelector('[role=log]');
-  if (!log) return false;
-  if (new RegExp(pattern).test(log.innerText)) return true;
-  log.scrollBy(0, 300);
-  return false; }"""
-
-
-def find_in_log(page, pattern: str) -> None:
-    """Wait until the log shows a line matching `pattern`, from the top of its box."""
-    page.get_by_role("log").evaluate("log => { log.scrollTop = 0; }")
-    page.wait_for_function(SCROLL_LOG_UNTIL, arg=pattern, polling=200)
-
-
 def test_logs_say_what_each_step_did_and_end_without_a_traceback(page, stack):
     page.goto(f"/v2/runs/flow-run/{stack.runs['review'].id}?tab=Logs")
     log = page.get_by_role("log")
