@@ -225,7 +225,9 @@ def measure(path: Path, what: str) -> dict:
     elif what == "stage_history":
         rows = conn.execute("SELECT count(*), max(left_at) FROM stage_history").fetchone()[0]
     elif what == "stuck":
-        rows = len(analytics.stuck(conn, days=7, as_of=as_of, integration_id=INTEGRATION))
+        rows = sum(
+            1 for _ in analytics.stuck(conn, days=7, as_of=as_of, integration_id=INTEGRATION)
+        )
     elif what.startswith("funnel"):
         job = "job-0007" if what == "funnel-job" else None
         rows = len(analytics.funnel(conn, INTEGRATION, job_id=job))

@@ -84,11 +84,13 @@ def pipeline_report(
         funnel=funnel(conn, integration_id),
         moves=_rows(conn, _MOVES, params),
         hires=_rows(conn, _HIRES, params),
-        stuck=stuck(
-            conn,
-            days=stuck_days,
-            as_of=as_of,
-            integration_id=integration_id,
-            overrides=stuck_overrides,
+        stuck=list(
+            stuck(
+                conn,
+                days=stuck_days,
+                as_of=as_of,
+                integration_id=integration_id,
+                overrides=stuck_overrides,
+            )
         ),
     )

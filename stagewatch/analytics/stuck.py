@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -38,15 +38,16 @@ SELECT s.integration_id, s.application_id, s.job_id, s.stage_id, s.stage_name, s
     s.entered_after, s.entry_window_seconds, s.event_id, e.event_key
 FROM stage_stays AS s JOIN events AS e ON e.id = s.event_id
 {where}
-ORDER BY s.integration_id, s.application_id
+ORDER BY s.entered_at, s.integration_id, s.application_id
 """
 
 
-def _threshold(days: float, overrides: Mapping[str, float], stay: Mapping[str, Any]) -> float:
+def _threshold(
+    days: float, by_id: Mapping[str, float], by_name: Mapping[str, float], stay: Mapping[str, Any]
+) -> float:
     """A stage's own threshold, by stage id or by name (case-insensitive), else `days`."""
-    if stay["stage_id"] in overrides:
-        return overrides[stay["stage_id"]]
-    by_name = {str(k).casefold(): v for k, v in overrides.items()}
+    if stay["stage_id"] in by_id:
+        return by_id[stay["stage_id"]]
     return by_name.get(str(stay["stage_name"] or "").casefold(), days)
 
 
@@ -58,8 +59,10 @@ def stuck(
     integration_id: str | None = None,
     job_id: str | None = None,
     overrides: Mapping[str, float] | None = None,
-) -> list[dict[str, Any]]:
-    """Current, undecided stays older than their threshold at `as_of`, longest first.
+) -> Iterator[dict[str, Any]]:
+    """Current, undecided stays older than their threshold at `as_of`, longest first (the
+    earliest entry first, then by integration and application), streamed: memory stays flat
+    however many there are. A bad threshold raises here, before the first row.
 
     Days run from entered_at, the observation that saw the move (the latest it can have been), so
     a stay listed here has been in its stage at least that long."""
@@ -70,19 +73,21 @@ def stuck(
     where, params = stay_filters(integration_id, job_id, None, alias="s.")
     sql = _CURRENT.format(where=f"{where or 'WHERE 1 = 1'} AND s.ended = 'current'")
     cursor = conn.execute(sql, params)
+    by_name = {str(k).casefold(): v for k, v in overrides.items()}
+    return _past_threshold(cursor, days, overrides, by_name, as_of)
+
+
+def _past_threshold(cursor, days, by_id, by_name, as_of: datetime) -> Iterator[dict[str, Any]]:
     columns = [c[0] for c in cursor.description]
-    out = []
     for row in cursor:
         stay = dict(zip(columns, row, strict=True))
         in_stage = (as_of - parse_ts(stay["entered_at"])).total_seconds() / 86400.0
-        threshold = _threshold(days, overrides, stay)
+        threshold = _threshold(days, by_id, by_name, stay)
         if in_stage > threshold:
             stay["days_in_stage"] = round(in_stage, 3)
             stay["uncertainty_hours"] = uncertainty_hours(stay["entry_window_seconds"], None, True)
             stay["threshold_days"] = threshold
-            out.append({field: stay[field] for field in STUCK_FIELDS})
-    out.sort(key=lambda s: (-s["days_in_stage"], s["integration_id"], s["application_id"]))
-    return out
+            yield {field: stay[field] for field in STUCK_FIELDS}
 
 
 def unannounced(conn: sqlite3.Connection, rows: Iterable[Mapping[str, Any]]) -> list[dict]:

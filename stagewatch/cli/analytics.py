@@ -267,10 +267,12 @@ def stuck(
             )
         except AnalyticsError as exc:
             _fail(exc)
-    if output is Format.jsonl:
-        return _write_jsonl(rows, analytics.STUCK_FIELDS)
-    if output is Format.csv:
-        return _write_csv(rows, analytics.STUCK_FIELDS)
+        # jsonl and csv stream while the store is open; the table lays out every row first.
+        if output is Format.jsonl:
+            return _write_jsonl(rows, analytics.STUCK_FIELDS)
+        if output is Format.csv:
+            return _write_csv(rows, analytics.STUCK_FIELDS)
+        rows = list(rows)
     print_table(Console(), STUCK_LAYOUTS, rows)
 
 

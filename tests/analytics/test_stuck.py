@@ -33,8 +33,8 @@ def test_current_stays_older_than_the_threshold(scenario):
         ("app-f", "st-w", H24, 4.5, 24.0, 4),
         ("app-g", "st-next", H24, 4.5, 24.0, 4),
     ]
-    assert len(stuck(scenario._conn, days=3, as_of=AS_OF)) == 4
-    assert stuck(scenario._conn, days=5, as_of=AS_OF) == []
+    assert len(list(stuck(scenario._conn, days=3, as_of=AS_OF))) == 4
+    assert list(stuck(scenario._conn, days=5, as_of=AS_OF)) == []
 
 
 def test_per_stage_thresholds_by_id_or_name(scenario):
@@ -107,7 +107,7 @@ def test_a_new_stay_in_the_same_stage_is_announced_again(scenario):
 
 def test_the_event_for_a_stay_is_the_same_event_when_sent_again(scenario):
     conn = scenario._conn
-    rows = stuck(conn, days=4, as_of=AS_OF)
+    rows = list(stuck(conn, days=4, as_of=AS_OF))
     first, second = [], []
     announce(conn, rows, first.extend, at=AS_OF)
     conn.execute("BEGIN")  # a crash before the record: as if never recorded
