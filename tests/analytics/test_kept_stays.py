@@ -245,3 +245,38 @@ def test_stays_without_a_job_are_kept_under_an_empty_key(db_url):
             "SELECT job_id, stage_id FROM job_funnel_kept WHERE job_key = '' ORDER BY stage_order"
         )
         assert [tuple(r) for r in kept] == [(None, "st-applied"), (None, "st-screen")]
+
+
+def _before_0012(store: Store) -> None:
+    """Take a store back to 0011: job_funnel derived from the kept stays, no kept funnels."""
+    conn, postgres = store._conn, store._db.postgres
+    conn.execute("DROP VIEW job_funnel")
+    conn.execute("DROP TABLE job_funnel_kept")
+    conn.execute("DROP TABLE funnel_stale")
+    if postgres:
+        statements = dict(pg_schema.MIGRATIONS)["0010_stays_kept"]
+        (view,) = [s for s in statements if s.startswith("CREATE VIEW job_funnel")]
+        conn.execute(view)
+        conn.execute(f"DELETE FROM {pg_schema.MIGRATIONS_TABLE} WHERE name = '0012_funnels_kept'")
+    else:
+        conn.execute(schema.STAGE_ANALYTICS[1].strip())
+        conn.execute("DELETE FROM _sqlite_migrations WHERE name = '0012_funnels_kept'")
+
+
+def test_a_store_with_history_upgrades_to_kept_funnels(db_url, world):
+    """Migration 0012 over a store with history, on both backends: every job's funnel is built,
+    none is left stale, and job_funnel reads the same rows as before the upgrade."""
+    transport = SimulatorTransport(world)
+    for _ in range(4):
+        sync_in_process(db_url, transport, world.normal_integration_id, KEY, mode="full")
+        world.advance(hours=72)
+    with Store(db_url) as store:
+        before = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
+        _before_0012(store)
+        assert _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER) == before
+    with Store(db_url) as store:
+        assert store._conn.execute("SELECT count(*) FROM funnel_stale").fetchone()[0] == 0
+        kept = store._conn.execute("SELECT count(*) FROM job_funnel_kept").fetchone()[0]
+        assert kept == len(before) > 10
+        assert _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER) == before
+        _assert_kept_equal_derived(store)
