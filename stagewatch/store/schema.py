@@ -1097,7 +1097,7 @@ CREATE TABLE funnel_stale ( -- Jobs a run changed since their kept funnel rows w
 ) WITHOUT ROWID
 """
 
-_KEPT_COLUMNS = (
+KEPT_COLUMNS = (
     "integration_id, job_key, stage_order, job_id, stage_id, stage_name, stage_index, order_note, "
     "reached, currently_in, reached_later, conversion, median_days, p90_days, backward_out, "
     "hired_in, declined_in, job_hired, job_declined, job_median_days_to_hire"
@@ -1159,51 +1159,36 @@ SELECT * FROM ({stale_funnel(stale)}) AS fresh
 """
 
 
-# Rebuild the kept rows of the jobs in temp.sw_funnel_jobs (funnel_stale's rows as read), then
-# clear the marks read: a run that marked a job again meanwhile (PostgreSQL) leaves it stale.
-REFRESH_FUNNELS = [
-    """
+# The jobs a rebuild works on (funnel_stale's rows as it read them), and their kept rows computed
+# from the stays: the migration builds every job this way, `store.funnels` a few at a time.
+FUNNEL_JOBS_TABLE = """
 CREATE TEMP TABLE IF NOT EXISTS sw_funnel_jobs (
     integration_id TEXT NOT NULL, job_key TEXT NOT NULL, marked INTEGER NOT NULL,
     PRIMARY KEY (integration_id, job_key)
 )
-""",
-    "DELETE FROM temp.sw_funnel_jobs",
-    "INSERT INTO temp.sw_funnel_jobs SELECT integration_id, job_key, marked FROM funnel_stale {where}",
-    """
-DELETE FROM job_funnel_kept WHERE EXISTS (
-    SELECT 1 FROM temp.sw_funnel_jobs AS r
-    WHERE r.integration_id = job_funnel_kept.integration_id AND r.job_key = job_funnel_kept.job_key
-)
-""",
-    f"""
-INSERT INTO job_funnel_kept ({_KEPT_COLUMNS})
-SELECT integration_id, coalesce(job_id, ''), stage_order, job_id, stage_id, stage_name,
+"""
+
+KEPT_ROWS = f"""
+SELECT integration_id, coalesce(job_id, '') AS job_key, stage_order, job_id, stage_id, stage_name,
     stage_index, order_note, reached, currently_in, reached_later, conversion, median_days,
     p90_days, backward_out, hired_in, declined_in, job_hired, job_declined, job_median_days_to_hire
 FROM ({stale_funnel("temp.sw_funnel_jobs")}) AS f
-""",
-    """
-DELETE FROM funnel_stale WHERE EXISTS (
-    SELECT 1 FROM temp.sw_funnel_jobs AS r
-    WHERE r.integration_id = funnel_stale.integration_id AND r.job_key = funnel_stale.job_key
-        AND r.marked = funnel_stale.marked
-)
-""",
-    "DELETE FROM temp.sw_funnel_jobs",
-]
+"""
 
 FUNNELS_KEPT = [
     "DROP VIEW job_funnel",
     FUNNEL_KEPT_TABLE,
     FUNNEL_STALE_TABLE,
+    FUNNEL_JOBS_TABLE,
+    # Every job with stages or stays, built once here: none is left stale.
     """
-INSERT INTO funnel_stale (integration_id, job_key, marked)
+INSERT INTO temp.sw_funnel_jobs (integration_id, job_key, marked)
 SELECT integration_id, job_id, 0 FROM job_stages
 UNION
 SELECT integration_id, coalesce(job_id, ''), 0 FROM stage_stays_kept
 """,
-    *(statement.replace("{where}", "") for statement in REFRESH_FUNNELS),
+    f"INSERT INTO job_funnel_kept ({KEPT_COLUMNS})\n{KEPT_ROWS.strip()}",
+    "DELETE FROM temp.sw_funnel_jobs",
     "CREATE VIEW job_funnel AS -- Per job and stage, in stage order: applications that reached it, are in it, moved on; days in it; the job's hires and declines. Kept per job (job_funnel_kept); a job's rows are computed from its stays while funnel_stale lists it.\n"
     + kept_funnel("funnel_stale").lstrip("\n"),
 ]

@@ -280,3 +280,62 @@ def test_a_store_with_history_upgrades_to_kept_funnels(db_url, world):
         assert kept == len(before) > 10
         assert _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER) == before
         _assert_kept_equal_derived(store)
+
+
+def _stale_history(store: Store) -> Runner:
+    """job-1 and job-2 rebuilt, then a run that moves an application of job-1: job-1 is stale."""
+    runner = Runner(store)
+    apps = [application("a-1"), application("a-2"), application("b-1", job_id="job-2")]
+    runner.run(apps, hours=0, jobs=[job(), job("job-2")])
+    assert store.refresh_funnels(INTEGRATION) == 2
+    runner.run([application("a-1", ("st-screen", "Phone screen"))], hours=1, mode="incremental")
+    assert [r[0] for r in store._conn.execute("SELECT job_key FROM funnel_stale")] == ["job-1"]
+    return runner
+
+
+def _derived_funnel(store: Store) -> list[tuple]:
+    return _rows(store, _derived(store)[1], FUNNEL_ORDER)
+
+
+def test_a_run_committed_during_a_rebuild_leaves_its_job_stale(db_url):
+    """The rebuild computed job-1 before a run moved another of its applications: it keeps
+    nothing for job-1, which the view goes on computing from its stays."""
+    with Store(db_url) as store:
+        runner = _stale_history(store)
+        marks, rows = store._funnels.compute(INTEGRATION, None, 50)
+        runner.run([application("a-2", ("st-onsite", "Onsite"))], hours=2, mode="incremental")
+        assert store._funnels.apply(INTEGRATION, marks, rows) == 0
+        assert store.stale_funnel_jobs(INTEGRATION) == 1
+        _assert_kept_equal_derived(store)
+
+
+def test_two_rebuilds_racing_never_keep_the_older_rows(db_url):
+    """Rebuild B computes job-1, a run moves an application, rebuild A computes and writes job-1;
+    B's write comes last: its mark is gone, so A's rows stay."""
+    with Store(db_url) as store:
+        runner = _stale_history(store)
+        older = store._funnels.compute(INTEGRATION, None, 50)
+        runner.run([application("a-2", ("st-onsite", "Onsite"))], hours=2, mode="incremental")
+        newer = store._funnels.compute(INTEGRATION, None, 50)
+        assert store._funnels.apply(INTEGRATION, *newer) == 1
+        assert store._funnels.apply(INTEGRATION, *older) == 0
+        assert store.stale_funnel_jobs(INTEGRATION) == 0
+        kept = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
+        assert kept == _derived_funnel(store)
+        onsite = [r for r in kept if r[1] == "job-1" and r[4] == "st-onsite"]
+        assert [(r[8], r[9]) for r in onsite] == [(1, 1)]  # a-2, moved in the later run
+
+
+def test_a_rebuild_goes_job_by_job_in_steps(db_url):
+    """Steps of one job each, the stays without a job ('' sorts first) included."""
+    with Store(db_url) as store:
+        Runner(store).run(
+            [application("a-1"), application("b-1", job_id="job-2"), application("n", job_id=None)],
+            hours=0,
+            jobs=[job(), job("job-2")],
+        )
+        assert store._funnels.refresh(INTEGRATION, chunk=1) == 3
+        assert store.stale_funnel_jobs(INTEGRATION) == 0
+        kept = store._conn.execute("SELECT DISTINCT job_key FROM job_funnel_kept ORDER BY 1")
+        assert [r[0] for r in kept] == ["", "job-1", "job-2"]
+        assert _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER) == _derived_funnel(store)
