@@ -143,7 +143,7 @@ def _funnel_layouts(noted: bool) -> list[Layout]:
     """Full headers, then short ones that keep a job's table within 80 columns; the note column
     only when a stage of the job has one (in the short layout, as one word)."""
     short_notes = {"index shared": "shared", "not among the job's stages": "unlisted"}
-    stage = Col("stage", lambda r: r["stage_name"] or r["stage_id"] or "(none)")
+    stage = Col("stage", _stage_cell)
     head = [Col("#", lambda r: str(r["stage_order"]), "right")]
     counts = [
         ("reached", "reach", lambda r: str(r["reached"])),
