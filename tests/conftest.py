@@ -74,6 +74,7 @@ def recorded_events(monkeypatch):
     drain()
 
 
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, tests that share one expensive session fixture run on one worker:
     the browser tests share one Prefect server and its runs; the others one Prefect harness."""

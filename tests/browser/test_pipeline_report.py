@@ -25,7 +25,9 @@ CHARTS_DRAWN = """sel => { const imgs = [...document.querySelectorAll(sel)];
     && i.getBoundingClientRect().width > 0) ? imgs.length : null; }"""
 
 
-@pytest.fixture(scope="module")
+# Session, not module, scope: the worker may run other browser modules between this one's tests,
+# and a module fixture would then run the deployment again (28 s each time).
+@pytest.fixture(scope="session")
 def pipeline_run(stack):
     """Run the served deployment as of a day after the review run's observation, with a one-day threshold so
     the stack's three days of activity leave some applications stuck."""
@@ -58,7 +60,7 @@ def pipeline_run(stack):
     return run, artifact
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def pipeline_artifact(pipeline_run):
     return pipeline_run[1]
 
