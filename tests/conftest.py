@@ -74,10 +74,11 @@ def recorded_events(monkeypatch):
     drain()
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own, which reads the groups set here
 def pytest_collection_modifyitems(config, items):
     """Under pytest-xdist, tests that share one expensive session fixture run on one worker:
-    the browser tests share one Prefect server and its runs; the others one Prefect harness."""
+    the browser tests share one Prefect server and its runs; the others one Prefect harness.
+    (pytest 9.2 broke this grouping for pytest-xdist 3.8: pyproject.toml keeps pytest below it.)"""
     for item in items:
         if "browser" in item.nodeid.split("::")[0]:
             item.add_marker(pytest.mark.xdist_group("browser"))
