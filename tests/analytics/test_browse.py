@@ -4,6 +4,7 @@ the store read-only on loopback, canned queries included."""
 from __future__ import annotations
 
 import json
+import selectors
 import socket
 import sqlite3
 import subprocess
@@ -73,6 +74,24 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _wait_for_line(process: subprocess.Popen, text: bytes, timeout: float) -> None:
+    """Read the server's stderr until a line holds `text` (uvicorn says it listens), without
+    polling: the selector wakes on each line, the deadline bounds the wait."""
+    seen: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stderr, selectors.EVENT_READ)
+        while (left := deadline - time.monotonic()) > 0:
+            if selector.select(left):
+                line = process.stderr.readline()
+                if not line:  # the process ended before it listened
+                    break
+                seen.append(line)
+                if text in line:
+                    return
+    raise RuntimeError(b"".join(seen).decode() or "the server said nothing")
+
+
 @pytest.fixture
 def served(db):
     pytest.importorskip("datasette", reason=f"the browse extra is missing: {browse.INSTALL_HINT}")
@@ -92,16 +111,9 @@ def served(db):
         stderr=subprocess.PIPE,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + START_TIMEOUT
     try:
-        while True:
-            try:
-                httpx.get(f"{base}/-/versions.json", timeout=2).raise_for_status()
-                break
-            except httpx.HTTPError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(process.stderr.read().decode()) from None
-                time.sleep(0.2)
+        _wait_for_line(process, b"Uvicorn running on", START_TIMEOUT)
+        httpx.get(f"{base}/-/versions.json", timeout=2).raise_for_status()
         yield base
     finally:
         process.terminate()
