@@ -314,11 +314,14 @@ class Database:
             pass  # nothing is lost: the next checkpoint copies what this one did not
 
     @contextmanager
-    def transaction(self, conn: sqlite3.Connection | None = None) -> Iterator[sqlite3.Connection]:
+    def transaction(
+        self, conn: sqlite3.Connection | None = None, *, write: bool = True
+    ) -> Iterator[sqlite3.Connection]:
         """BEGIN IMMEDIATE ... COMMIT on `conn` (the store's own by default); anything raised
-        (COMMIT's own failure too) rolls back."""
+        (COMMIT's own failure too) rolls back. `write=False` takes no write lock on SQLite: a
+        read snapshot, beside the writer, whose writes may go to temporary tables only."""
         conn = conn or self.conn
-        conn.execute("BEGIN" if self.postgres else "BEGIN IMMEDIATE")
+        conn.execute("BEGIN" if self.postgres or not write else "BEGIN IMMEDIATE")
         try:
             yield conn
             conn.execute("COMMIT")

@@ -10,8 +10,6 @@ stays: a rebuild never leaves a job's kept rows older than its stays, whatever r
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from stagewatch.store.connection import Database
@@ -65,7 +63,8 @@ class Funnels:
     def compute(self, integration_id: str, after: str | None, chunk: int) -> Computed:
         """The marks of the next `chunk` stale jobs after `after` (all from the first with None),
         and their kept rows as the stays give them now, read in one read transaction."""
-        with self._reading() as execute:
+        with self._db.transaction(write=False) as conn:
+            execute = self._temp_runner(conn)
             execute(FUNNEL_JOBS_TABLE)
             execute("DELETE FROM temp.sw_funnel_jobs")
             op = ">=" if after is None else ">"
@@ -94,21 +93,8 @@ class Funnels:
                 rebuilt += 1
         return rebuilt
 
-    @contextmanager
-    def _reading(self) -> Iterator[Any]:
-        """A read transaction on the store's connection; its writes go to temporary tables only,
-        which take no lock on the database."""
-        conn = self._db.conn
-        postgres = self._db.postgres
-
-        def execute(sql: str, params: Any = ()) -> Any:
-            return conn.execute(pg_temp(sql) if postgres else sql, params)
-
-        conn.execute("BEGIN")
-        try:
-            yield execute
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+    def _temp_runner(self, conn):
+        """conn.execute, with SQLite's `temp.` spelled as PostgreSQL's `pg_temp.` there."""
+        if not self._db.postgres:
+            return conn.execute
+        return lambda sql, params=(): conn.execute(pg_temp(sql), params)

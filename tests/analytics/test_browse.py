@@ -109,6 +109,7 @@ def served(db):
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
+        bufsize=0,  # unbuffered: a line read ahead into a buffer would hide from the selector
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -138,14 +138,19 @@ def test_the_backfill_rebuilds_what_the_derivation_gives(db_url, world):
         assert store._conn.execute("SELECT count(*) FROM stage_stays").fetchone()[0] > 100
 
 
+def _full_syncs(db: str, world: World, runs: int = 4) -> None:
+    """`runs` full syncs of the simulated integration, three days apart: a store with history."""
+    transport = SimulatorTransport(world)
+    for _ in range(runs):
+        sync_in_process(db, transport, world.normal_integration_id, KEY, mode="full")
+        world.advance(hours=72)
+
+
 def test_a_store_written_before_0010_upgrades_with_its_stays(tmp_path, world, caplog):
     """A SQLite store as 0009 left it (views over the log, no kept stays) gets its stays on open,
     and says before it starts that the upgrade may take minutes."""
     db = str(tmp_path / "sw.db")
-    transport = SimulatorTransport(world)
-    for _ in range(4):
-        sync_in_process(db, transport, world.normal_integration_id, KEY, mode="full")
-        world.advance(hours=72)
+    _full_syncs(db, world)
     with Store(db) as store:
         before = _rows(store, "SELECT * FROM stage_stays", STAYS_ORDER)
         before_0010(store._conn)
@@ -266,10 +271,7 @@ def _before_0012(store: Store) -> None:
 def test_a_store_with_history_upgrades_to_kept_funnels(db_url, world):
     """Migration 0012 over a store with history, on both backends: every job's funnel is built,
     none is left stale, and job_funnel reads the same rows as before the upgrade."""
-    transport = SimulatorTransport(world)
-    for _ in range(4):
-        sync_in_process(db_url, transport, world.normal_integration_id, KEY, mode="full")
-        world.advance(hours=72)
+    _full_syncs(db_url, world)
     with Store(db_url) as store:
         before = _rows(store, "SELECT * FROM job_funnel", FUNNEL_ORDER)
         _before_0012(store)
