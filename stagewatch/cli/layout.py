@@ -38,7 +38,11 @@ def natural_widths(layout: Layout, rows: Sequence[Mapping[str, Any]]) -> list[in
 
 def width_of(layout: Layout, rows: Sequence[Mapping[str, Any]]) -> int:
     """The characters a row of `layout` needs, borders included."""
-    return sum(natural_widths(layout, rows)) + _PER_COLUMN * len(layout) + 1
+    return _table_width(layout, natural_widths(layout, rows))
+
+
+def _table_width(layout: Layout, widths: Sequence[int]) -> int:
+    return sum(widths) + _PER_COLUMN * len(layout) + 1
 
 
 def choose(layouts: Sequence[Layout], rows: Sequence[Mapping[str, Any]], width: int) -> Layout:
@@ -60,9 +64,10 @@ def print_table(
     table = Table(title=title, caption=caption)
     # Rich shrinks no column that may not wrap: the flexible ones are given their share of what
     # is left (never less than their header), else the table runs past the terminal's edge.
-    excess = width_of(layout, rows) - console.width
+    widths = natural_widths(layout, rows)
+    excess = _table_width(layout, widths) - console.width
     flexible = sum(col.flexible for col in layout)
-    for col, natural in zip(layout, natural_widths(layout, rows), strict=True):
+    for col, natural in zip(layout, widths, strict=True):
         fit = natural
         if col.flexible and excess > 0:
             fit = max(len(col.header), natural - -(-excess // flexible))

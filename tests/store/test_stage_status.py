@@ -9,7 +9,11 @@ from tests.builders import Runner, application, event, events_without_keys, job,
 from tests.report.factories import event as change
 from tests.report.factories import outcome
 
-STAGES = (("st-applied", "Applied", 0), ("st-screen", "Phone screen", 1), ("st-old", "Old screen", 2))
+STAGES = (
+    ("st-applied", "Applied", 0),
+    ("st-screen", "Phone screen", 1),
+    ("st-old", "Old screen", 2),
+)
 
 
 def _job_with_statuses(statuses: dict[str, str | None]):
@@ -29,11 +33,16 @@ def _app(app_id: str, stage: tuple[str, str], status: str | None, **fields):
 
 
 def test_statuses_are_recorded_on_first_sightings_moves_and_the_snapshot(db_url):
-    jobs = [_job_with_statuses({"st-applied": "ACTIVE", "st-screen": "ACTIVE", "st-old": "INACTIVE"})]
+    jobs = [
+        _job_with_statuses({"st-applied": "ACTIVE", "st-screen": "ACTIVE", "st-old": "INACTIVE"})
+    ]
     with Store(db_url) as store:
         runner = Runner(store)
         runner.run(
-            [_app("a1", ("st-applied", "Applied"), "ACTIVE"), _app("a2", ("st-screen", "Phone screen"), None)],
+            [
+                _app("a1", ("st-applied", "Applied"), "ACTIVE"),
+                _app("a2", ("st-screen", "Phone screen"), None),
+            ],
             hours=0,
             jobs=jobs,
         )
@@ -57,15 +66,31 @@ def test_statuses_are_recorded_on_first_sightings_moves_and_the_snapshot(db_url)
     _, second = runner.run_ids
     assert moves == [
         event(
-            "stage_changed", "a1", "2026-01-05T10:00:00.000Z", "2026-01-05T09:00:00.000Z", second,
-            from_stage_id="st-applied", from_stage_name="Applied", from_stage_status="ACTIVE",
-            to_stage_id="st-old", to_stage_name="Old screen", to_stage_status="INACTIVE",
+            "stage_changed",
+            "a1",
+            "2026-01-05T10:00:00.000Z",
+            "2026-01-05T09:00:00.000Z",
+            second,
+            from_stage_id="st-applied",
+            from_stage_name="Applied",
+            from_stage_status="ACTIVE",
+            to_stage_id="st-old",
+            to_stage_name="Old screen",
+            to_stage_status="INACTIVE",
             direction="forward",
         ),
         event(
-            "stage_changed", "a2", "2026-01-05T10:00:00.000Z", "2026-01-05T09:00:00.000Z", second,
-            from_stage_id="st-screen", from_stage_name="Phone screen", from_stage_status="ACTIVE",
-            to_stage_id="st-applied", to_stage_name="Applied", to_stage_status="ARCHIVED_STAGE",
+            "stage_changed",
+            "a2",
+            "2026-01-05T10:00:00.000Z",
+            "2026-01-05T09:00:00.000Z",
+            second,
+            from_stage_id="st-screen",
+            from_stage_name="Phone screen",
+            from_stage_status="ACTIVE",
+            to_stage_id="st-applied",
+            to_stage_name="Applied",
+            to_stage_status="ARCHIVED_STAGE",
             direction="backward",
         ),
     ]
@@ -86,12 +111,22 @@ def test_older_shape_without_any_status_records_none(db_url):
 def test_report_marks_moves_into_and_out_of_inactive_stages():
     def move(app_id, from_status, to_status):
         return change(
-            "stage_changed", app=app_id, from_stage_id="s1", from_stage_name="Screen",
-            from_stage_status=from_status, to_stage_id="s2", to_stage_name="Interview",
-            to_stage_status=to_status, direction="forward",
+            "stage_changed",
+            app=app_id,
+            from_stage_id="s1",
+            from_stage_name="Screen",
+            from_stage_status=from_status,
+            to_stage_id="s2",
+            to_stage_name="Interview",
+            to_stage_status=to_status,
+            direction="forward",
         )
 
-    moves = [move("a1", "ACTIVE", "INACTIVE"), move("a2", "inactive", None), move("a3", None, "ACTIVE")]
+    moves = [
+        move("a1", "ACTIVE", "INACTIVE"),
+        move("a2", "inactive", None),
+        move("a3", None, "ACTIVE"),
+    ]
     text = integration_markdown(outcome(counts={"stage moved": 3}), moves)
     rows = [line for line in text.splitlines() if line.startswith("| ") and "Screen" in line]
     assert any("| Screen → Interview \\(inactive\\) |" in row for row in rows), text
